@@ -1,0 +1,37 @@
+"""Atomic file writes: a file is either the old one or the complete new one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from trc.errors import TRCError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one step.
+
+    The temporary file lives in the target's folder (so the final rename is
+    atomic) and keeps the target's suffix (so ``np.savez`` and friends do not
+    append another).  Parent folders are created.  On any failure the
+    temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TRCError(f"cannot create folder {str(path.parent)!r}: {e.strerror}") from None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path

@@ -1,0 +1,172 @@
+"""The control problem: everything problem-specific in one small object.
+
+A problem fixes the dynamics ``f(x, u)``, the sampling time ``dt``, the horizon
+``T``, the control bound ``|u| <= u_max`` (elementwise), the box that start
+states are drawn from, the default target, and the quadratic cost
+
+    J(X, U) = sum_{t=0}^{T-1} [ e_t' Q e_t + u_t' R u_t ] + e_T' Qf e_T,
+    e_t = x_t - target.
+
+Success means the final error ``||x_T - target||_2`` is below ``success_tol``.
+Shapes follow :mod:`trc.dynamics`; every method is batched and differentiable.
+
+To add a problem, subclass :class:`ControlProblem` in a small file, implement
+:meth:`~ControlProblem.dynamics` (and, for the fast simulator,
+:meth:`~ControlProblem.jacobians`), and add one line to the registry in
+:mod:`trc.problems`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trc.cost import final_error, trajectory_cost
+from trc.dynamics import rk4, rollout
+
+Tensor = torch.Tensor
+Matrix = tuple[tuple[float, ...], ...]
+
+
+def diag(*values: float) -> Matrix:
+    """A diagonal matrix as nested tuples (hashable and JSON-able)."""
+    n = len(values)
+    return tuple(tuple(float(values[i]) if i == j else 0.0 for j in range(n)) for i in range(n))
+
+
+@dataclass(frozen=True)
+class ControlProblem:
+    """Base class of a finite-horizon optimal control problem (see module docstring)."""
+
+    name: str
+    n_x: int
+    n_u: int
+    dt: float
+    horizon: int
+    u_max: float
+    x0_low: tuple[float, ...]
+    x0_high: tuple[float, ...]
+    target: tuple[float, ...]
+    Q: Matrix
+    R: Matrix
+    Qf: Matrix
+    success_tol: float
+
+    def __post_init__(self) -> None:
+        from trc.errors import TRCError
+
+        if self.dt <= 0 or self.horizon < 1 or self.u_max <= 0 or self.success_tol <= 0:
+            raise TRCError(
+                f"problem {self.name!r} needs dt > 0, horizon >= 1, u_max > 0 and success_tol > 0 "
+                f"(got dt={self.dt}, horizon={self.horizon}, u_max={self.u_max}, "
+                f"success_tol={self.success_tol})"
+            )
+        for field, size in (("x0_low", self.n_x), ("x0_high", self.n_x), ("target", self.n_x)):
+            if len(getattr(self, field)) != size:
+                raise TRCError(f"problem {self.name!r}: {field} must have {size} entries")
+        for field, size in (("Q", self.n_x), ("R", self.n_u), ("Qf", self.n_x)):
+            m = getattr(self, field)
+            if len(m) != size or any(len(row) != size for row in m):
+                raise TRCError(f"problem {self.name!r}: {field} must be {size}x{size}")
+
+    # -- dynamics ---------------------------------------------------------------
+    def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
+        """Continuous dynamics ``xdot [B, n_x]`` at ``x [B, n_x]``, ``u [B, n_u]``."""
+        raise NotImplementedError
+
+    def jacobians(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(df/dx [B, n_x, n_x], df/du [B, n_x, n_u])``, or None if not provided.
+
+        Problems that provide them get the fast adjoint simulator.
+        """
+        return None
+
+    def step(self, x: Tensor, u: Tensor) -> Tensor:
+        """One RK4 step of length ``dt``: ``x [B, n_x], u [B, n_u] -> x_next [B, n_x]``."""
+        return rk4(self.dynamics, self.dt)(x, u)
+
+    def rollout(self, x0: Tensor, U: Tensor) -> Tensor:
+        """Simulate ``U [B, T, n_u]`` from ``x0 [B, n_x]``; returns ``X [B, T+1, n_x]``.
+
+        Controls are used as given; call :meth:`clip` first to enforce the bound.
+        """
+        return rollout(self.step, x0, U)
+
+    # -- cost and success -------------------------------------------------------
+    def target_like(self, x0: Tensor, target: Tensor | None = None) -> Tensor:
+        """Per-sample targets ``[B, n_x]``: ``target`` if given, else the default one."""
+        if target is not None:
+            return target.to(dtype=x0.dtype, device=x0.device).expand(x0.shape[0], self.n_x)
+        return torch.tensor(self.target, dtype=x0.dtype, device=x0.device).expand(x0.shape[0], self.n_x)
+
+    def cost_matrices(self, dtype=torch.float32, device=None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(Q [n_x, n_x], R [n_u, n_u], Qf [n_x, n_x])`` as tensors."""
+        return tuple(torch.tensor(m, dtype=dtype, device=device) for m in (self.Q, self.R, self.Qf))
+
+    def cost(self, X: Tensor, U: Tensor, target: Tensor | None = None) -> Tensor:
+        """Trajectory cost ``[B]`` of ``X [B, T+1, n_x]`` under ``U [B, T, n_u]``."""
+        Q, R, Qf = self.cost_matrices(X.dtype, X.device)
+        return trajectory_cost(X, U, self.target_like(X[:, 0], target), Q, R, Qf)
+
+    def final_error(self, X: Tensor, target: Tensor | None = None) -> Tensor:
+        """``||x_T - target||_2`` per sample, ``[B]``."""
+        return final_error(X, self.target_like(X[:, 0], target))
+
+    def success(self, X: Tensor, target: Tensor | None = None) -> Tensor:
+        """Whether the final error is below ``success_tol``, ``[B]`` bool."""
+        return self.final_error(X, target) < self.success_tol
+
+    def clip(self, U: Tensor) -> Tensor:
+        """Controls clipped elementwise to ``[-u_max, u_max]``."""
+        return U.clamp(-self.u_max, self.u_max)
+
+    def evaluate(self, x0: Tensor, U: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        """Clip ``U``, simulate it, and return ``X``, ``cost``, ``final_error``, ``success``."""
+        U = self.clip(U)
+        X = self.rollout(x0, U)
+        return {
+            "X": X,
+            "cost": self.cost(X, U, target),
+            "final_error": self.final_error(X, target),
+            "success": self.success(X, target),
+        }
+
+    # -- sampling and bookkeeping -------------------------------------------------
+    def sample_initial_states(self, n: int, generator: torch.Generator | None = None,
+                              dtype=torch.float32) -> Tensor:
+        """``n`` start states drawn uniformly from the box, ``[n, n_x]``."""
+        low = torch.tensor(self.x0_low, dtype=torch.float64)
+        high = torch.tensor(self.x0_high, dtype=torch.float64)
+        r = torch.rand(n, self.n_x, generator=generator, dtype=torch.float64)
+        return (low + (high - low) * r).to(dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All parameters as a JSON-able dict; ``get_problem(**d)`` rebuilds the problem."""
+        d = dataclasses.asdict(self)
+        return {k: _listify(v) for k, v in d.items()}
+
+    def replace(self, **overrides: Any) -> "ControlProblem":
+        """A copy with some parameters changed (``dt``, ``horizon``, ``mu``, ...)."""
+        from trc.errors import TRCError
+
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise TRCError(f"problem {self.name!r} has no parameter {unknown[0]!r}; "
+                           f"known: {', '.join(sorted(fields))}")
+        return dataclasses.replace(self, **{k: _tuplify(v) for k, v in overrides.items()})
+
+
+def _listify(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_listify(i) for i in v]
+    return v
+
+
+def _tuplify(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return tuple(_tuplify(i) for i in v)
+    return v
