@@ -1,0 +1,152 @@
+"""The generic trainer on a toy regression: learning, determinism, resume, stops, checkpoints."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from trc import TRCError
+from trc.trainer import BEST, LAST, TrainConfig, Trainer, cosine_with_warmup
+
+
+def toy_data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(n, 1, generator=g)
+    return x, y
+
+
+def toy_loader(batch_size=16):
+    return DataLoader(TensorDataset(*toy_data()), batch_size=batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(123))
+
+
+def toy_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1))
+
+
+def mse(model, batch):
+    x, y = batch
+    loss = ((model(x) - y) ** 2).mean()
+    return loss, {"mse": loss.detach(), "vector": torch.stack([loss.detach(), 2 * loss.detach()])}
+
+
+def val_mse(model):
+    x, y = toy_data(32, seed=1)
+    return {"mse": ((model(x) - y) ** 2).mean().item()}
+
+
+def config(tmp_path=None, **kw):
+    kw = {"epochs": 4, "lr": 1e-2, "progress": False, "monitor": "mse",
+          "checkpoint_dir": None if tmp_path is None else str(tmp_path), **kw}
+    return TrainConfig(**kw)
+
+
+def params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_training_lowers_the_loss_and_records_history():
+    model = toy_model()
+    before = val_mse(model)["mse"]
+    history = Trainer(config(epochs=15)).fit(model, mse, toy_loader(), val_mse)
+    assert val_mse(model)["mse"] < 0.5 * before
+    assert len(history["epochs"]) == 15 and history["stop_reason"] is None
+    record = history["epochs"][-1]
+    assert set(record["train"]) == {"loss", "mse", "vector"} and len(record["train"]["vector"]) == 2
+    assert history["best_metric"] == min(r["val"]["mse"] for r in history["epochs"])
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    runs = []
+    for seed in (7, 7, 8):
+        model = toy_model()
+        Trainer(config(seed=seed, restore_best=False)).fit(model, mse, toy_loader())
+        runs.append(params(model))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = toy_model()
+    history_full = Trainer(config(tmp_path / "full")).fit(full, mse, toy_loader(), val_mse)
+
+    def interrupt(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config(tmp_path / "cut")).fit(toy_model(), mse, toy_loader(), val_mse,
+                                              hooks={"on_epoch_end": interrupt})
+    resumed = toy_model(seed=99)  # a different start: everything must come from the checkpoint
+    history_resumed = Trainer(config(tmp_path / "cut")).fit(resumed, mse, toy_loader(), val_mse, resume=True)
+
+    assert torch.equal(params(full), params(resumed))
+    strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in h["epochs"]]
+             for h in (history_full, history_resumed)]
+    assert strip[0] == strip[1]
+    for name in (LAST, BEST):
+        a = torch.load(tmp_path / "full" / name, weights_only=True)["model_state"]
+        b = torch.load(tmp_path / "cut" / name, weights_only=True)["model_state"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_load_without_pickle_and_carry_the_optimizer(tmp_path):
+    Trainer(config(tmp_path, epochs=2)).fit(toy_model(), mse, toy_loader(), val_mse)
+    ckpt = torch.load(tmp_path / LAST, weights_only=True)
+    state = ckpt["trainer_state"]
+    assert state["epoch"] == 1 and state["optimizer"]["state"] and state["scheduler"]["last_epoch"] == 8
+
+
+def test_non_finite_loss_stops_and_keeps_the_best_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def exploding(model, batch):
+        calls["n"] += 1
+        loss, parts = mse(model, batch)
+        return (loss * math.nan if calls["n"] == 10 else loss), parts  # epoch 2, step 9
+
+    model = toy_model()
+    trainer = Trainer(config(tmp_path, epochs=5))
+    history = trainer.fit(model, exploding, toy_loader(), val_mse)
+    assert history["stop_reason"] == "non-finite loss at epoch 2, step 9"
+    assert len(history["epochs"]) == 2
+    best = torch.load(tmp_path / BEST, weights_only=True)
+    last = torch.load(tmp_path / LAST, weights_only=True)
+    assert last["trainer_state"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in best["model_state"].values())
+    assert all(torch.equal(v, best["model_state"][k]) for k, v in model.state_dict().items())
+
+
+def test_early_stopping_after_patience_epochs():
+    flat = lambda model: {"mse": 1.0}  # never improves after the first epoch
+    history = Trainer(config(epochs=20, patience=3)).fit(toy_model(), mse, toy_loader(), flat)
+    assert len(history["epochs"]) == 4
+    assert history["stop_reason"] == "no better mse for 3 epochs"
+
+
+def test_without_validation_the_training_loss_is_monitored():
+    history = Trainer(config(monitor="loss")).fit(toy_model(), mse, toy_loader())
+    assert history["best_metric"] == min(r["train"]["loss"] for r in history["epochs"])
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    f = cosine_with_warmup(100, warmup=0.1, min_ratio=0.01)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.01)
+    assert all(f(s) >= f(s + 1) for s in range(10, 100))
+
+
+@pytest.mark.parametrize("kw", [{"epochs": 0}, {"lr": -1.0}, {"lr": math.nan}, {"mode": "up"},
+                                {"grad_clip": 0.0}, {"warmup": 1.0}, {"patience": 0}])
+def test_bad_config_is_one_sentence(kw):
+    with pytest.raises(TRCError):
+        TrainConfig(**kw)
+
+
+def test_unknown_monitor_is_reported():
+    with pytest.raises(TRCError, match="monitored metric 'cost'"):
+        Trainer(config(monitor="cost", epochs=1)).fit(toy_model(), mse, toy_loader(), val_mse)
