@@ -1,0 +1,202 @@
+"""Reusable figures: the 4-panel refinement figure, phase portraits, control sequences.
+
+Every function draws with matplotlib's object API and touches no pyplot state:
+it draws into the ``ax`` or ``fig`` you pass (for example ``plt.subplots()``
+in a notebook) or makes a fresh :class:`~matplotlib.figure.Figure`, and returns
+it.  :func:`save_figure` writes PNG and SVG atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from trc.evaluation import analyze_convergence
+from trc.io import atomic_write
+
+MODEL_COLOR, BASELINE_COLOR = "C0", "C1"
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "svg"),
+                dpi: int = 150) -> list[Path]:
+    """Write ``fig`` as ``path`` with each suffix in ``formats`` (atomically); returns the paths."""
+    base = Path(path)
+    written = []
+    for fmt in formats:
+        target = base.with_suffix(f".{fmt}")
+        atomic_write(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi))
+        written.append(target)
+    return written
+
+
+def _log_if_wide(ax: Axes, arrays: list[np.ndarray], decades: float = 1.3) -> None:
+    """Log y scale when every value is positive and they span more than ``decades``."""
+    values = np.concatenate([a.ravel() for a in arrays])
+    if values.size and values.min() > 0 and np.log10(values.max() / values.min()) > decades:
+        ax.set_yscale("log")
+
+
+def _name(metrics) -> str:
+    lam = "" if metrics.process_weight is None else f" (λ = {metrics.process_weight:g})"
+    return f"{metrics.label}{lam}"
+
+
+def plot_refinement_curves(metrics, output_path: str | os.PathLike | None = None, baseline=None,
+                           title: str | None = None, num_examples: int = 3,
+                           fig: Figure | None = None) -> Figure:
+    """The seed's 4-panel refinement figure, with an optional baseline beside the model.
+
+    Panels: (1) cost per iteration, mean line, interquartile band and ``num_examples``
+    thin sample curves (plus a dotted line at the mean optimal cost when known), log scale;
+    (2) relative fall of the mean cost per iteration, bars; (3) mean control MSE to the
+    expert per iteration; (4) histogram of each sample's total cost reduction
+    ``(c_0 - c_K) / c_0`` in %, with a line at zero.
+
+    Args:
+        metrics: :class:`trc.evaluation.RefinementMetrics` of the model.
+        output_path: if given, the figure is saved there as PNG and beside it as SVG.
+        baseline: metrics of a baseline drawn in a second colour, or None.
+        title: figure title; defaults to the problem and each model's λ.
+        num_examples: sample curves drawn per model in panel 1 (the first ones).
+        fig: figure to draw into (default a new 12 x 8.5 inch one).
+
+    Returns:
+        The figure, with four axes in reading order.
+    """
+    fig = fig if fig is not None else Figure(figsize=(12, 8.5), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    runs = [(metrics, MODEL_COLOR)] + ([(baseline, BASELINE_COLOR)] if baseline is not None else [])
+    width = 0.8 / len(runs)
+    bins = np.histogram_bin_edges(np.concatenate([100.0 * m.total_reduction for m, _ in runs]), bins=30)
+    for j, (m, color) in enumerate(runs):
+        c, k, name = m.costs, np.arange(m.costs.shape[1]), _name(m)
+        q25, q75 = np.percentile(c, [25, 75], axis=0)
+        ax = axes[0]
+        ax.fill_between(k, q25, q75, color=color, alpha=0.2, label=f"{name}: interquartile range")
+        ax.plot(k, c.mean(axis=0), color=color, lw=2.5, marker="o", label=f"{name}: mean")
+        for i in range(min(num_examples, c.shape[0])):
+            ax.plot(k, c[i], color=color, lw=0.8, alpha=0.6, label=f"{name}: samples" if i == 0 else None)
+        drop = 100.0 * np.array(analyze_convergence(m)["mean_improvement_per_iteration"])
+        axes[1].bar(k[1:] + (j - (len(runs) - 1) / 2) * width, drop, width=width, color=color, label=name)
+        if m.control_mse is not None:
+            axes[2].plot(k, m.control_mse.mean(axis=0), color=color, marker="o", label=name)
+        axes[3].hist(100.0 * m.total_reduction, bins=bins, color=color, alpha=0.55, label=name)
+    if metrics.optimal_costs is not None:
+        axes[0].axhline(metrics.optimal_costs.mean(), color="k", ls=":", label="optimum (mean)")
+    _log_if_wide(axes[0], [m.costs for m, _ in runs])
+    mse = [m.control_mse for m, _ in runs if m.control_mse is not None]
+    if mse:
+        _log_if_wide(axes[2], [a.mean(axis=0) for a in mse])
+    else:
+        axes[2].text(0.5, 0.5, "no expert controls in the data", ha="center", va="center",
+                     transform=axes[2].transAxes)
+    axes[1].axhline(0.0, color="k", lw=0.8)
+    axes[3].axvline(0.0, color="k", ls="--", lw=1.0, label="no change")
+    labels = [
+        ("Cost per iteration", "refinement iteration k", "trajectory cost J (dimensionless)"),
+        ("Improvement per iteration", "refinement iteration k", "fall of mean cost (% of previous)"),
+        ("Distance to the expert", "refinement iteration k", "control MSE to expert (u²)"),
+        ("Total cost reduction per sample", "reduction (c₀ − c_K) / c₀ (%)", "number of samples"),
+    ]
+    for ax, (head, xlabel, ylabel) in zip(axes, labels):
+        ax.set(title=head, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    for ax in axes[:3]:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title is None:
+        title = f"Refinement on {metrics.problem or 'the problem'}: " + " vs ".join(_name(m) for m, _ in runs)
+    fig.suptitle(title)
+    if output_path is not None:
+        save_figure(fig, output_path)
+    return fig
+
+
+def _numpy(a) -> np.ndarray:
+    """A float64 numpy copy of an array or tensor (detached, on the CPU)."""
+    a = a.detach().cpu() if hasattr(a, "detach") else a
+    return np.asarray(a, dtype=np.float64)
+
+
+def _new_axes(ax: Axes | None, figsize=(5, 4.5)) -> Axes:
+    return ax if ax is not None else Figure(figsize=figsize, layout="constrained").subplots()
+
+
+def plot_phase_portrait(X, ax: Axes | None = None, target: Sequence[float] | None = None,
+                        reference=None, label: str = "plan", reference_label: str = "reference",
+                        color: str = MODEL_COLOR, state_names: Sequence[str] = ("x₁", "x₂")) -> Axes:
+    """Trajectories in the plane of the first two states, with start and target marked.
+
+    Args:
+        X: trajectories ``[B, T+1, n_x]`` or ``[T+1, n_x]`` (numpy or torch).
+        ax: axes to draw into (default a new figure's).
+        target: the target state, drawn as a star.
+        reference: trajectories of the same shape drawn dashed in black (the optimum, say).
+        label, reference_label: legend entries.
+        color: colour of ``X``.
+        state_names: axis labels of the two states.
+
+    Returns:
+        The axes.
+    """
+    ax = _new_axes(ax)
+    for data, style, name in ((X, dict(color=color, lw=1.5), label),
+                              (reference, dict(color="k", ls="--", lw=1.2), reference_label)):
+        if data is None:
+            continue
+        data = _numpy(data)
+        data = data[None] if data.ndim == 2 else data
+        for i, x in enumerate(data):
+            ax.plot(x[:, 0], x[:, 1], label=name if i == 0 else None, **style)
+        ax.plot(data[:, 0, 0], data[:, 0, 1], "o", color=style["color"], ms=5)
+    if target is not None:
+        ax.plot([target[0]], [target[1]], "*", color="crimson", ms=14, label="target")
+    ax.set(xlabel=state_names[0], ylabel=state_names[1], title="Phase portrait")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_controls(U, dt: float, ax: Axes | None = None, u_max: float | None = None,
+                  reference=None, label: str = "plan", reference_label: str = "reference",
+                  color: str = MODEL_COLOR) -> Axes:
+    """Control sequences over time as zero-order-hold steps, with the bound dashed.
+
+    Args:
+        U: controls ``[B, T, n_u]``, ``[T, n_u]`` or ``[T]`` (numpy or torch); every
+            control channel of every sample is drawn.
+        dt: sampling time in seconds (the x axis is ``t = k dt``).
+        ax: axes to draw into (default a new figure's).
+        u_max: the bound, drawn at ``±u_max``.
+        reference: controls of the same shape drawn dashed in black.
+        label, reference_label: legend entries.
+        color: colour of ``U``.
+
+    Returns:
+        The axes.
+    """
+    ax = _new_axes(ax, figsize=(6, 3.5))
+    for data, style, name in ((U, dict(color=color, lw=1.5), label),
+                              (reference, dict(color="k", ls="--", lw=1.2), reference_label)):
+        if data is None:
+            continue
+        data = _numpy(data)
+        data = data[None, :, None] if data.ndim == 1 else data[None] if data.ndim == 2 else data
+        t = dt * np.arange(data.shape[1] + 1)
+        first = True
+        for u in data.transpose(0, 2, 1).reshape(-1, data.shape[1]):
+            ax.stairs(u, t, baseline=None, label=name if first else None, **style)
+            first = False
+    if u_max is not None:
+        for s in (-1, 1):
+            ax.axhline(s * u_max, color="grey", ls=":", lw=1.0, label="bound" if s > 0 else None)
+    ax.set(xlabel="time t (s)", ylabel="control u", title="Controls")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
