@@ -1,0 +1,158 @@
+"""One checkpoint format for trained models, loaded without executing anything.
+
+A checkpoint is a ``torch.save`` of a plain dict (tensors, numbers, strings,
+lists, dicts only, so ``torch.load(..., weights_only=True)`` reads it)::
+
+    {"format": "trc-checkpoint", "version": 1,
+     "state_dict": {...},                 # the model's tensors
+     "config": {...},                     # TRCConfig.to_dict()
+     "problem": {...},                    # problem.to_dict(); get_problem(**it) rebuilds it
+     "metadata": {...},                   # JSON-able training facts (epoch, losses, seed, ...)
+     "value_predictor": {"config": {...}, "state_dict": {...}}}   # optional
+
+Every way a file can be wrong is one :class:`~trc.errors.TRCError` sentence
+naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trc.config import TRCConfig
+from trc.errors import TRCError
+from trc.io import atomic_write
+from trc.problems import ControlProblem, get_problem
+from trc.value import ValuePredictor
+
+FORMAT, VERSION = "trc-checkpoint", 1
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's own tensors on the CPU (a value head attached as a submodule is stored apart)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items() if not k.startswith("value_predictor.")}
+
+
+def save_checkpoint(model, path: str | os.PathLike, value_predictor: ValuePredictor | None = None,
+                    **metadata: Any) -> Path:
+    """Write ``model`` (and a value head) to ``path`` atomically.
+
+    Args:
+        model: a :class:`~trc.model.TinyRecursiveControl`.
+        path: the file to write; parent folders are created.
+        value_predictor: a :class:`~trc.value.ValuePredictor` to store with it; defaults to
+            ``model.value_predictor`` (set when the model came from a checkpoint with one).
+        **metadata: JSON-able training facts, returned as ``model.checkpoint_metadata`` on load.
+
+    Returns:
+        The path written.
+    """
+    try:
+        metadata = json.loads(json.dumps(metadata))
+    except (TypeError, ValueError) as e:
+        raise TRCError(f"checkpoint metadata for {str(path)!r} must be JSON-able: {e}") from None
+    if value_predictor is None:
+        value_predictor = getattr(model, "value_predictor", None)
+    payload = {"format": FORMAT, "version": VERSION, "state_dict": _cpu_state(model),
+               "config": model.config.to_dict(), "problem": model.problem.to_dict(), "metadata": metadata}
+    if value_predictor is not None:
+        if value_predictor.config["latent_dim"] != model.config.latent_dim:
+            raise TRCError(f"value predictor reads latents of width {value_predictor.config['latent_dim']} "
+                           f"but the model's are {model.config.latent_dim}")
+        payload["value_predictor"] = {"config": dict(value_predictor.config),
+                                      "state_dict": _cpu_state(value_predictor)}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _read(path: Path, map_location) -> dict[str, Any]:
+    """The checkpoint dict in ``path``, checked for format and version."""
+    if not path.exists():
+        raise TRCError(f"checkpoint {str(path)!r} does not exist")
+    if not path.is_file():
+        raise TRCError(f"checkpoint {str(path)!r} is not a file")
+    try:
+        with warnings.catch_warnings():  # a refused file ends in one TRCError, not warnings too
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch.load raises many types for bad bytes
+        unsupported = [line.split("Unsupported global:")[1].split(" was not")[0].replace("GLOBAL", "").strip()
+                       for line in str(e).splitlines() if "Unsupported global:" in line]
+        if unsupported:
+            raise TRCError(f"checkpoint {str(path)!r} holds Python objects ({unsupported[0]}) that only "
+                           f"pickle could rebuild; refused without running them (write checkpoints "
+                           f"with trc.save_checkpoint)") from None
+        raise TRCError(f"checkpoint {str(path)!r} is not a readable torch file "
+                       f"(truncated, corrupted, or not a checkpoint)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        what = "a bare state dict or another format" if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise TRCError(f"{str(path)!r} is not a trc checkpoint (found {what}, "
+                       f"expected a dict with format {FORMAT!r})")
+    if ckpt.get("version") != VERSION:
+        raise TRCError(f"checkpoint {str(path)!r} has format version {ckpt.get('version')!r}; "
+                       f"this trc reads version {VERSION}")
+    for key in ("state_dict", "config", "problem", "metadata"):
+        if not isinstance(ckpt.get(key), dict):
+            raise TRCError(f"checkpoint {str(path)!r} lacks its {key!r} entry")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", problem: ControlProblem | str | None = None):
+    """The model stored in ``path``, in eval mode, with ``model.problem`` rebuilt.
+
+    Args:
+        path: a file written by :func:`save_checkpoint`.
+        map_location: device for the tensors (as in ``torch.load``); the model is moved there.
+        problem: the problem (object or name) the caller expects; a checkpoint trained on
+            another problem, or the same one with other parameters, is an error.
+
+    Returns:
+        A :class:`~trc.model.TinyRecursiveControl` with ``checkpoint_metadata`` (dict) and,
+        if one was saved, ``value_predictor`` (a :class:`~trc.value.ValuePredictor` in eval mode,
+        a plain attribute, not a submodule).
+    """
+    from trc.model import TinyRecursiveControl
+
+    path = Path(path)
+    ckpt = _read(path, map_location)
+    try:
+        stored = get_problem(**ckpt["problem"])
+        if problem is not None:
+            expected = get_problem(problem) if isinstance(problem, str) else problem
+            if expected.to_dict() != stored.to_dict():
+                diff = sorted(k for k, v in expected.to_dict().items() if stored.to_dict().get(k) != v)
+                raise TRCError(f"was trained on problem {stored.name!r}, not on the expected "
+                               f"{expected.name!r} (they differ in {', '.join(diff)})")
+        model = TinyRecursiveControl(TRCConfig.from_dict(ckpt["config"]), stored)
+        _load_state(model, ckpt["state_dict"], "model")
+        value_predictor = None
+        if "value_predictor" in ckpt:
+            vp = ckpt["value_predictor"]
+            value_predictor = ValuePredictor(**vp["config"])
+            _load_state(value_predictor, vp["state_dict"], "value predictor")
+    except TRCError as e:
+        raise TRCError(f"checkpoint {str(path)!r}: {e}") from None
+    except (TypeError, KeyError) as e:
+        raise TRCError(f"checkpoint {str(path)!r} has a malformed entry ({e})") from None
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+        if value_predictor is not None:
+            value_predictor.to(map_location)
+    model.eval()
+    model.checkpoint_metadata = ckpt["metadata"]
+    if value_predictor is not None:
+        object.__setattr__(model, "value_predictor", value_predictor.eval())  # not a submodule
+    return model
+
+
+def _load_state(module: torch.nn.Module, state: dict, what: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise TRCError(f"its {what} weights do not fit its stored config, so it belongs to another "
+                       f"architecture ({first})") from None

@@ -1,0 +1,329 @@
+"""Tiny Recursive Control: plan open-loop controls and refine them with simulator feedback.
+
+Shapes as in :mod:`trc.dynamics`; ``d`` is ``config.latent_dim``, ``K`` the
+number of refinement iterations.  Given start states ``x0 [B, n_x]`` and
+targets ``[B, n_x]``:
+
+1. an encoder makes ``z_init [B, d]`` and an initial decoder proposes
+   ``U_0 = u_max * tanh(head_0(z_init))``;
+2. each refinement iteration ``k = 1..K`` simulates ``U_{k-1}`` with
+   ``problem.rollout`` (no gradient: an observation), turns the result into
+   feedback (the final error ``x_T - target`` on the scale of the success
+   tolerance, ``log(1 + cost)``, and ``feedback_points`` samples of the error
+   trajectory on the scale of the start box, each through ``symlog``), encodes it
+   with ``U_{k-1} / u_max`` into a context, updates the latent(s) with ONE shared
+   reasoning core (see :mod:`trc.config` for the two-level and single-latent
+   schedules), and decodes a bounded residual
+   ``U_k = clip(U_{k-1} + u_max * tanh(head(z_H)))``.
+
+The clip is exact in the forward pass and the identity in the backward pass
+(a straight-through clip), so gradients do not die when a control sits on its
+bound.  The recursion state is a :class:`TRCCarry`; with
+``use_gradient_truncation`` it is detached between iterations (TRM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trc.config import PRESETS, TRCConfig, preset_config
+from trc.errors import TRCError
+from trc.problems import ControlProblem, get_problem
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class TRCCarry:
+    """The recursion state between refinement iterations."""
+
+    z_H: Tensor          # [B, d] high-level (or the single) latent; controls are decoded from it
+    z_L: Tensor | None   # [B, d] low-level latent; None in single-latent mode
+    U: Tensor            # [B, T, n_u] current bounded controls
+    step: int = 0        # refinement iterations done
+
+    def detach(self) -> "TRCCarry":
+        z_L = None if self.z_L is None else self.z_L.detach()
+        return TRCCarry(self.z_H.detach(), z_L, self.U.detach(), self.step)
+
+
+@dataclass
+class TRCOutput:
+    """What :class:`TinyRecursiveControl` returns; the optional fields need ``return_all_iterations``."""
+
+    controls: Tensor                     # [B, T, n_u] after the last iteration, bounded
+    final_latent: Tensor                 # [B, d] z_H after the last iteration
+    all_controls: Tensor | None = None   # [B, K+1, T, n_u]; index 0 is U_0
+    all_latents: Tensor | None = None    # [B, K+1, d]; index 0 is z_init
+    z_H: Tensor | None = None            # [B, K * H_cycles, d] after every cycle (two-level only)
+    z_L: Tensor | None = None            # [B, K * H_cycles, d] after every cycle (two-level only)
+
+
+class _ClipSTE(torch.autograd.Function):
+    """Clip to ``[-bound, bound]`` forward, identity backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, bound: float) -> Tensor:
+        return x.clamp(-bound, bound)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None
+
+
+def symlog(x: Tensor) -> Tensor:
+    """``sign(x) log(1 + |x|)``: keeps small errors linear and large ones in range."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """``Linear -> SiLU -> Linear``."""
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
+
+
+class ReasoningCore(nn.Module):
+    """``core(z, injection)``: post-norm residual MLP blocks on ``z + injection`` (TRM's L-level)."""
+
+    def __init__(self, d: int, hidden: int, num_layers: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(mlp(d, hidden, d) for _ in range(num_layers))
+
+    def forward(self, z: Tensor, injection: Tensor) -> Tensor:
+        h = z + injection                                      # (B, d)
+        for block in self.blocks:
+            h = F.rms_norm(h + block(h), h.shape[-1:])
+        return h
+
+
+def _legacy_factory(preset: str):
+    """``create_<preset>(state_dim, control_dim, control_horizon, control_bounds, problem)``."""
+
+    def create(cls, state_dim: int = 2, control_dim: int = 1, control_horizon: int = 100,
+               control_bounds: float | None = None, problem: ControlProblem | str | None = None,
+               **overrides: Any) -> "TinyRecursiveControl":
+        if problem is None:
+            default = get_problem("vanderpol")
+            if (state_dim, control_dim, control_horizon) != (default.n_x, default.n_u, default.horizon):
+                raise TRCError(f"state_dim={state_dim}, control_dim={control_dim}, "
+                               f"control_horizon={control_horizon} do not match the default problem "
+                               f"'vanderpol' (2, 1, 100); pass problem= (a name or a ControlProblem)")
+            problem = default
+        dims = dict(state_dim=state_dim, control_dim=control_dim, control_horizon=control_horizon,
+                    control_bounds=None if control_bounds is None else float(control_bounds))
+        return cls.from_preset(preset, problem, **dims, **overrides)
+
+    create.__name__ = f"create_{preset}"
+    create.__doc__ = (f"The ``{preset}`` preset with the predecessor's signature; the problem defaults to "
+                      f"'vanderpol' when the dimensions match it.  See :meth:`from_preset`.")
+    return classmethod(create)
+
+
+class TinyRecursiveControl(nn.Module):
+    """The recursive planner (see the module docstring).
+
+    Args:
+        config: a :class:`TRCConfig`; its problem fields are filled in from ``problem``.
+        problem: a :class:`~trc.problems.ControlProblem` or a registered name; kept as
+            ``model.problem`` and simulated in every refinement iteration.
+    """
+
+    def __init__(self, config: TRCConfig, problem: ControlProblem | str):
+        super().__init__()
+        self.problem = get_problem(problem) if isinstance(problem, str) else problem
+        self.config = cfg = config.resolve(self.problem)
+        self.checkpoint_metadata: dict[str, Any] = {}
+        p, d, h = self.problem, cfg.latent_dim, cfg.hidden_dim
+        n_U = p.horizon * p.n_u
+        n_feedback = p.n_x + 1 + cfg.feedback_points * p.n_x
+        self.encoder = mlp(2 * p.n_x, h, d)
+        self.initial_decoder = mlp(d, h, n_U)
+        self.context = mlp(n_U + n_feedback, h, d)
+        self.core = ReasoningCore(d, h, cfg.num_layers)
+        self.refine_decoder = mlp(d, h, n_U)
+        with torch.no_grad():  # an untrained model refines gently
+            self.refine_decoder[-1].weight.mul_(0.1)
+            self.refine_decoder[-1].bias.zero_()
+        low, high = (torch.tensor(v, dtype=torch.float32) for v in (p.x0_low, p.x0_high))
+        self.register_buffer("_center", (high + low) / 2, persistent=False)
+        self.register_buffer("_scale", ((high - low) / 2).clamp_min(1e-6), persistent=False)
+        t = torch.linspace(p.horizon / cfg.feedback_points, p.horizon, cfg.feedback_points) \
+            if cfg.feedback_points else torch.zeros(0)
+        self.register_buffer("_feedback_steps", t.round().long(), persistent=False)
+
+    @property
+    def num_iterations(self) -> int:
+        """``K``, the refinement iterations the model was configured (and trained) with."""
+        return self.config.num_outer_cycles
+
+    # -- the forward pass -----------------------------------------------------------
+    def forward(self, x0: Tensor, target: Tensor | None = None, return_all_iterations: bool = False,
+                iterations: int | None = None) -> TRCOutput:
+        """Plan and refine controls.
+
+        Args:
+            x0: start states ``[B, n_x]``.
+            target: targets ``[B, n_x]`` or ``[n_x]``; defaults to the problem's.
+            return_all_iterations: also return every iterate (and, two-level, every cycle's latents).
+            iterations: refinement iterations to run instead of ``K`` (any number ``>= 0``).
+
+        Returns:
+            A :class:`TRCOutput`; ``controls [B, T, n_u]`` obey ``|u| <= u_max``.
+        """
+        x0, target = self._inputs(x0, target)
+        K = self.num_iterations if iterations is None else int(iterations)
+        if K < 0:
+            raise TRCError(f"iterations must be >= 0, got {iterations}")
+        cfg, u_max = self.config, self.problem.u_max
+        z_init = self.encoder(torch.cat([x0 - self._center, target - self._center], -1) / self._scale.repeat(2))
+        z_init = F.rms_norm(z_init, z_init.shape[-1:])                           # (B, d)
+        U0 = u_max * torch.tanh(self.initial_decoder(z_init)).view(x0.shape[0], -1, self.problem.n_u)
+        carry = TRCCarry(z_init, torch.zeros_like(z_init) if cfg.use_two_level else None, U0)
+        last = carry
+        Us, zs = [U0], [z_init]
+        trace: tuple[list, list] | None = ([], []) if return_all_iterations and cfg.use_two_level else None
+        for _ in range(K):
+            last = self.refine(carry, x0, target, z_init, trace)
+            if return_all_iterations:
+                Us.append(last.U)
+                zs.append(last.z_H)
+            carry = last.detach() if cfg.use_gradient_truncation else last
+        out = TRCOutput(controls=last.U, final_latent=last.z_H)
+        if return_all_iterations:
+            out.all_controls = torch.stack(Us, 1)                              # (B, K+1, T, n_u)
+            out.all_latents = torch.stack(zs, 1)                               # (B, K+1, d)
+            if trace is not None and K > 0:
+                out.z_H, out.z_L = torch.stack(trace[0], 1), torch.stack(trace[1], 1)  # (B, K*H, d)
+        return out
+
+    def refine(self, carry: TRCCarry, x0: Tensor, target: Tensor, z_init: Tensor,
+               trace: tuple[list, list] | None = None) -> TRCCarry:
+        """One refinement iteration: observe ``carry.U``, reason, decode ``U_{k+1}``.
+
+        Args:
+            carry: the state after ``carry.step`` iterations.
+            x0, target: ``[B, n_x]``.
+            z_init: the encoder's latent ``[B, d]``, injected into every low-level update.
+            trace: two lists that receive ``z_H`` and ``z_L`` after every cycle, or None.
+
+        Returns:
+            The next carry (not detached).
+        """
+        cfg = self.config
+        with torch.no_grad():
+            fb = self.feedback(x0, carry.U, target)                            # (B, n_feedback)
+        U_flat = carry.U.flatten(1) / self.problem.u_max                       # (B, T*n_u)
+        injection = z_init + self.context(torch.cat([U_flat, fb], -1))         # (B, d)
+        z_H, z_L = carry.z_H, carry.z_L
+        for h in range(cfg.H_cycles):
+            truncated = cfg.use_gradient_truncation and h < cfg.H_cycles - 1
+            with torch.no_grad() if truncated else nullcontext():
+                if z_L is None:  # single latent
+                    for _ in range(cfg.L_cycles):
+                        z_H = self.core(z_H, injection)
+                else:
+                    high = z_H + injection
+                    for _ in range(cfg.L_cycles):
+                        z_L = self.core(z_L, high)
+                    z_H = self.core(z_H, z_L)
+            if trace is not None:
+                trace[0].append(z_H)
+                trace[1].append(z_L)
+        dU = self.problem.u_max * torch.tanh(self.refine_decoder(z_H)).view_as(carry.U)
+        U = _ClipSTE.apply(carry.U + dU, self.problem.u_max)                  # (B, T, n_u)
+        return TRCCarry(z_H, z_L, U, carry.step + 1)
+
+    def feedback(self, x0: Tensor, U: Tensor, target: Tensor) -> Tensor:
+        """The features of simulating ``U`` that the model reads (called without gradient).
+
+        Args:
+            x0, target: ``[B, n_x]``.
+            U: bounded controls ``[B, T, n_u]``.
+
+        Returns:
+            ``[B, n_x + 1 + feedback_points * n_x]``: ``symlog((x_T - target) / success_tol)``,
+            ``log(1 + cost)``, and ``symlog((x_t - target) / box half-width)`` at
+            ``feedback_points`` evenly spaced steps ``t`` up to ``T``, where
+            ``symlog(e) = sign(e) log(1 + |e|)`` (linear near 0, logarithmic far away).
+        """
+        X = self.problem.rollout(x0, U)                                        # (B, T+1, n_x)
+        E = X - target.unsqueeze(1)
+        cost = self.problem.cost(X, U, target)                                 # (B,)
+        parts = [symlog(E[:, -1] / self.problem.success_tol), torch.log1p(cost).unsqueeze(-1)]
+        if self.config.feedback_points:
+            parts.append(symlog(E[:, self._feedback_steps] / self._scale).flatten(1))
+        return torch.cat(parts, -1)
+
+    def _inputs(self, x0: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Validated ``x0 [B, n_x]`` and ``target [B, n_x]`` in the model's dtype and device."""
+        n_x = self.problem.n_x
+        if not torch.is_tensor(x0) or x0.dim() != 2 or x0.shape[1] != n_x:
+            shape = tuple(x0.shape) if hasattr(x0, "shape") else type(x0).__name__
+            raise TRCError(f"start states must be a tensor of shape [B, {n_x}], got {shape}")
+        ref = self._center
+        x0 = x0.to(dtype=next(self.parameters()).dtype, device=ref.device)
+        if target is not None:
+            target = torch.as_tensor(target)
+            if target.shape not in ((n_x,), (1, n_x), (x0.shape[0], n_x)):
+                raise TRCError(f"targets must have shape [{n_x}] or [{x0.shape[0]}, {n_x}], "
+                               f"got {tuple(target.shape)}")
+        return x0, self.problem.target_like(x0, target)
+
+    # -- inference --------------------------------------------------------------------
+    @torch.no_grad()
+    def plan(self, x0, target=None, all_iterations: bool = False, iterations: int | None = None):
+        """Bounded controls for start states, with the full refinement; no gradient.
+
+        Args:
+            x0: start states ``[B, n_x]`` or one ``[n_x]``; numpy array (or list) or tensor.
+            target: ``[B, n_x]`` or ``[n_x]``; defaults to the problem's target.
+            all_iterations: return every iterate ``[B, K+1, T, n_u]`` instead of the last.
+            iterations: refinement iterations instead of ``K``.
+
+        Returns:
+            ``U [B, T, n_u]`` (``[T, n_u]`` for one state), numpy if ``x0`` was not a tensor,
+            in ``x0``'s floating dtype and device.
+        """
+        as_numpy = not torch.is_tensor(x0)
+        x = torch.as_tensor(np.asarray(x0) if as_numpy else x0)
+        single = x.dim() == 1
+        if target is not None:
+            target = torch.as_tensor(np.asarray(target) if not torch.is_tensor(target) else target)
+        out = self(x.unsqueeze(0) if single else x, target, return_all_iterations=all_iterations,
+                   iterations=iterations)
+        U = out.all_controls if all_iterations else out.controls
+        U = U[0] if single else U
+        U = U.to(dtype=x.dtype if x.is_floating_point() else U.dtype, device=x.device)
+        return U.numpy() if as_numpy else U
+
+    # -- bookkeeping ------------------------------------------------------------------
+    def get_parameter_count(self) -> dict[str, int]:
+        """Parameters per part and ``total``."""
+        counts = {name: sum(p.numel() for p in child.parameters()) for name, child in self.named_children()}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    @classmethod
+    def from_preset(cls, name: str, problem: ControlProblem | str, **overrides: Any) -> "TinyRecursiveControl":
+        """A model from preset ``name`` (one of ``trc.config.PRESETS``) for ``problem``.
+
+        ``overrides`` change config fields, for example ``H_cycles=3, L_cycles=4``.
+        """
+        return cls(preset_config(name, **overrides), problem)
+
+    create_small = _legacy_factory("small")
+    create_medium = _legacy_factory("medium")
+    create_large = _legacy_factory("large")
+    create_two_level_small = _legacy_factory("two_level_small")
+    create_two_level_medium = _legacy_factory("two_level_medium")
+    create_two_level_large = _legacy_factory("two_level_large")
+
+
+__all__ = ["PRESETS", "TRCCarry", "TRCConfig", "TRCOutput", "TinyRecursiveControl"]
