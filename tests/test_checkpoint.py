@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import trc
-from trc.checkpoint import load_checkpoint, save_checkpoint
+from trc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from trc.config import TRCConfig
 from trc.model import TinyRecursiveControl
 from trc.value import create_value_predictor
@@ -59,10 +59,35 @@ def test_value_predictor_travels_with_the_model(tmp_path):
         save_checkpoint(model, tmp_path / "bad.pt", value_predictor=create_value_predictor(8))
 
 
-def test_metadata_must_be_json_and_nothing_is_written(tmp_path):
+def test_a_value_head_attached_as_submodule_is_stored_apart(tmp_path):
+    model = tiny()
+    model.value_predictor = create_value_predictor(model.config.latent_dim)  # as a trainer does
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "m.pt"))
+    z = torch.randn(3, 16)
+    assert torch.equal(loaded.value_predictor(z), model.value_predictor(z))
+
+
+def test_trainer_state_round_trip(tmp_path):
+    model = tiny()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.zeros(2, 2)).controls.sum().backward()
+    optimizer.step()
+    state = {"epoch": 4, "optimizer": optimizer.state_dict(), "history": {"loss": [1.0, 0.5]}}
+    path = save_checkpoint(model, tmp_path / "last_model.pt", trainer_state=state, seed=1)
+    back = read_checkpoint(path)["trainer_state"]
+    fresh = torch.optim.AdamW(tiny().parameters(), lr=1e-3)
+    fresh.load_state_dict(back["optimizer"])
+    assert back["epoch"] == 4 and back["history"] == {"loss": [1.0, 0.5]}
+    assert load_checkpoint(path).checkpoint_metadata == {"seed": 1}
+
+
+def test_unsafe_or_non_json_content_is_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(trc.TRCError, match="JSON"):
         save_checkpoint(tiny(), tmp_path / "m.pt", tensor=torch.ones(2))
-    assert not (tmp_path / "m.pt").exists()
+    WritesAFile.marker = tmp_path / "EXECUTED"
+    with pytest.raises(trc.TRCError, match="trainer_state"):
+        save_checkpoint(tiny(), tmp_path / "m.pt", trainer_state={"fn": WritesAFile()})
+    assert not (tmp_path / "m.pt").exists() and not WritesAFile.marker.exists()
 
 
 def rewrite(path, **changes):

@@ -8,6 +8,7 @@ lists, dicts only, so ``torch.load(..., weights_only=True)`` reads it)::
      "config": {...},                     # TRCConfig.to_dict()
      "problem": {...},                    # problem.to_dict(); get_problem(**it) rebuilds it
      "metadata": {...},                   # JSON-able training facts (epoch, losses, seed, ...)
+     "trainer_state": {...},              # optional: optimizer state etc. for resuming
      "value_predictor": {"config": {...}, "state_dict": {...}}}   # optional
 
 Every way a file can be wrong is one :class:`~trc.errors.TRCError` sentence
@@ -16,6 +17,7 @@ naming the file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -39,14 +41,16 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(model, path: str | os.PathLike, value_predictor: ValuePredictor | None = None,
-                    **metadata: Any) -> Path:
+                    trainer_state: dict | None = None, **metadata: Any) -> Path:
     """Write ``model`` (and a value head) to ``path`` atomically.
 
     Args:
         model: a :class:`~trc.model.TinyRecursiveControl`.
         path: the file to write; parent folders are created.
         value_predictor: a :class:`~trc.value.ValuePredictor` to store with it; defaults to
-            ``model.value_predictor`` (set when the model came from a checkpoint with one).
+            ``model.value_predictor`` (a submodule or a plain attribute).
+        trainer_state: what a trainer needs to resume (optimizer state, epoch, history):
+            tensors, numbers, strings, lists and dicts; read back with :func:`read_checkpoint`.
         **metadata: JSON-able training facts, returned as ``model.checkpoint_metadata`` on load.
 
     Returns:
@@ -66,11 +70,24 @@ def save_checkpoint(model, path: str | os.PathLike, value_predictor: ValuePredic
                            f"but the model's are {model.config.latent_dim}")
         payload["value_predictor"] = {"config": dict(value_predictor.config),
                                       "state_dict": _cpu_state(value_predictor)}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    if trainer_state is not None:
+        payload["trainer_state"] = trainer_state
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:  # never write a file that load_checkpoint would refuse
+        torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    except Exception:  # noqa: BLE001 - any refusal is one sentence
+        raise TRCError(f"checkpoint {str(path)!r} would hold Python objects that weights_only loading "
+                       f"refuses; trainer_state may hold only tensors, numbers, strings, lists and dicts") from None
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
-def _read(path: Path, map_location) -> dict[str, Any]:
-    """The checkpoint dict in ``path``, checked for format and version."""
+def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+    """The raw checkpoint dict in ``path`` (see the module docstring), checked for format and version.
+
+    For trainers that resume: ``read_checkpoint(path)["trainer_state"]``.
+    """
+    path = Path(path)
     if not path.exists():
         raise TRCError(f"checkpoint {str(path)!r} does not exist")
     if not path.is_file():
@@ -118,7 +135,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", problem: Contro
     from trc.model import TinyRecursiveControl
 
     path = Path(path)
-    ckpt = _read(path, map_location)
+    ckpt = read_checkpoint(path, map_location)
     try:
         stored = get_problem(**ckpt["problem"])
         if problem is not None:
