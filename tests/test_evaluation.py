@@ -182,3 +182,18 @@ def test_data_of_another_problem_is_refused(problem):
     other = trc.get_problem("vanderpol")
     with pytest.raises(TRCError, match="expert controls must be"):
         RefinementEvaluator(FixedIterates(problem)).evaluate(dataset(other))
+
+
+def test_a_real_model_runs_more_iterations_than_it_was_trained_with(problem):
+    from trc.model import TinyRecursiveControl, TRCConfig
+
+    torch.manual_seed(0)
+    config = TRCConfig(latent_dim=8, hidden_dim=16, num_layers=1, num_outer_cycles=2, feedback_points=2)
+    model = TinyRecursiveControl(config, problem)
+    evaluator = RefinementEvaluator(model)
+    trained = evaluator.evaluate(dataset(problem))
+    longer = evaluator.evaluate(dataset(problem), iterations=5)
+    assert trained.costs.shape == (10, 3) and longer.costs.shape == (10, 6)
+    assert longer.train_iterations == 2
+    np.testing.assert_allclose(longer.costs[:, :3], trained.costs, rtol=1e-6)  # extended, not changed
+    assert np.isfinite(longer.costs).all() and np.isfinite(analyze_convergence(longer)["convergence_rate"])

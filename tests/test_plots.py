@@ -1,15 +1,11 @@
 """Figures: the 4-panel refinement figure and the phase/control plots."""
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from trc.evaluation import RefinementMetrics  # noqa: E402
-from trc.plots import plot_controls, plot_phase_portrait, plot_refinement_curves  # noqa: E402
+from trc.evaluation import RefinementMetrics
+from trc.plots import plot_controls, plot_phase_portrait, plot_refinement_curves
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +13,6 @@ def no_pyplot_figures():
     before = plt.get_fignums()
     yield
     assert plt.get_fignums() == before, "a plot function left a pyplot figure open"
-    plt.close("all")
 
 
 def metrics(K=3, N=40, seed=0, label="PS", optimum=True, mse=True):

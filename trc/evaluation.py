@@ -69,6 +69,11 @@ class RefinementMetrics:
         return self.costs.shape[1] - 1
 
     @property
+    def display_name(self) -> str:
+        """The label with the process-supervision weight, e.g. ``"PS (λ = 1)"``."""
+        return self.label if self.process_weight is None else f"{self.label} (λ = {self.process_weight:g})"
+
+    @property
     def improvements(self) -> Array:
         """``c_i,k-1 - c_ik`` per sample and iteration ``k = 1..K``, ``[N, K]``."""
         return self.costs[:, :-1] - self.costs[:, 1:]
@@ -220,7 +225,7 @@ class RefinementEvaluator:
         return U, p.cost(X, U, target), p.final_error(X, target), p.success(X, target)
 
     def evaluate(self, data, iterations: int | None = None, optimal_costs: Array | None = None,
-                 batch_size: int = 256) -> RefinementMetrics:
+                 batch_size: int = 1024) -> RefinementMetrics:
         """Run the model with every iterate returned and measure each one.
 
         Args:
@@ -304,3 +309,115 @@ class RefinementEvaluator:
         from trc.plots import plot_refinement_curves
 
         return plot_refinement_curves(metrics, output_path, **kwargs)
+
+
+def solve_optimal_costs(problem, data: Mapping[str, Any], batch_size: int = 1024) -> Array:
+    """The optimal cost per sample of a dataset dict, solved with ``trc.experts.optimal_controls``.
+
+    Returns:
+        ``[N]`` float64, in the data's order (pass it to :meth:`RefinementEvaluator.evaluate`).
+    """
+    from trc.experts import optimal_controls
+
+    out = []
+    for batch in _batches(data, batch_size):
+        x0 = torch.as_tensor(batch["initial_states"], dtype=torch.float64)
+        target = problem.target_like(x0, batch.get("target_states"))
+        out.append(problem.evaluate(x0, optimal_controls(problem, x0, target), target)["cost"])
+    return torch.cat(out).numpy()
+
+
+# -- trc analyze --------------------------------------------------------------------------------
+def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """A compact text table with one column per model (from :func:`summarize`)."""
+    rows = [("success (%)", "success_rate", "{:.1f}"), ("final error", "mean_final_error", "{:.4f}"),
+            ("cost / optimum", "cost_over_optimum", "{:.4f}"), ("cost / expert", "cost_over_expert", "{:.4f}"),
+            ("improving (%)", "pct_samples_improving", "{:.1f}"), ("monotonic (%)", "pct_monotonic", "{:.1f}"),
+            ("never worse (%)", "pct_never_worse", "{:.1f}"),
+            ("convergence rate", "convergence_rate", "{:.3f}")]
+    K = max(len(s["mean_cost_per_iteration"]) for s in summaries.values())
+    lines = [[""] + list(summaries)]
+    for name, key, fmt in rows:
+        lines.append([name] + ["-" if s[key] is None else fmt.format(s[key]) for s in summaries.values()])
+    for k in range(K):
+        lines.append([f"mean cost, k={k}"] + [
+            f"{s['mean_cost_per_iteration'][k]:.4g}" if k < len(s["mean_cost_per_iteration"]) else ""
+            for s in summaries.values()])
+    widths = [max(len(line[j]) for line in lines) for j in range(len(lines[0]))]
+    return "\n".join("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in
+                               enumerate(zip(line, widths))) for line in lines)
+
+
+def run_analyze(args) -> int:
+    """``trc analyze``: evaluate a checkpoint (and a baseline), print the table, write figure + JSON."""
+    import json
+    from pathlib import Path
+
+    from trc.checkpoint import load_checkpoint
+    from trc.data import load_dataset
+    from trc.io import atomic_write
+    from trc.plots import plot_refinement_curves
+
+    model = load_checkpoint(args.checkpoint, problem=args.problem)
+    baseline = None if args.baseline is None else load_checkpoint(args.baseline, problem=model.problem)
+    if not Path(args.data).is_file():
+        raise TRCError(f"data file {args.data!r} does not exist")
+    data = load_dataset(args.data, problem=model.problem)
+    optimal = solve_optimal_costs(model.problem, data) if args.solve_optimal else None
+    runs = {"model": model} if baseline is None else {"model": model, "baseline": baseline}
+    metrics = {name: RefinementEvaluator(m, device=args.device, label=name).evaluate(
+        data, iterations=args.iterations, optimal_costs=optimal) for name, m in runs.items()}
+    summaries = {name: summarize(m) for name, m in metrics.items()}
+    print(format_table({m.display_name: summaries[name] for name, m in metrics.items()}))
+    out = Path(args.output)
+    plot_refinement_curves(metrics["model"], out, baseline=metrics.get("baseline"))
+    paths = {"model": args.checkpoint, "baseline": args.baseline}
+    report = {name: {"checkpoint": paths[name], "summary": summaries[name], "metrics": metrics[name].to_dict()}
+              for name in runs}
+    report["data"] = args.data
+    json_path = out.with_suffix(".json")
+    text = json.dumps(_finite_or_none(report), indent=1, allow_nan=False)
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    print(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')} and {json_path}")
+    return 0
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (strict JSON has neither)."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    return None if isinstance(obj, float) and not np.isfinite(obj) else obj
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def add_analyze_command(sub) -> None:
+    """Add ``trc analyze`` to the CLI's subparsers."""
+    p = sub.add_parser("analyze", help="measure refinement per iteration; table, figure and JSON",
+                       description="Evaluate a checkpoint (and optionally a baseline) on a dataset, "
+                                   "iteration by iteration, in the problem's simulator.")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="test dataset (.npz from trc generate)")
+    p.add_argument("--problem", help="problem name; must match the checkpoint (default: the checkpoint's)")
+    p.add_argument("--output", default="refinement_analysis.png",
+                   help="figure path; the PNG goes here, the SVG and the metrics JSON beside it")
+    p.add_argument("--baseline", help="a second checkpoint shown beside the model (e.g. behavior cloning)")
+    p.add_argument("--iterations", type=_positive_int,
+                   help="refinement iterations to run (default: each model's own; more is allowed)")
+    p.add_argument("--solve_optimal", action="store_true",
+                   help="solve every test instance for its optimum to report cost / optimum "
+                        "(not needed when the data's expert is 'optimal')")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.set_defaults(func=run_analyze)

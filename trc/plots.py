@@ -41,11 +41,6 @@ def _log_if_wide(ax: Axes, arrays: list[np.ndarray], decades: float = 1.3) -> No
         ax.set_yscale("log")
 
 
-def _name(metrics) -> str:
-    lam = "" if metrics.process_weight is None else f" (λ = {metrics.process_weight:g})"
-    return f"{metrics.label}{lam}"
-
-
 def plot_refinement_curves(metrics, output_path: str | os.PathLike | None = None, baseline=None,
                            title: str | None = None, num_examples: int = 3,
                            fig: Figure | None = None) -> Figure:
@@ -74,7 +69,7 @@ def plot_refinement_curves(metrics, output_path: str | os.PathLike | None = None
     width = 0.8 / len(runs)
     bins = np.histogram_bin_edges(np.concatenate([100.0 * m.total_reduction for m, _ in runs]), bins=30)
     for j, (m, color) in enumerate(runs):
-        c, k, name = m.costs, np.arange(m.costs.shape[1]), _name(m)
+        c, k, name = m.costs, np.arange(m.costs.shape[1]), m.display_name
         q25, q75 = np.percentile(c, [25, 75], axis=0)
         ax = axes[0]
         ax.fill_between(k, q25, q75, color=color, alpha=0.2, label=f"{name}: interquartile range")
@@ -111,7 +106,7 @@ def plot_refinement_curves(metrics, output_path: str | os.PathLike | None = None
     for ax in axes[:3]:
         ax.xaxis.get_major_locator().set_params(integer=True)
     if title is None:
-        title = f"Refinement on {metrics.problem or 'the problem'}: " + " vs ".join(_name(m) for m, _ in runs)
+        title = f"Refinement on {metrics.problem or 'the problem'}: " + " vs ".join(m.display_name for m, _ in runs)
     fig.suptitle(title)
     if output_path is not None:
         save_figure(fig, output_path)
