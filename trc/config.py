@@ -85,17 +85,19 @@ class TRCConfig:
         return cls(**d)
 
 
-# Widths chosen so the parameter counts (Van der Pol, T = 100) stay in the predecessor's
-# range, and cycles so two_level_medium plans 1000 states in well under 100 ms on one thread.
+# Van der Pol (T = 100) parameter counts: small 0.09 M, medium 0.35 M, large 1.5 M, two_level_small
+# 0.09 M, two_level_medium 0.28 M, two_level_large 1.2 M.  The core runs K * H_cycles * (L_cycles + 1)
+# times per plan, so its width sets the speed: two_level_medium plans 1000 states, simulator feedback
+# included, in under 100 ms on one CPU thread (benchmarks/inference.py).
 PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(latent_dim=64, hidden_dim=128, num_layers=2, L_cycles=3),
-    "medium": dict(latent_dim=128, hidden_dim=256, num_layers=2, L_cycles=3),
-    "large": dict(latent_dim=256, hidden_dim=512, num_layers=3, L_cycles=3),
-    "two_level_small": dict(latent_dim=64, hidden_dim=128, num_layers=2, use_two_level=True,
+    "small": dict(latent_dim=64, hidden_dim=128, num_layers=1, H_cycles=1, L_cycles=3),
+    "medium": dict(latent_dim=128, hidden_dim=256, num_layers=2, H_cycles=1, L_cycles=3),
+    "large": dict(latent_dim=256, hidden_dim=512, num_layers=3, H_cycles=1, L_cycles=3),
+    "two_level_small": dict(latent_dim=64, hidden_dim=128, num_layers=1, use_two_level=True,
                             H_cycles=2, L_cycles=2, use_gradient_truncation=True),
-    "two_level_medium": dict(latent_dim=128, hidden_dim=256, num_layers=2, use_two_level=True,
+    "two_level_medium": dict(latent_dim=128, hidden_dim=256, num_layers=1, use_two_level=True,
                              H_cycles=2, L_cycles=2, use_gradient_truncation=True),
-    "two_level_large": dict(latent_dim=256, hidden_dim=512, num_layers=3, use_two_level=True,
+    "two_level_large": dict(latent_dim=256, hidden_dim=512, num_layers=2, use_two_level=True,
                             H_cycles=2, L_cycles=3, use_gradient_truncation=True),
 }
 

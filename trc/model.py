@@ -133,6 +133,11 @@ class TinyRecursiveControl(nn.Module):
         config: a :class:`TRCConfig`; its problem fields are filled in from ``problem``.
         problem: a :class:`~trc.problems.ControlProblem` or a registered name; kept as
             ``model.problem`` and simulated in every refinement iteration.
+
+    Attributes:
+        config: the resolved config; ``num_iterations`` is its ``K``.
+        checkpoint_metadata: training facts of the checkpoint it was loaded from (else ``{}``).
+        value_predictor: present when it was loaded from a checkpoint that holds a value head.
     """
 
     def __init__(self, config: TRCConfig, problem: ControlProblem | str):
