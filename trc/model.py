@@ -18,13 +18,15 @@ targets ``[B, n_x]``:
 
 The clip is exact in the forward pass and the identity in the backward pass
 (a straight-through clip), so gradients do not die when a control sits on its
-bound.  The recursion state is a :class:`TRCCarry`; with
-``use_gradient_truncation`` it is detached between iterations (TRM).
+bound.  The recursion state is a :class:`TRCCarry` that starts from
+``(z_H, z_L, U) = (z_init, 0, U_0)`` and is never rebuilt; with
+``use_gradient_truncation`` the first ``H_cycles - 1`` cycles of every
+iteration run without gradient and the carry is detached between iterations
+(TRM), so only the last cycle of each iteration is backpropagated.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
