@@ -168,9 +168,40 @@ def browser(chromium, tmp_path_factory):
         context.close()
 
 
+def check_page(page) -> None:
+    """Wait for MathJax and the widget manager, then check what they drew."""
+    if page.locator(".math").count():
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+        page.evaluate("() => MathJax.startup.promise")
+        assert page.locator("mjx-container").count() >= page.locator(".math").count(), \
+            "MathJax left some math untypeset"
+        assert page.locator("mjx-merror").count() == 0, "MathJax reports a TeX error"
+
+    state = page.locator('script[type="application/vnd.jupyter.widget-state+json"]')
+    if state.count():
+        models = page.evaluate("s => Object.values(JSON.parse(s.textContent).state)",
+                               state.element_handle())
+        views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+        assert views, "the page saved widget state but shows no widget"
+        # the manager draws each saved view into a .widget-subarea before its script
+        page.wait_for_function(
+            "n => document.querySelectorAll('.widget-subarea > .jupyter-widgets').length >= n", arg=views)
+        sliders = [m for m in models if m["model_name"].endswith("SliderModel")]
+        if sliders:
+            page.wait_for_selector(".widget-slider .noUi-handle")
+            assert page.locator(".widget-slider").count() >= len(sliders), "a saved slider is not drawn"
+
+    page.wait_for_load_state("networkidle")
+    images = page.evaluate("() => [...document.images].map(i => [i.src, i.complete, i.naturalWidth])")
+    for src, complete, width in images:
+        assert complete and width > 0, f"image did not load: {src}"
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("page_path", toc_pages())
 def test_page_renders_offline(page_path, server, browser, book_html):
+    from playwright.sync_api import Error as PlaywrightError
+
     assert (book_html / f"{page_path}.html").is_file(), f"{page_path}.html was not built"
     page = browser.context.new_page()
     problems: list[str] = []
@@ -181,31 +212,10 @@ def test_page_renders_offline(page_path, server, browser, book_html):
     browser.blocked.clear()
     try:
         page.goto(f"{server}/{page_path}.html", wait_until="load")
-
-        if page.locator(".math").count():
-            page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
-            page.evaluate("() => MathJax.startup.promise")
-            assert page.locator("mjx-container").count() >= page.locator(".math").count(), \
-                "MathJax left some math untypeset"
-            assert page.locator("mjx-merror").count() == 0, "MathJax reports a TeX error"
-
-        state = page.locator('script[type="application/vnd.jupyter.widget-state+json"]')
-        if state.count():
-            models = page.evaluate("s => Object.values(JSON.parse(s.textContent).state)",
-                                   state.element_handle())
-            sliders = [m for m in models if m["model_name"].endswith("SliderModel")]
-            views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
-            assert views, "the page saved widget state but shows no widget"
-            page.wait_for_selector(".jupyter-widgets")
-            if sliders:
-                page.wait_for_selector(".widget-slider .noUi-handle")
-                assert page.locator(".widget-slider").count() >= len(sliders)
-
-        page.wait_for_load_state("networkidle")
-        images = page.evaluate("() => [...document.images].map(i => [i.src, i.complete, i.naturalWidth])")
-        for src, complete, width in images:
-            assert complete and width > 0, f"image did not load: {src}"
-        assert not browser.blocked, f"the page asked the network for {browser.blocked}"
-        assert not problems, "\n".join(problems)
+        check_page(page)
+    except (AssertionError, PlaywrightError) as e:
+        problems.insert(0, str(e).splitlines()[0])
     finally:
         page.close()
+    problems += [f"blocked request to the network: {url}" for url in browser.blocked]
+    assert not problems, "\n".join(problems)
