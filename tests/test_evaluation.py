@@ -197,3 +197,13 @@ def test_a_real_model_runs_more_iterations_than_it_was_trained_with(problem):
     assert longer.train_iterations == 2
     np.testing.assert_allclose(longer.costs[:, :3], trained.costs, rtol=1e-6)  # extended, not changed
     assert np.isfinite(longer.costs).all() and np.isfinite(analyze_convergence(longer)["convergence_rate"])
+
+
+def test_solved_optimum_on_the_double_integrator_is_the_lqr_cost_in_data_order(problem):
+    from trc.evaluation import solve_optimal_costs
+    from trc.experts import lqr_controls
+
+    data = dataset(problem)
+    x0 = torch.as_tensor(data["initial_states"], dtype=torch.float64)
+    lqr = problem.evaluate(x0, lqr_controls(problem, x0))["cost"].numpy()
+    np.testing.assert_allclose(solve_optimal_costs(problem, data, batch_size=4), lqr, rtol=1e-6)
