@@ -17,7 +17,9 @@ Dynamics are pure functions ``f(x, u) -> xdot`` with explicit parameters.
 :func:`rk4` turns one into a one-step map ``x_{t+1} = step(x_t, u_t)`` by the
 classical fourth-order Runge-Kutta rule with zero-order-hold controls, and
 :func:`rollout` applies a step map along a control sequence.  Both are plain
-autograd code: differentiable, any dtype, any device.
+autograd code: differentiable, any dtype, any device, and the reference that
+:func:`trc.adjoint.rk4_rollout` (what ``ControlProblem.rollout`` uses) must
+match, faster.
 """
 
 from __future__ import annotations

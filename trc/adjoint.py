@@ -1,0 +1,216 @@
+"""Fast RK4 rollout: a graph-free forward loop and a hand-written discrete adjoint.
+
+On CPU a batched rollout is dominated by the fixed cost of each torch
+operation (a few microseconds), not by arithmetic: a Van der Pol rollout of
+``T = 100`` steps runs about 5000 small operations forward and as many again
+backward through autograd.  :func:`rk4_rollout` computes the same trajectory
+and the same gradients with far fewer operations.
+
+**Forward.**  The RK4 loop of :func:`trc.dynamics.rk4` with its stage
+combinations written as a minimum of fused ``add`` calls, run without
+recording a graph.  For the backward pass it keeps the stage states
+
+    z1 = x_t,  z2 = x_t + h/2 k1,  z3 = x_t + h/2 k2,  z4 = x_t + h k3,
+    k_s = f(z_s, u_t),  x_{t+1} = x_t + h/6 (k1 + 2 k2 + 2 k3 + k4).
+
+**Backward (discrete adjoint).**  With ``A_s = df/dx`` and ``B_s = df/du``
+at ``(z_s, u_t)``, the Jacobians of one step follow by the chain rule through
+the stages, written for the block ``J_s = [dk_s/dx_t | dk_s/du_t]``
+(``n_x x (n_x + n_u)``):
+
+    J1 = [A1 | B1],  J2 = [A2 | B2] + h/2 A2 J1,
+    J3 = [A3 | B3] + h/2 A3 J2,  J4 = [A4 | B4] + h A4 J3,
+    W_t = [Phi_t | Gamma_t] = [I | 0] + h/6 (J1 + 2 J2 + 2 J3 + J4).
+
+None of this depends on the gradient, so it is computed for all ``T`` steps
+and all samples at once (one call of the problem's ``jacobians`` on all
+``4 T B`` stage states, and elementwise products on an entry-major layout,
+which is much faster than ``bmm`` on tiny matrices).  What remains serial is
+one fused multiply-add per step: with ``g_t = dL/dx_t`` and row vectors
+``lambda_t``,
+
+    lambda_T = g_T,  [lambda_t | dL/du_t] = [g_t | 0] + lambda_{t+1} W_t,
+
+and ``dL/dx_0 = lambda_0``.  This is exactly the derivative of the discrete
+RK4 map (not of the continuous ODE), so gradients agree with autograd through
+the loop to rounding.
+
+Limits: the dynamics ``f`` must have no trainable parameters (gradients flow to
+``x0`` and ``U`` only), and double backward is not supported (it raises).
+Problems without analytic Jacobians fall back to plain autograd.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from trc.dynamics import Dynamics, rk4, rollout
+
+Tensor = torch.Tensor
+Jacobians = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+CHUNK_ROWS = 8192  # step-sample pairs whose step Jacobians are computed together
+
+
+def rk4_rollout(f: Dynamics, dt: float, x0: Tensor, U: Tensor,
+                jacobians: Jacobians | None = None) -> Tensor:
+    """Simulate ``xdot = f(x, u)`` by RK4 along ``U``; fast forward and backward.
+
+    Equal to ``rollout(rk4(f, dt), x0, U)`` (to rounding), including gradients.
+
+    Args:
+        f: continuous dynamics ``f(x [B, n_x], u [B, n_u]) -> xdot [B, n_x]``,
+            without trainable parameters.
+        dt: step length; ``u_t`` is held over each step.
+        x0: start states ``[B, n_x]``.
+        U: controls ``[B, T, n_u]``, same dtype and device as ``x0``.
+        jacobians: ``(x, u) -> (df/dx [B, n_x, n_x], df/du [B, n_x, n_u])``.
+            With it, gradients come from the hand-written adjoint; without
+            it, from autograd through the loop.
+
+    Returns:
+        The trajectory ``X [B, T+1, n_x]`` with ``X[:, 0] == x0``.
+    """
+    if not (torch.is_grad_enabled() and (x0.requires_grad or U.requires_grad)):
+        return torch.stack(_forward(f, dt, x0, U, None), dim=1)
+    if jacobians is None or U.shape[1] == 0:
+        return rollout(rk4(f, dt), x0, U)
+    return _RK4Adjoint.apply(x0, U, f, jacobians, dt)
+
+
+def _forward(f: Dynamics, dt: float, x0: Tensor, U: Tensor,
+             stages: list[list[Tensor]] | None) -> list[Tensor]:
+    """The RK4 loop without a graph; returns ``[x_0, ..., x_T]``.
+
+    If ``stages`` is a list of four lists, the stage states ``z1..z4`` of each
+    step are appended to them.  Runs in inference mode (the cheapest dispatch);
+    the results are inference tensors, so callers stack them outside it.
+    """
+    h2, h6 = 0.5 * dt, dt / 6.0
+    x = x0
+    xs = [x0]
+    with torch.inference_mode():
+        for u in U.transpose(0, 1).contiguous().unbind(0):  # contiguous u_t: cheaper reads in f
+            k1 = f(x, u)
+            z2 = torch.add(x, k1, alpha=h2)
+            k2 = f(z2, u)
+            z3 = torch.add(x, k2, alpha=h2)
+            k3 = f(z3, u)
+            z4 = torch.add(x, k3, alpha=dt)
+            k4 = f(z4, u)
+            if stages is not None:
+                for zs, z in zip(stages, (x, z2, z3, z4)):
+                    zs.append(z)
+            s = torch.add(k1, k4)
+            s.add_(k2, alpha=2.0).add_(k3, alpha=2.0)
+            x = torch.add(x, s, alpha=h6)
+            xs.append(x)
+    return xs
+
+
+def _step_jacobians(jacobians: Jacobians, Z: Tensor, U: Tensor, dt: float) -> Tensor:
+    """``W_t = [Phi_t | Gamma_t]`` for a run of ``c`` steps and all samples, entry-major.
+
+    Args:
+        jacobians: the problem's analytic Jacobians.
+        Z: stage states ``[4, c, B, n_x]`` (stage-major).
+        U: controls of those steps, time-major ``[c, B, n_u]``.
+        dt: step length.
+
+    Returns:
+        ``W [n_x, n_x + n_u, c, B]``, ``W[i, j, t, b]`` = entry ``(i, j)`` of ``W_t``
+        for sample ``b``.
+    """
+    _, c, B, n = Z.shape
+    m = U.shape[2]
+    M = c * B
+    A, Bu = jacobians(Z.view(4 * M, n), U.expand(4, c, B, m).reshape(4 * M, m))
+    # entry-major F[i, j, s, (t, b)] = [A_s | B_s][i, j]: products then run over long rows
+    F = Z.new_empty(n, n + m, 4, M)
+    F[:, :n].copy_(A.unflatten(0, (4, M)).permute(2, 3, 0, 1))
+    F[:, n:].copy_(Bu.unflatten(0, (4, M)).permute(2, 3, 0, 1))
+
+    def next_stage(s: int, J: Tensor, a: float) -> Tensor:
+        """``[A_s | B_s] + a A_s J``, entry-major ``[n, n + m, M]``."""
+        out = torch.addcmul(F[:, :, s], F[:, 0, s].unsqueeze(1), J[0].unsqueeze(0), value=a)
+        for k in range(1, n):
+            out.addcmul_(F[:, k, s].unsqueeze(1), J[k].unsqueeze(0), value=a)
+        return out
+
+    J1 = F[:, :, 0]
+    J2 = next_stage(1, J1, 0.5 * dt)
+    J3 = next_stage(2, J2, 0.5 * dt)
+    # W = J1 + 2 J2 + 2 J3 + J4 with J4 = [A4 | B4] + h A4 J3 added in place
+    W = torch.add(J1, F[:, :, 3])
+    W.add_(J2, alpha=2.0).add_(J3, alpha=2.0)
+    for k in range(n):
+        W.addcmul_(F[:, k, 3].unsqueeze(1), J3[k].unsqueeze(0), value=dt)
+    W.diagonal(dim1=0, dim2=1).add_(6.0 / dt)  # + I, before the scaling by dt/6
+    return W.mul_(dt / 6.0).view(n, n + m, c, B)
+
+
+class _RK4Adjoint(torch.autograd.Function):
+    """RK4 rollout with the discrete adjoint as its backward (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x0: Tensor, U: Tensor, f: Dynamics, jacobians: Jacobians, dt: float) -> Tensor:
+        stages: list[list[Tensor]] = [[], [], [], []]
+        xs = _forward(f, dt, x0, U, stages)
+        ctx.stages = stages
+        ctx.jacobians, ctx.dt = jacobians, dt
+        ctx.save_for_backward(U)
+        return torch.stack(xs, dim=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gX: Tensor):
+        (U,) = ctx.saved_tensors
+        n = gX.shape[2]
+        with torch.inference_mode():
+            Y = _adjoint(ctx.stages, ctx.jacobians, ctx.dt, gX, U)
+        # copies made outside inference mode are ordinary tensors
+        gx0 = Y[0, :n].t().clone() if ctx.needs_input_grad[0] else None
+        gU = Y[:, n:].permute(2, 0, 1).clone(memory_format=torch.contiguous_format) \
+            if ctx.needs_input_grad[1] else None
+        return gx0, gU, None, None, None
+
+
+def _adjoint(stages: list[list[Tensor]], jacobians: Jacobians, dt: float, gX: Tensor, U: Tensor) -> Tensor:
+    """The backward recursion ``[lambda_t | dL/du_t] = [g_t | 0] + lambda_{t+1} W_t``.
+
+    Args:
+        stages: the four lists of stage states ``z1..z4`` saved by the forward pass.
+        jacobians: the problem's analytic Jacobians.
+        dt: step length.
+        gX: ``dL/dX [B, T+1, n_x]``.
+        U: controls ``[B, T, n_u]``.
+
+    Returns:
+        ``Y [T, n_x + n_u, B]``, ``Y[t] = [lambda_t | dL/du_t]`` entry-major, so
+        ``dL/dx0 = Y[0, :n_x].t()``.
+    """
+    B, T, m = U.shape
+    n = gX.shape[2]
+    G = gX.new_empty(T, n + m, B)  # G[t] = [g_t | 0]
+    G[:, :n].copy_(gX[:, :T].permute(1, 2, 0))
+    G[:, n:].zero_()
+    Y = torch.empty_like(G)
+    Gs, Ys = G.unbind(0), Y.unbind(0)
+    rows = [Y[:, k:k + 1].unbind(0) for k in range(n)]  # rows[k][t] = lambda_t[k], [1, B]
+    lam = [gX[:, T, k].unsqueeze(0) for k in range(n)]
+    Ut = U.transpose(0, 1).contiguous()
+    c = max(1, CHUNK_ROWS // B)  # steps whose W is computed together (bounds memory)
+    for t1 in range(T, 0, -c):
+        t0 = max(0, t1 - c)
+        Z = torch.stack([z for zs in stages for z in zs[t0:t1]]).view(4, t1 - t0, B, n)
+        W = _step_jacobians(jacobians, Z, Ut[t0:t1], dt)
+        Wk = [W[k].unbind(1) for k in range(n)]  # Wk[k][t - t0] = row k of W_t, [n + m, B]
+        for t in range(t1 - 1, t0 - 1, -1):
+            y = torch.addcmul(Gs[t], lam[0], Wk[0][t - t0], out=Ys[t])
+            for k in range(1, n):
+                y.addcmul_(lam[k], Wk[k][t - t0])
+            lam = [r[t] for r in rows]
+    return Y
