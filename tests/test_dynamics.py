@@ -144,3 +144,14 @@ def test_rollout_keeps_dtype_and_batch_per_call():
         assert X.shape == (batch, 5, 2) and X.dtype == dtype
         X.sum().backward()
         assert U.grad.shape == U.shape and U.grad.dtype == dtype
+
+
+def test_changing_an_input_in_place_before_backward_is_caught():
+    problem = get_problem("vanderpol", horizon=5)
+    x0, U = random_inputs(problem, 2, 5)
+    x0.requires_grad_()
+    a = x0 * 1.0
+    X = problem.rollout(a, U)
+    a.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        X.sum().backward()

@@ -22,12 +22,13 @@ the stages, written for the block ``J_s = [dk_s/dx_t | dk_s/du_t]``
     J3 = [A3 | B3] + h/2 A3 J2,  J4 = [A4 | B4] + h A4 J3,
     W_t = [Phi_t | Gamma_t] = [I | 0] + h/6 (J1 + 2 J2 + 2 J3 + J4).
 
-None of this depends on the gradient, so it is computed for all ``T`` steps
-and all samples at once (one call of the problem's ``jacobians`` on all
-``4 T B`` stage states, and elementwise products on an entry-major layout,
-which is much faster than ``bmm`` on tiny matrices).  What remains serial is
-one fused multiply-add per step: with ``g_t = dL/dx_t`` and row vectors
-``lambda_t``,
+None of this depends on the gradient, so it is computed for many steps and
+all samples at once: one call of the problem's ``jacobians`` on the ``4 c B``
+stage states of ``c`` steps (``c B`` about :data:`CHUNK_ROWS`, so that the
+temporaries stay in cache), then elementwise products on an entry-major
+layout (one contiguous row per matrix entry), much faster than ``bmm`` on
+tiny matrices.  What remains serial is ``n_x`` multiply-adds per step: with
+``g_t = dL/dx_t`` and row vectors ``lambda_t``,
 
     lambda_T = g_T,  [lambda_t | dL/du_t] = [g_t | 0] + lambda_{t+1} W_t,
 
@@ -37,7 +38,9 @@ the loop to rounding.
 
 Limits: the dynamics ``f`` must have no trainable parameters (gradients flow to
 ``x0`` and ``U`` only), and double backward is not supported (it raises).
-Problems without analytic Jacobians fall back to plain autograd.
+Problems without analytic Jacobians fall back to plain autograd.  Jacobians
+built entry by entry (see :class:`trc.problems.VanDerPol`) are the cheapest
+to evaluate and to read here.  ``benchmarks/rollout.py`` measures the gain.
 """
 
 from __future__ import annotations
@@ -128,10 +131,7 @@ def _step_jacobians(jacobians: Jacobians, Z: Tensor, U: Tensor, dt: float) -> Te
     m = U.shape[2]
     M = c * B
     A, Bu = jacobians(Z.view(4 * M, n), U.expand(4, c, B, m).reshape(4 * M, m))
-    # entry-major F[i, j, s, (t, b)] = [A_s | B_s][i, j]: products then run over long rows
-    F = Z.new_empty(n, n + m, 4, M)
-    F[:, :n].copy_(A.unflatten(0, (4, M)).permute(2, 3, 0, 1))
-    F[:, n:].copy_(Bu.unflatten(0, (4, M)).permute(2, 3, 0, 1))
+    F = _entry_major(A.unflatten(0, (4, M)).permute(2, 3, 0, 1), Bu.unflatten(0, (4, M)).permute(2, 3, 0, 1))
 
     def next_stage(s: int, J: Tensor, a: float) -> Tensor:
         """``[A_s | B_s] + a A_s J``, entry-major ``[n, n + m, M]``."""
@@ -152,6 +152,23 @@ def _step_jacobians(jacobians: Jacobians, Z: Tensor, U: Tensor, dt: float) -> Te
     return W.mul_(dt / 6.0).view(n, n + m, c, B)
 
 
+def _entry_major(A: Tensor, Bu: Tensor) -> Tensor:
+    """``F [n, n + m, 4, M]`` with ``F[:, :n] = A``, ``F[:, n:] = Bu``, contiguous rows.
+
+    A view when ``A`` and ``Bu`` already are the two parts of one such block (as
+    :meth:`trc.problems.VanDerPol.jacobians` returns them), else a copy.
+    """
+    n, m = A.shape[1], Bu.shape[1]
+    s = A.stride()
+    if (Bu.stride() == s and s[3] == 1 and s[2] == A.shape[3] and s[0] == (n + m) * s[1]
+            and Bu.data_ptr() == A.data_ptr() + n * s[1] * A.element_size()):
+        return A.as_strided((n, n + m) + A.shape[2:], s)
+    F = A.new_empty((n, n + m) + A.shape[2:])
+    F[:, :n].copy_(A)
+    F[:, n:].copy_(Bu)
+    return F
+
+
 class _RK4Adjoint(torch.autograd.Function):
     """RK4 rollout with the discrete adjoint as its backward (see module docstring)."""
 
@@ -161,13 +178,13 @@ class _RK4Adjoint(torch.autograd.Function):
         xs = _forward(f, dt, x0, U, stages)
         ctx.stages = stages
         ctx.jacobians, ctx.dt = jacobians, dt
-        ctx.save_for_backward(U)
+        ctx.save_for_backward(x0, U)  # unpacking checks that neither was changed in place
         return torch.stack(xs, dim=1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gX: Tensor):
-        (U,) = ctx.saved_tensors
+        _, U = ctx.saved_tensors
         n = gX.shape[2]
         with torch.inference_mode():
             Y = _adjoint(ctx.stages, ctx.jacobians, ctx.dt, gX, U)
