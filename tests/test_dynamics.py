@@ -49,7 +49,7 @@ def test_fast_rollout_equals_plain_rollout(name):
     expected = plain(problem, x0, U)
     with torch.no_grad():
         X = problem.rollout(x0, U)
-    assert X.shape == (7, problem.horizon + 1, problem.n_x)
+    assert X.shape == (7, problem.horizon + 1, problem.n_x) and not X.is_inference()
     assert torch.allclose(X, expected, rtol=0, atol=1e-12)
     X = problem.rollout(x0.requires_grad_(), U.requires_grad_())  # the adjoint path's forward
     assert X.requires_grad and torch.allclose(X.detach(), expected, rtol=0, atol=1e-12)
