@@ -360,16 +360,15 @@ def run_analyze(args) -> int:
 
     model = load_checkpoint(args.checkpoint, problem=args.problem)
     baseline = None if args.baseline is None else load_checkpoint(args.baseline, problem=model.problem)
-    if not Path(args.data).is_file():
-        raise TRCError(f"data file {args.data!r} does not exist")
     data = load_dataset(args.data, problem=model.problem)
+    out = Path(args.output)
+    _check_writable(out)
     optimal = solve_optimal_costs(model.problem, data) if args.solve_optimal else None
     runs = {"model": model} if baseline is None else {"model": model, "baseline": baseline}
     metrics = {name: RefinementEvaluator(m, device=args.device, label=name).evaluate(
         data, iterations=args.iterations, optimal_costs=optimal) for name, m in runs.items()}
     summaries = {name: summarize(m) for name, m in metrics.items()}
     print(format_table({m.display_name: summaries[name] for name, m in metrics.items()}))
-    out = Path(args.output)
     plot_refinement_curves(metrics["model"], out, baseline=metrics.get("baseline"))
     paths = {"model": args.checkpoint, "baseline": args.baseline}
     report = {name: {"checkpoint": paths[name], "summary": summaries[name], "metrics": metrics[name].to_dict()}
@@ -380,6 +379,18 @@ def run_analyze(args) -> int:
     atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')} and {json_path}")
     return 0
+
+
+def _check_writable(out) -> None:
+    """Fail early, in one sentence, when the figure cannot be written to ``out``."""
+    import os
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TRCError(f"cannot create the folder of {str(out)!r}: {e.strerror}") from None
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        raise TRCError(f"cannot write the figure {str(out)!r} (a folder, or not writable)")
 
 
 def _finite_or_none(obj: Any) -> Any:

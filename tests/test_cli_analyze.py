@@ -1,0 +1,94 @@
+"""``trc analyze``: table, figure and JSON for a model and a baseline; one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import trc
+from trc.checkpoint import save_checkpoint
+from trc.cli import main
+from trc.data import generate_dataset, save_dataset
+from trc.model import TinyRecursiveControl, TRCConfig
+
+PROBLEM = "double_integrator"  # T = 15: quick to simulate
+
+
+def tiny_model(problem, seed, K=2):
+    torch.manual_seed(seed)
+    config = TRCConfig(latent_dim=8, hidden_dim=16, num_layers=1, num_outer_cycles=K, feedback_points=2)
+    return TinyRecursiveControl(config, problem)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("analyze")
+    problem = trc.get_problem(PROBLEM)
+    save_checkpoint(tiny_model(problem, 0), d / "ps.pt", process_weight=1.0)
+    save_checkpoint(tiny_model(problem, 1), d / "bc.pt", process_weight=0.0)
+    save_checkpoint(tiny_model(trc.get_problem("vanderpol"), 2), d / "vdp.pt")
+    save_dataset(d / "test.npz", generate_dataset(problem, 12, expert="optimal", seed=3))
+    save_dataset(d / "vdp.npz", generate_dataset(trc.get_problem("vanderpol"), 4, seed=3))
+    return d
+
+
+def test_analyze_writes_figure_and_json_for_model_and_baseline(files, capsys):
+    out = files / "run1" / "refinement_analysis.png"
+    rc = main(["analyze", "--checkpoint", str(files / "ps.pt"), "--data", str(files / "test.npz"),
+               "--problem", PROBLEM, "--output", str(out), "--baseline", str(files / "bc.pt")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for row in ("success (%)", "cost / optimum", "improving (%)", "monotonic (%)", "mean cost, k=2"):
+        assert row in printed
+    assert "baseline" in printed.splitlines()[0]
+    assert out.stat().st_size > 0 and out.with_suffix(".svg").stat().st_size > 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    for name in ("model", "baseline"):
+        costs = np.array(report[name]["metrics"]["costs"])
+        assert costs.shape == (12, 3)  # K_train = 2 by default
+        assert report[name]["summary"]["mean_cost_per_iteration"] == pytest.approx(costs.mean(0).tolist())
+        # the data's expert is the optimum, so every ratio is known and no plan beats it by much
+        assert np.min(report[name]["metrics"]["cost_ratio"]) > 0.99
+    assert report["model"]["metrics"]["process_weight"] == 1.0
+
+
+def test_more_iterations_than_trained(files):
+    out = files / "run2" / "fig.png"
+    rc = main(["analyze", "--checkpoint", str(files / "ps.pt"), "--data", str(files / "test.npz"),
+               "--output", str(out), "--iterations", "5"])
+    assert rc == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert np.array(report["model"]["metrics"]["costs"]).shape == (12, 6)
+    assert report["model"]["metrics"]["train_iterations"] == 2
+    assert "baseline" not in report
+
+
+@pytest.mark.parametrize("case, needle", [
+    (dict(problem="vanderpol"), "was trained on problem"),
+    (dict(problem="pendulum"), "unknown problem"),
+    (dict(checkpoint="missing.pt"), "does not exist"),
+    (dict(data="missing.npz"), "does not exist"),
+    (dict(data="vdp.npz"), "vdp.npz"),
+    (dict(baseline="vdp.pt"), "was trained on problem"),
+    (dict(checkpoint="test.npz"), "test.npz"),
+    (dict(iterations="0"), "positive integer"),
+    (dict(output="."), "a folder"),
+])
+def test_bad_input_is_one_line_and_exit_2(files, capsys, case, needle):
+    args = {"checkpoint": "ps.pt", "data": "test.npz", "problem": PROBLEM, **case}
+    argv = ["analyze", "--output", str(files / args.get("output", "bad/fig.png"))]
+    for flag in ("checkpoint", "data", "baseline"):
+        if flag in args:
+            argv += [f"--{flag}", str(files / args[flag])]
+    for flag in ("problem", "iterations"):
+        if flag in args:
+            argv += [f"--{flag}", args[flag]]
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (files / "bad").exists()
