@@ -29,8 +29,9 @@ non-convex problems, and the best per instance wins.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -83,6 +84,21 @@ def closed_loop(problem: ControlProblem, x0: Tensor, K: Tensor, u_ff: Tensor,
         X.append(x)
         U.append(u)
     return torch.stack(X, 1), torch.stack(U, 1)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block.
+
+    The experts issue many small operations (batch x a few numbers); spreading
+    each over threads costs more than it saves, several times more on a busy machine.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _targets(problem: ControlProblem, x0: Tensor, target: Tensor | None) -> Tensor:
@@ -142,8 +158,9 @@ def lqr_controls(problem: ControlProblem, x0: Tensor, target: Tensor | None = No
     tgt = _targets(problem, x0, target)
     if bool((tgt == tgt[:1]).all()):  # one Riccati recursion serves every sample
         tgt = tgt[:1]
-    K, k = lqr_gains(problem, tgt)
-    _, U = closed_loop(problem, x0.double(), -K, -k, tgt.expand(problem.horizon, *tgt.shape))
+    with one_thread():
+        K, k = lqr_gains(problem, tgt)
+        _, U = closed_loop(problem, x0.double(), -K, -k, tgt.expand(problem.horizon, *tgt.shape))
     return U.to(x0.dtype)
 
 
@@ -329,12 +346,13 @@ def optimal_controls(problem: ControlProblem, x0: Tensor, target: Tensor | None 
     config = config or OptimalConfig()
     tgt, x = _targets(problem, x0, target), x0.double()
     S, out = len(config.starts), []
-    for i in range(0, x.shape[0], config.chunk_size):
-        xc, tc = x[i:i + config.chunk_size], tgt[i:i + config.chunk_size]
-        U0 = initial_guesses(problem, xc, tc, config.starts)                # (S, b, T, m)
-        U, J = ilqr(problem, xc.repeat(S, 1), U0.flatten(0, 1), tc.repeat(S, 1), config)
-        best = J.view(S, -1).argmin(0)
-        out.append(U.view(S, -1, *U.shape[1:])[best, torch.arange(xc.shape[0])])
+    with one_thread():
+        for i in range(0, x.shape[0], config.chunk_size):
+            xc, tc = x[i:i + config.chunk_size], tgt[i:i + config.chunk_size]
+            U0 = initial_guesses(problem, xc, tc, config.starts)            # (S, b, T, m)
+            U, J = ilqr(problem, xc.repeat(S, 1), U0.flatten(0, 1), tc.repeat(S, 1), config)
+            best = J.view(S, -1).argmin(0)
+            out.append(U.view(S, -1, *U.shape[1:])[best, torch.arange(xc.shape[0])])
     return torch.cat(out).to(x0.dtype)
 
 

@@ -1,0 +1,297 @@
+"""Datasets of expert demonstrations: generate, save, load (validated), batch; ``trc generate``.
+
+A dataset is a dict of arrays over ``N`` samples, stored as ``.npz``:
+
+=======================  ====================  =====================================
+key                      shape                 meaning
+=======================  ====================  =====================================
+``initial_states``       ``[N, n_x]``          start states ``x0``
+``target_states``        ``[N, n_x]``          targets
+``state_trajectories``   ``[N, T+1, n_x]``     the expert's trajectory, ``X[:, 0] = x0``
+``control_sequences``    ``[N, T, n_u]``       the expert's open-loop controls
+``costs``                ``[N]``               the problem's cost of each demonstration
+``metadata``             0-d string            JSON: problem parameters, expert, seed, ...
+=======================  ====================  =====================================
+
+Arrays are float32; trajectories and costs are those of the stored (float32)
+controls, simulated in float64.  Nothing is pickled: files are read with
+``allow_pickle=False`` and checked before use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from trc.errors import TRCError
+from trc.experts import EXPERTS
+from trc.io import atomic_write
+from trc.problems import PROBLEMS, ControlProblem, get_problem
+
+REQUIRED = ("initial_states", "target_states", "state_trajectories", "control_sequences", "costs")
+LOADER_KEYS = ("initial_states", "target_states", "control_sequences", "costs")
+
+
+def generate_dataset(problem: ControlProblem, num_samples: int, expert: str = "lqr", seed: int = 0,
+                     *, chunk_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Demonstrations of ``expert`` from start states drawn uniformly from the problem's box.
+
+    Args:
+        problem: the control problem (its default target is used).
+        num_samples: ``N > 0``.
+        expert: a name in :data:`trc.experts.EXPERTS`.
+        seed: seeds the start states; the experts are deterministic.
+        chunk_size: samples per expert call (default: all for LQR, 1000 otherwise).
+        progress: show a progress bar (on a terminal).
+
+    Returns:
+        The dataset dict (see the module docstring) with a ``metadata`` dict.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
+        raise TRCError(f"the number of samples must be a positive integer, got {num_samples!r}")
+    if expert not in EXPERTS:
+        raise TRCError(f"unknown expert {expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
+    chunk = chunk_size or (num_samples if expert == "lqr" else 1000)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = problem.sample_initial_states(num_samples, gen, dtype=torch.float32).double()
+    target = problem.target_like(x0).contiguous()
+    parts = []
+    with tqdm(total=num_samples, unit="sample", desc=f"{expert} expert", disable=None if progress else True) as bar:
+        for i in range(0, num_samples, chunk):
+            parts.append(EXPERTS[expert](problem, x0[i:i + chunk], target[i:i + chunk]).float())
+            bar.update(parts[-1].shape[0])
+    U = torch.cat(parts)                                                 # (N, T, n_u) float32
+    ev = problem.evaluate(x0, U.double(), target)
+    metadata = {
+        "problem": problem.to_dict(), "expert": expert, "seed": seed, "num_samples": num_samples,
+        "mean_cost": float(ev["cost"].mean()), "success_rate": float(ev["success"].double().mean()),
+    }
+    return {
+        "initial_states": x0.float().numpy(),
+        "target_states": target.float().numpy(),
+        "state_trajectories": ev["X"].float().numpy(),
+        "control_sequences": U.numpy(),
+        "costs": ev["cost"].float().numpy(),
+        "metadata": metadata,
+    }
+
+
+def save_dataset(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Check ``data`` and write it to ``path`` atomically (metadata as a JSON string, no pickle)."""
+    check_dataset(data, "the dataset to save")
+    arrays = {k: np.asarray(data[k]) for k in REQUIRED}
+    arrays["metadata"] = np.array(json.dumps(data.get("metadata", {})))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to other names
+            np.savez(f, **arrays)
+
+    try:
+        return atomic_write(path, write)
+    except OSError as e:
+        raise TRCError(f"cannot write dataset {str(path)!r}: {e.strerror or e}") from None
+
+
+def load_dataset(path: str | os.PathLike, problem: ControlProblem | None = None) -> dict[str, Any]:
+    """Read and validate a dataset; with ``problem``, also check that it fits that problem.
+
+    Returns:
+        The arrays of :data:`REQUIRED` and a ``metadata`` dict (empty if the file has none).
+
+    Raises:
+        TRCError: one sentence naming the file and the fault.
+    """
+    name = f"dataset {str(path)!r}"
+    if not Path(path).is_file():
+        raise TRCError(f"{name} does not exist" if not Path(path).exists() else f"{name} is not a file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except EOFError:
+        raise TRCError(f"{name} is empty") from None
+    except zipfile.BadZipFile:
+        raise TRCError(f"{name} is truncated or corrupt (not a complete .npz archive)") from None
+    except (ValueError, OSError):
+        raise TRCError(f"{name} is not an .npz archive") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise TRCError(f"{name} holds a single .npy array, not an .npz archive of named arrays")
+    data: dict[str, Any] = {}
+    with npz:
+        for key in (*REQUIRED, "metadata"):
+            if key not in npz.files:
+                continue
+            try:
+                data[key] = npz[key]
+            except ValueError:
+                raise TRCError(f"{name} stores '{key}' as pickled objects, which trc does not load") from None
+            except (zipfile.BadZipFile, OSError, EOFError):
+                raise TRCError(f"{name} is corrupt: '{key}' cannot be read") from None
+    data["metadata"] = _parse_metadata(data.get("metadata"), name)
+    check_dataset(data, name, problem)
+    return data
+
+
+def _parse_metadata(meta: np.ndarray | None, name: str) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if meta.ndim != 0 or meta.dtype.kind != "U":
+        raise TRCError(f"{name} has 'metadata' of dtype {meta.dtype} and shape {list(meta.shape)}, "
+                       f"expected a single JSON string")
+    try:
+        out = json.loads(str(meta[()]))
+    except json.JSONDecodeError:
+        raise TRCError(f"{name} has 'metadata' that is not valid JSON") from None
+    if not isinstance(out, dict):
+        raise TRCError(f"{name} has 'metadata' that is not a JSON object")
+    return out
+
+
+def check_dataset(data: dict[str, Any], name: str, problem: ControlProblem | None = None) -> None:
+    """Raise :class:`TRCError` unless ``data`` has the required, consistent, finite arrays.
+
+    Args:
+        data: the dataset dict.
+        name: how messages name it, e.g. ``"dataset 'x.npz'"``.
+        problem: if given, shapes must match its ``n_x``, ``n_u`` and horizon, and the
+            metadata (if any) must name the same problem parameters.
+    """
+    for key in REQUIRED:
+        if key not in data:
+            raise TRCError(f"{name} lacks the array '{key}' (needs {', '.join(REQUIRED)})")
+    arrays = {k: np.asarray(data[k]) for k in REQUIRED}
+    ndims = {"initial_states": (2, "[N, n_x]"), "target_states": (2, "[N, n_x]"),
+             "state_trajectories": (3, "[N, T+1, n_x]"), "control_sequences": (3, "[N, T, n_u]"),
+             "costs": (1, "[N]")}
+    for key, a in arrays.items():
+        if a.dtype.kind not in "fiu":
+            raise TRCError(f"{name} has '{key}' of dtype {a.dtype}, expected real numbers")
+        if a.ndim != ndims[key][0]:
+            raise TRCError(f"{name} has '{key}' of shape {list(a.shape)}, expected {ndims[key][1]}")
+    x0, X, U = arrays["initial_states"], arrays["state_trajectories"], arrays["control_sequences"]
+    N, n_x, T, n_u = x0.shape[0], x0.shape[1], U.shape[1], U.shape[2]
+    if N == 0:
+        raise TRCError(f"{name} holds no samples")
+    expected = {"initial_states": [N, n_x], "target_states": [N, n_x], "state_trajectories": [N, T + 1, n_x],
+                "control_sequences": [N, T, n_u], "costs": [N]}
+    for key, shape in expected.items():
+        if list(arrays[key].shape) != shape:
+            raise TRCError(f"{name} has '{key}' of shape {list(arrays[key].shape)}, but the other arrays "
+                           f"imply {shape} (N={N}, T={T}, n_x={n_x}, n_u={n_u})")
+    for key, a in arrays.items():
+        if not np.isfinite(a).all():
+            raise TRCError(f"{name} has NaN or infinite values in '{key}'")
+    if not np.allclose(X[:, 0], x0, rtol=1e-5, atol=1e-5):
+        raise TRCError(f"{name} has state trajectories that do not start at its initial states")
+    if problem is not None:
+        _check_fits(name, problem, n_x, n_u, T, data.get("metadata") or {})
+
+
+def _check_fits(name: str, problem: ControlProblem, n_x: int, n_u: int, T: int, meta: dict) -> None:
+    for what, have, want in (("n_x", n_x, problem.n_x), ("n_u", n_u, problem.n_u),
+                             ("horizon", T, problem.horizon)):
+        if have != want:
+            raise TRCError(f"{name} has {what}={have} but problem {problem.name!r} has {what}={want}")
+    stored = meta.get("problem")
+    if isinstance(stored, dict):
+        ours = json.loads(json.dumps(problem.to_dict()))
+        for key in sorted(set(ours) | set(stored)):
+            if ours.get(key) != stored.get(key):
+                raise TRCError(f"{name} was generated for {stored.get('name')!r} with {key}={stored.get(key)}, "
+                               f"not for {problem.name!r} with {key}={ours.get(key)}")
+
+
+def dataset_problem(data: dict[str, Any]) -> ControlProblem:
+    """The problem a dataset was generated for, rebuilt from its metadata."""
+    stored = (data.get("metadata") or {}).get("problem")
+    if not isinstance(stored, dict) or "name" not in stored:
+        raise TRCError("the dataset's metadata does not name its problem; pass the problem explicitly")
+    return get_problem(**stored)
+
+
+class _Arrays(torch.utils.data.Dataset):
+    """Float32 tensors indexed by a list of sample indices at once (one batch per lookup)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    def __getitem__(self, idx) -> dict[str, torch.Tensor]:
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+
+def make_loader(data: dict[str, Any], batch_size: int = 64, shuffle: bool = True, seed: int = 0,
+                drop_last: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader of dict batches: float32 ``initial_states [b, n_x]``, ``target_states [b, n_x]``,
+    ``control_sequences [b, T, n_u]`` and ``costs [b]``.
+
+    Shuffling draws from a generator seeded with ``seed``: the same seed gives the same
+    sequence of epochs.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise TRCError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_dataset(data, "the dataset")
+    ds = _Arrays({k: torch.as_tensor(np.asarray(data[k]), dtype=torch.float32) for k in LOADER_KEYS})
+    sampler = (torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(seed)) if shuffle
+               else torch.utils.data.SequentialSampler(ds))
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last)
+    return torch.utils.data.DataLoader(ds, sampler=batches, batch_size=None)
+
+
+# -- trc generate ---------------------------------------------------------------------
+
+
+def add_generate_command(sub) -> None:
+    """Add ``trc generate`` to the CLI's subparsers."""
+    p = sub.add_parser("generate", help="write expert demonstrations to an .npz dataset",
+                       description="Draw start states, solve each with an expert, write an .npz dataset.")
+    p.add_argument("--problem", default="vanderpol", help=f"one of: {', '.join(sorted(PROBLEMS))} (default vanderpol)")
+    p.add_argument("--num_samples", type=int, default=10000, help="number of demonstrations (default 10000)")
+    p.add_argument("--output", required=True, help="the .npz file to write, e.g. data/vanderpol_lqr_10k.npz")
+    p.add_argument("--expert", default="lqr", help=f"one of: {', '.join(sorted(EXPERTS))} (default lqr)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the start states (default 0)")
+    p.add_argument("--horizon", type=int, default=None, help="override the problem's horizon T")
+    p.add_argument("--dt", type=float, default=None, help="override the problem's time step")
+    p.set_defaults(func=run_generate)
+
+
+def run_generate(args) -> int:
+    """``trc generate``: validate the flags, generate, write atomically, print one summary line."""
+    if args.num_samples <= 0:
+        raise TRCError(f"--num_samples must be positive, got {args.num_samples}")
+    if args.horizon is not None and args.horizon <= 0:
+        raise TRCError(f"--horizon must be positive, got {args.horizon}")
+    if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
+        raise TRCError(f"--dt must be a positive number, got {args.dt}")
+    if args.expert not in EXPERTS:
+        raise TRCError(f"unknown expert {args.expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
+    overrides = {k: getattr(args, k) for k in ("horizon", "dt") if getattr(args, k) is not None}
+    problem = get_problem(args.problem, **overrides)
+    _check_writable(Path(args.output))
+    data = generate_dataset(problem, args.num_samples, args.expert, args.seed, progress=True)
+    path = save_dataset(args.output, data)
+    meta = data["metadata"]
+    print(f"wrote {path}: {args.num_samples} samples of {problem.name} by the {args.expert} expert "
+          f"(seed {args.seed}), mean cost {meta['mean_cost']:.4g}, success rate {meta['success_rate']:.1%}")
+    return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the work, not after it, when ``path`` cannot be written."""
+    if path.is_dir():
+        raise TRCError(f"output {str(path)!r} is a folder, not a file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise TRCError(f"cannot write {str(path)!r}: {str(folder)!r} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TRCError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")
