@@ -135,10 +135,10 @@ def main() -> None:
         known = np.minimum.reduce([ours, *best.values()])
         for k, v in best.items():
             print(f"reference {k:7s} ({secs[k] * 1e3:6.1f} ms per solve, 6 starts, {n} instances): "
-                  f"mean cost optimal / {k} = {ours.mean() / v.mean():.6f}   "
+                  f"mean cost optimal / {k} - 1 = {ours.mean() / v.mean() - 1:+.1e}   "
                   f"instances where optimal is >0.1% above it: {(ours > v * 1.001).sum()}   "
                   f"{k} >0.1% above optimal: {(v > ours * 1.001).sum()}")
-        print(f"mean cost optimal / best known = {ours.mean() / known.mean():.6f}"
+        print(f"mean cost optimal / best known - 1 = {ours.mean() / known.mean() - 1:+.1e}"
               f"   LQR / best known = {lqr_o['cost'][:n].numpy().mean() / known.mean():.4f}")
 
 

@@ -1,9 +1,12 @@
 """Experts: LQR against exact solutions, the optimum against LQR and the KKT conditions."""
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
-from trc import TRCError, get_problem
+from trc import ControlProblem, TRCError, get_problem
+from trc.problems import diag
 from trc.experts import (EXPERTS, OptimalConfig, box_qp, lqr_controls, optimal_controls,
                          step_jacobians)
 
@@ -128,6 +131,38 @@ def test_dtype_is_kept_and_chunks_do_not_change_the_result():
     assert lqr_controls(p, x0.float()).dtype == torch.float32
     U = optimal_controls(p, x0)
     torch.testing.assert_close(optimal_controls(p, x0, config=OptimalConfig(chunk_size=5)), U)
+
+
+@dataclass(frozen=True)
+class CoupledPlanar(ControlProblem):
+    """Point mass in the plane pushed through a non-diagonal input matrix: the box QPs are 2-D."""
+
+    name: str = "coupled_planar"
+    n_x: int = 4
+    n_u: int = 2
+    dt: float = 0.3
+    horizon: int = 12
+    u_max: float = 1.0
+    x0_low: tuple = (-2.0, -2.0, -1.0, -1.0)
+    x0_high: tuple = (2.0, 2.0, 1.0, 1.0)
+    target: tuple = (0.0, 0.0, 0.0, 0.0)
+    Q: tuple = diag(10.0, 10.0, 5.0, 5.0)
+    R: tuple = diag(0.1, 0.2)
+    Qf: tuple = diag(200.0, 200.0, 100.0, 100.0)
+    success_tol: float = 0.1
+
+    def dynamics(self, x, u):
+        return torch.cat([x[:, 2:], torch.stack([u[:, 0] + 0.6 * u[:, 1], 0.4 * u[:, 0] + u[:, 1]], -1)], -1)
+
+
+def test_several_bounded_controls_reach_the_global_optimum():
+    p = CoupledPlanar()
+    x0 = states(p, 100)
+    U_lqr, U = lqr_controls(p, x0), optimal_controls(p, x0)
+    assert (U.abs() >= p.u_max).float().mean() > 0.1  # the bound binds
+    assert kkt_residual(p, x0, U).max() < 1e-6  # convex problem: KKT means the global optimum
+    assert kkt_residual(p, x0, U_lqr).max() > 0.1
+    assert (p.evaluate(x0, U)["cost"] < p.evaluate(x0, U_lqr)["cost"] * (1 + 1e-12)).all()
 
 
 def test_box_qp_satisfies_kkt_for_several_controls():
