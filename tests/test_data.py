@@ -233,6 +233,10 @@ def test_loader_shuffles_reproducibly(data):
     assert len(make_loader(data, 10, drop_last=True)) == 2
     with pytest.raises(TRCError, match="batch_size"):
         make_loader(data, 0)
+    with pytest.raises(TRCError, match="lacks the array 'costs'"):
+        make_loader({k: v for k, v in data.items() if k != "costs"})
+    with pytest.raises(TRCError, match="same positive number of samples"):
+        make_loader(dict(data, costs=data["costs"][:-1]))
 
 
 def test_bad_archive_from_zip_with_other_members(tmp_path):

@@ -238,8 +238,13 @@ def make_loader(data: dict[str, Any], batch_size: int = 64, shuffle: bool = True
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise TRCError(f"batch_size must be a positive integer, got {batch_size!r}")
-    check_dataset(data, "the dataset")
+    missing = [k for k in LOADER_KEYS if k not in data]
+    if missing:
+        raise TRCError(f"the dataset lacks the array '{missing[0]}' (a loader needs {', '.join(LOADER_KEYS)})")
     ds = _Arrays({k: torch.as_tensor(np.asarray(data[k]), dtype=torch.float32) for k in LOADER_KEYS})
+    sizes = {k: v.shape[0] if v.ndim else 0 for k, v in ds.tensors.items()}
+    if len(set(sizes.values())) != 1 or not sizes["costs"]:
+        raise TRCError(f"the dataset's arrays must hold the same positive number of samples, got {sizes}")
     sampler = (torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(seed)) if shuffle
                else torch.utils.data.SequentialSampler(ds))
     batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last)
