@@ -195,3 +195,100 @@ def plot_controls(U, dt: float, ax: Axes | None = None, u_max: float | None = No
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return ax
+
+
+def plot_iterates(X, U, dt: float, axes: Sequence[Axes] | None = None, target: Sequence[float] | None = None,
+                  reference_X=None, reference_U=None, u_max: float | None = None,
+                  iterations: Sequence[int] | None = None, cmap: str = "viridis") -> tuple[Axes, Axes]:
+    """The refinement iterates of one plan, coloured by iteration: phase plane and controls.
+
+    Args:
+        X: the iterates' trajectories ``[K+1, T+1, n_x]`` (numpy or torch); ``X[k]`` is iterate ``k``.
+        U: their controls ``[K+1, T, n_u]``.
+        dt: sampling time in seconds.
+        axes: two axes (phase plane, controls); default a new figure's.
+        target: the target state, drawn as a star.
+        reference_X, reference_U: one trajectory ``[T+1, n_x]`` and its controls ``[T, n_u]``,
+            drawn dashed in black as "optimum".
+        u_max: the bound, drawn at ``±u_max``.
+        iterations: the iterates ``k`` to draw (default all, ``0..K``).
+        cmap: colour map from the first iterate to the last.
+
+    Returns:
+        The two axes.
+    """
+    import matplotlib
+
+    X, U = _numpy(X), _numpy(U)
+    if axes is None:
+        axes = Figure(figsize=(11, 4.5), layout="constrained").subplots(1, 2)
+    ax_x, ax_u = axes
+    K = X.shape[0] - 1
+    ks = list(range(K + 1)) if iterations is None else list(iterations)
+    colors = matplotlib.colormaps[cmap]
+    for i, k in enumerate(ks):
+        color = matplotlib.colors.to_hex(colors(k / max(K, 1)))
+        first, last = i == 0, i == len(ks) - 1
+        plot_phase_portrait(X[k], ax=ax_x, label=f"k = {k}", color=color, target=target if last else None,
+                            reference=reference_X if first else None, reference_label="optimum")
+        plot_controls(U[k], dt, ax=ax_u, label=f"k = {k}", color=color, u_max=u_max if last else None,
+                      reference=reference_U if first else None, reference_label="optimum")
+    ax_x.set_title(f"Phase portrait of the iterates k = {ks[0]}..{ks[-1]}" if len(ks) > 1
+                   else f"Phase portrait, iteration k = {ks[0]}")
+    ax_u.set_title("Controls of the iterates" if len(ks) > 1 else f"Controls, iteration k = {ks[0]}")
+    return ax_x, ax_u
+
+
+def plot_latent_cycles(z_H, z_L, H_cycles: int = 1, fig: Figure | None = None) -> Figure:
+    """Two-level latents cycle by cycle: each in its first two principal components, and how far each cycle moves them.
+
+    Args:
+        z_H, z_L: the latents after every cycle ``[B, C, d]`` with ``C = K * H_cycles``
+            (``TRCOutput.z_H`` and ``z_L`` of a two-level model run with ``return_all_iterations``).
+        H_cycles: cycles per refinement iteration; cycle ``c`` (from 0) is labelled
+            ``k.h`` with iteration ``k = c // H_cycles + 1`` and cycle ``h = c % H_cycles + 1``.
+        fig: figure to draw into (default a new 13 x 4 inch one).
+
+    Returns:
+        The figure with three axes: ``z_H`` and ``z_L`` projected on the principal components of
+        all their cycles together (one colour per cycle, the mean path as a line), and the
+        relative step ``mean_i ||z_c - z_{c-1}|| / ||z_{c-1}||`` of both per cycle ``c >= 1``,
+        with dotted lines where a new refinement iteration (new simulator feedback) begins.
+    """
+    import matplotlib
+
+    fig = fig if fig is not None else Figure(figsize=(13, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    zs = {"z_H": _numpy(z_H), "z_L": _numpy(z_L)}
+    C = zs["z_H"].shape[1]
+    names = [f"{c // H_cycles + 1}.{c % H_cycles + 1}" for c in range(C)]
+    colors = matplotlib.colormaps["viridis"]
+    for ax, (name, z) in zip(axes[:2], zs.items()):
+        flat = z.reshape(-1, z.shape[-1])
+        center = flat.mean(axis=0)
+        _, s, vt = np.linalg.svd(flat - center, full_matrices=False)
+        share = s ** 2 / max(float((s ** 2).sum()), np.finfo(float).tiny)
+        proj = (z - center) @ vt[:2].T                                         # (B, C, 2)
+        for c in range(C):
+            ax.scatter(proj[:, c, 0], proj[:, c, 1], s=8, alpha=0.6, color=colors(c / max(C - 1, 1)),
+                       label=f"cycle {names[c]}")
+        mean = proj.mean(axis=0)
+        ax.plot(mean[:, 0], mean[:, 1], color="k", lw=1.2, marker="x", label="mean path")
+        ax.set(title=f"{name} per cycle (PCA)", xlabel=f"PC 1 ({share[0]:.0%} of variance)",
+               ylabel=f"PC 2 ({share[1]:.0%} of variance)" if share.size > 1 else "PC 2")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2 if C > 6 else 1)
+    ax = axes[2]
+    for (name, z), color in zip(zs.items(), (MODEL_COLOR, BASELINE_COLOR)):
+        step = np.linalg.norm(z[:, 1:] - z[:, :-1], axis=-1) / np.maximum(
+            np.linalg.norm(z[:, :-1], axis=-1), np.finfo(float).tiny)           # (B, C-1)
+        ax.plot(np.arange(1, C), step.mean(axis=0), color=color, marker="o", label=name)
+    for c in range(H_cycles, C, H_cycles):
+        ax.axvline(c - 0.5, color="grey", ls=":", lw=1.0,
+                   label="new iteration (feedback)" if c == H_cycles else None)
+    ax.set_xticks(range(C), names)
+    ax.set(title="How far each cycle moves the latent", xlabel="cycle (iteration.cycle)",
+           ylabel=r"relative step $\|z_c - z_{c-1}\| \,/\, \|z_{c-1}\|$", xlim=(-0.5, C - 0.5))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
