@@ -217,6 +217,8 @@ def test_latent_cycles_figure(model):
     ax_h, ax_l, ax_step = fig.axes
     assert len(ax_h.collections) == K * H                   # one scatter per cycle
     assert ax_h.get_legend_handles_labels()[1][:2] == ["cycle 1.1", "cycle 1.2"]
+    assert len(ax_h.lines) == 5 + 1                         # five sample paths and the mean
+    assert all(len(line.get_xdata()) == K * H for line in ax_h.lines)
     steps = ax_step.lines[0].get_ydata()
     z = out.z_H.numpy()
     expected = (np.linalg.norm(z[:, 1:] - z[:, :-1], axis=-1) / np.linalg.norm(z[:, :-1], axis=-1)).mean(0)

@@ -239,7 +239,7 @@ def plot_iterates(X, U, dt: float, axes: Sequence[Axes] | None = None, target: S
     return ax_x, ax_u
 
 
-def plot_latent_cycles(z_H, z_L, H_cycles: int = 1, fig: Figure | None = None) -> Figure:
+def plot_latent_cycles(z_H, z_L, H_cycles: int = 1, num_paths: int = 5, fig: Figure | None = None) -> Figure:
     """Two-level latents cycle by cycle: each in its first two principal components, and how far each cycle moves them.
 
     Args:
@@ -247,11 +247,13 @@ def plot_latent_cycles(z_H, z_L, H_cycles: int = 1, fig: Figure | None = None) -
             (``TRCOutput.z_H`` and ``z_L`` of a two-level model run with ``return_all_iterations``).
         H_cycles: cycles per refinement iteration; cycle ``c`` (from 0) is labelled
             ``k.h`` with iteration ``k = c // H_cycles + 1`` and cycle ``h = c % H_cycles + 1``.
+        num_paths: samples whose path through the cycles is drawn as a line (the first ones).
         fig: figure to draw into (default a new 13 x 4 inch one).
 
     Returns:
         The figure with three axes: ``z_H`` and ``z_L`` projected on the principal components of
-        all their cycles together (one colour per cycle, the mean path as a line), and the
+        all their cycles together (one colour per cycle; the paths of ``num_paths`` samples and
+        of the mean over samples as lines), and the
         relative step ``mean_i ||z_c - z_{c-1}|| / ||z_{c-1}||`` of both per cycle ``c >= 1``,
         with dotted lines where a new refinement iteration (new simulator feedback) begins.
     """
@@ -272,8 +274,11 @@ def plot_latent_cycles(z_H, z_L, H_cycles: int = 1, fig: Figure | None = None) -
         for c in range(C):
             ax.scatter(proj[:, c, 0], proj[:, c, 1], s=8, alpha=0.6, color=colors(c / max(C - 1, 1)),
                        label=f"cycle {names[c]}")
+        for i in range(min(num_paths, z.shape[0])):
+            ax.plot(proj[i, :, 0], proj[i, :, 1], color="k", lw=0.8, alpha=0.7,
+                    label=f"{min(num_paths, z.shape[0])} samples through the cycles" if i == 0 else None)
         mean = proj.mean(axis=0)
-        ax.plot(mean[:, 0], mean[:, 1], color="k", lw=1.2, marker="x", label="mean path")
+        ax.plot(mean[:, 0], mean[:, 1], color="crimson", lw=1.5, marker="x", label="mean over samples")
         ax.set(title=f"{name} per cycle (PCA)", xlabel=f"PC 1 ({share[0]:.0%} of variance)",
                ylabel=f"PC 2 ({share[1]:.0%} of variance)" if share.size > 1 else "PC 2")
         ax.grid(alpha=0.3)
@@ -286,9 +291,9 @@ def plot_latent_cycles(z_H, z_L, H_cycles: int = 1, fig: Figure | None = None) -
     for c in range(H_cycles, C, H_cycles):
         ax.axvline(c - 0.5, color="grey", ls=":", lw=1.0,
                    label="new iteration (feedback)" if c == H_cycles else None)
-    ax.set_xticks(range(C), names)
+    ax.set_xticks(range(1, C), names[1:])
     ax.set(title="How far each cycle moves the latent", xlabel="cycle (iteration.cycle)",
-           ylabel=r"relative step $\|z_c - z_{c-1}\| \,/\, \|z_{c-1}\|$", xlim=(-0.5, C - 0.5))
+           ylabel=r"relative step $\|z_c - z_{c-1}\| \,/\, \|z_{c-1}\|$", xlim=(0.5, max(C - 0.5, 1.5)))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig
