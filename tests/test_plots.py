@@ -58,6 +58,17 @@ def test_baseline_adds_its_own_lines_and_colour():
     assert all(a < b for a, b in zip(x_model, x_base))
 
 
+def test_iterations_beyond_training_are_marked():
+    m, base = metrics(K=5), metrics(K=5, label="BC")
+    m.train_iterations, base.train_iterations = 3, 2
+    fig = plot_refinement_curves(m, baseline=base, num_examples=0)
+    marks = [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+    assert marks == [2, 3]
+    assert len(fig.axes[2].lines) == 2 + 2
+    m.train_iterations = base.train_iterations = 5  # nothing beyond training: no mark
+    assert len(plot_refinement_curves(m, baseline=base, num_examples=0).axes[0].lines) == 2 + 1
+
+
 def test_missing_optimum_and_expert_are_drawn_without_them():
     fig = plot_refinement_curves(metrics(optimum=False, mse=False), num_examples=0, title="custom")
     assert len(fig.axes[0].lines) == 1

@@ -47,10 +47,12 @@ def plot_refinement_curves(metrics, output_path: str | os.PathLike | None = None
     """The seed's 4-panel refinement figure, with an optional baseline beside the model.
 
     Panels: (1) cost per iteration, mean line, interquartile band and ``num_examples``
-    thin sample curves (plus a dotted line at the mean optimal cost when known), log scale;
+    thin sample curves (plus a dotted line at the mean optimal cost when known), log scale
+    when the costs span more than a decade or so;
     (2) relative fall of the mean cost per iteration, bars; (3) mean control MSE to the
     expert per iteration; (4) histogram of each sample's total cost reduction
-    ``(c_0 - c_K) / c_0`` in %, with a line at zero.
+    ``(c_0 - c_K) / c_0`` in %, with a line at zero.  When more iterations were run than a
+    model was trained with, panels 1 and 3 mark the trained K with a dashed grey line.
 
     Args:
         metrics: :class:`trc.evaluation.RefinementMetrics` of the model.
@@ -81,6 +83,11 @@ def plot_refinement_curves(metrics, output_path: str | os.PathLike | None = None
         if m.control_mse is not None:
             axes[2].plot(k, m.control_mse.mean(axis=0), color=color, marker="o", label=name)
         axes[3].hist(100.0 * m.total_reduction, bins=bins, color=color, alpha=0.55, label=name)
+    trained = sorted({m.train_iterations for m, _ in runs if m.train_iterations is not None
+                      and m.train_iterations < m.num_iterations})
+    for ax in (axes[0], axes[2]):
+        for j, K in enumerate(trained):
+            ax.axvline(K, color="grey", ls="--", lw=1.0, label="trained K" if j == 0 else None)
     if metrics.optimal_costs is not None:
         axes[0].axhline(metrics.optimal_costs.mean(), color="k", ls=":", label="optimum (mean)")
     _log_if_wide(axes[0], [m.costs for m, _ in runs])
