@@ -34,7 +34,11 @@ Tensor = torch.Tensor
 
 
 def _show(output: widgets.Output, fig: Figure) -> None:
-    """Replace what ``output`` shows with ``fig``."""
+    """Replace what ``output`` shows with ``fig`` (in a kernel; elsewhere only the figure is redrawn)."""
+    from IPython import get_ipython
+
+    if get_ipython() is None:
+        return
     with output:
         output.clear_output(wait=True)
         display(fig)
@@ -313,14 +317,14 @@ class LambdaExplorer:
                 (ax_s, [self.results[lam].success_rate for lam in self.lambdas], "success (%)", "Success per λ"),
                 (ax_r, [self.results[lam].cost_ratio for lam in self.lambdas], f"mean cost / {self.ratio_of}",
                  f"Cost over the {self.ratio_of} per λ")):
-            ax.bar(pos, values, color=colors, label="process supervision")
+            ax.bar(pos, values, color=colors)
             if self.baseline is not None:
                 base = self.baseline.success_rate if ax is ax_s else self.baseline.cost_ratio
                 ax.axhline(base, color=BASELINE_COLOR, ls="--", lw=1.5, label=self.baseline_label)
+                ax.legend(fontsize="small")
             ax.set_xticks(pos, [f"{lam:g}" for lam in self.lambdas])
             ax.set(title=title, xlabel="process weight λ", ylabel=ylabel)
             ax.grid(alpha=0.3, axis="y")
-            ax.legend(fontsize="small")
         ax_r.axhline(1.0, color="k", lw=0.8)
 
     def _draw_curve(self, ax, lam: float, color: str = MODEL_COLOR, **style: Any) -> None:
