@@ -25,6 +25,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         raise TRCError(f"cannot create folder {str(path.parent)!r}: {e.strerror}") from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
     try:
         write(tmp)
         os.replace(tmp, path)
