@@ -1,0 +1,120 @@
+"""Experiments: a run trains and evaluates; the same settings load from the cache; any change misses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import trc.experiment as experiment
+from trc.errors import TRCError
+from trc.experiment import Experiment
+
+# The double integrator (T = 15) and a narrow model keep every run under a second.
+TINY = dict(problem="double_integrator", num_train=48, num_test=12, epochs=2, batch_size=16,
+            model_overrides={"latent_dim": 16, "hidden_dim": 16, "num_outer_cycles": 2})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("trained although the run was cached")
+
+
+def test_run_trains_and_evaluates_on_held_out_states(tmp_path):
+    result = Experiment(**TINY).run(tmp_path)
+    m = result.metrics
+    assert not result.cached
+    assert m.costs.shape == (12, 3) and m.success.shape == (12, 3)
+    assert len(result.history["epochs"]) == 2
+    # the optimum is solved on the test states, which are not the training states
+    np.testing.assert_array_equal(result.optimal_data["initial_states"], result.test_data["initial_states"])
+    train = Experiment(**TINY).train_data(tmp_path)["initial_states"]
+    assert not (train[:, None] == result.test_data["initial_states"][None]).all(-1).any()
+    assert np.all(m.costs >= result.optimal_costs[:, None] * (1 - 1e-5))
+    assert result.summary["cost_over_optimum"] >= 1 - 1e-5
+    assert result.summary["train_seconds"] == result.train_seconds > 0
+
+
+def test_same_settings_load_from_cache_with_identical_metrics(tmp_path, monkeypatch):
+    first = Experiment(**TINY).run(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 4  # training data, test data, optimum, model
+    monkeypatch.setattr(Experiment, "train", no_training)
+    second = Experiment(**TINY).run(tmp_path)
+    assert second.cached
+    for name in ("costs", "final_errors", "success", "control_mse", "optimal_costs"):
+        np.testing.assert_array_equal(getattr(second.metrics, name), getattr(first.metrics, name))
+    assert second.history == first.history
+    assert second.train_seconds == first.train_seconds
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+
+
+def test_a_changed_setting_misses_the_model_cache_but_shares_the_data(tmp_path, monkeypatch):
+    Experiment(**TINY).run(tmp_path)
+    before = {p.name for p in tmp_path.iterdir()}
+    changed = Experiment(**{**TINY, "lr": 1e-2})
+    monkeypatch.setattr(Experiment, "train", no_training)
+    with pytest.raises(AssertionError, match="cached"):
+        changed.run(tmp_path)
+    monkeypatch.undo()
+    changed.run(tmp_path)
+    new = {p.name for p in tmp_path.iterdir()} - before
+    assert len(new) == 1 and new.pop().startswith("model-double_integrator-PS-")
+    # more test states: new test data and optimum, the same training data
+    Experiment(**{**TINY, "num_test": 13}).run(tmp_path)
+    assert len({p.name for p in tmp_path.iterdir()}) == len(before) + 1 + 3
+
+
+def test_changed_code_misses_the_cache(tmp_path, monkeypatch):
+    Experiment(**TINY).run(tmp_path)
+    real = experiment.code_fingerprint
+    monkeypatch.setattr(experiment, "code_fingerprint", lambda part: real(part) + ("x" if part == "model" else ""))
+    assert not Experiment(**TINY).run(tmp_path).cached
+    assert len(list(tmp_path.glob("model-*.pt"))) == 2 and len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_fingerprints_cover_the_right_modules():
+    assert experiment.code_fingerprint("data") != experiment.code_fingerprint("model")
+    with pytest.raises(TRCError, match="fingerprint part"):
+        experiment.code_fingerprint("plots")
+
+
+def test_a_corrupt_cached_model_is_trained_again(tmp_path):
+    exp = Experiment(**TINY)
+    first = exp.run(tmp_path)
+    exp.model_path(tmp_path).write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="not a readable torch file"):
+        again = exp.run(tmp_path)
+    assert not again.cached
+    np.testing.assert_array_equal(again.metrics.costs, first.metrics.costs)  # seeded: the same model
+    assert exp.run(tmp_path).cached
+
+
+def test_defaults_are_the_training_defaults():
+    from trc.losses import DEFAULT_VARIANT
+    from trc.training import DEFAULTS
+
+    e = Experiment()
+    assert (e.epochs, e.batch_size, e.lr, e.process_weight, e.val_fraction) == tuple(
+        DEFAULTS[k] for k in ("epochs", "batch_size", "lr", "process_weight", "val_fraction"))
+    assert e.variant == DEFAULT_VARIANT and e.model.endswith(DEFAULTS["model_size"])
+    assert Experiment(process_weight=0).label == "BC" and e.label == "PS"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"problem": "pendulum"}, "unknown problem 'pendulum'"),
+    ({"variant": "nope"}, "unknown loss variant"),
+    ({"process_weight": float("nan")}, "process_weight must be a finite number"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"model_overrides": {"width": 3}}, "no field 'width'"),
+])
+def test_bad_settings_are_one_sentence(change, message):
+    with pytest.raises(TRCError, match=message):
+        Experiment(**change)

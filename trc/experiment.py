@@ -1,0 +1,391 @@
+"""One experiment, described by a frozen dataclass, run once and cached: train, then evaluate.
+
+An :class:`Experiment` names everything that decides a result: the problem, the
+demonstrations (how many, which expert, their seed), the loss (λ, variant, value
+head), the model (a preset and field overrides) and the training settings.  Its
+defaults are the library's training defaults (``trc train`` with no flag), so
+``Experiment()`` is the benchmark's process-supervision run and
+``Experiment(process_weight=0.0)`` its behavior-cloning baseline.
+:meth:`Experiment.run` does what ``trc train`` does (the same split of the
+demonstrations into training and validation data, the same model and trainer)
+and then measures the trained model with
+:class:`~trc.evaluation.RefinementEvaluator` on held-out start states whose
+optimum is known::
+
+    result = Experiment(num_train=1000, num_test=1000).run(cache_dir="runs/cache")
+    result.summary["success_rate"], result.summary["cost_over_optimum"]
+
+**The cache.**  With ``cache_dir`` set, four kinds of file are kept there, each
+written atomically and named after a hash of exactly what produced it:
+
+==================================  ===========================================
+file                                what
+==================================  ===========================================
+``train-<problem>-<expert>-…npz``   the demonstrations (``trc.data`` format)
+``test-<problem>-<expert>-…npz``    the expert's plans from the test states
+``test-<problem>-optimal-…npz``     the optimum from the same test states
+``model-<problem>-<label>-…pt``     the trained model and its history
+==================================  ===========================================
+
+A later run with the same settings loads them (``trc.data.load_dataset``,
+``trc.checkpoint.load_checkpoint``: nothing is unpickled) and only evaluates,
+which takes seconds; a changed setting misses.  Each hash also covers a
+*fingerprint of the code* that made the file (:func:`code_fingerprint`): the
+source of every ``trc`` module that can change it, and the torch version.  Edit
+the losses, the trainer or a default, and every cached model is trained again;
+edit the experts or a problem, and the data are made again too.  No version
+number has to be remembered, and no cached result outlives the code that made
+it.  Modules that only present results (plots, widgets, the CLI, the
+evaluation) are left out.  A cached file that cannot be read, or that belongs to
+other settings, is replaced with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from trc.errors import TRCError
+
+# Which modules can change a cached file (see the module docstring).
+PRESENTATION_MODULES = frozenset({"plots", "widgets", "cli", "fast", "evaluation"})
+MODEL_MODULES = frozenset({"model", "config", "value", "losses", "trainer", "training", "checkpoint"})
+TEST_SEED_OFFSET = 1_000_000  # test states are drawn with data_seed + this: never the training states
+
+
+def _training_defaults() -> dict[str, Any]:
+    """The settings ``trc train`` uses when no flag is given (``trc.training``)."""
+    from trc.training import DEFAULTS, train_with_process_supervision
+
+    signature = {name: p.default for name, p in inspect.signature(train_with_process_supervision).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
+    preset = ("two_level_" if DEFAULTS.get("use_two_level") else "") + DEFAULTS["model_size"]
+    return {**signature, **DEFAULTS, "model": preset}
+
+
+_DEFAULTS = _training_defaults()
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(part: str) -> str:
+    """A hash of the source of the ``trc`` modules that can change a cached ``part``, and torch's version.
+
+    Args:
+        part: ``"data"`` (demonstrations and optima: every module but the presentation and
+            model modules) or ``"model"`` (every module but the presentation ones).
+
+    Returns:
+        16 hex digits.
+    """
+    if part not in ("data", "model"):
+        raise TRCError(f"code fingerprint part must be 'data' or 'model', got {part!r}")
+    root = Path(__file__).resolve().parent
+    skip = PRESENTATION_MODULES | (MODEL_MODULES if part == "data" else frozenset())
+    digest = hashlib.sha256(f"torch {torch.__version__}".encode())
+    for path in sorted(root.rglob("*.py")):
+        name = path.relative_to(root).with_suffix("").as_posix()
+        if name not in skip:
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _key(fields: Mapping[str, Any], part: str) -> str:
+    """16 hex digits naming ``fields`` as made by the current code of ``part``."""
+    text = json.dumps({"fields": fields, "code": code_fingerprint(part)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _pairs(value: Mapping[str, Any] | tuple) -> tuple[tuple[str, Any], ...]:
+    """A mapping as sorted ``(key, value)`` pairs, so that a frozen dataclass can hold and hash it."""
+    return tuple(sorted(dict(value).items()))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What decides one trained model and its evaluation (defaults: the library's training defaults).
+
+    Attributes:
+        problem: a registry name (``trc.get_problem``).
+        num_train: demonstrations; ``val_fraction`` of them are held out for validation, as in
+            ``trc train``.
+        num_test: held-out start states the model is evaluated on.
+        expert: who demonstrates (``"lqr"`` or ``"optimal"``); the test set holds its plans too.
+        process_weight: λ; 0 is behavior cloning.
+        variant: the process term (``trc.losses.PROCESS_VARIANTS``).
+        model: a preset name (``trc.config.PRESETS``).
+        model_overrides: config fields changed from the preset, e.g. ``{"num_outer_cycles": 4}``.
+        epochs, batch_size, lr, val_fraction, process_warmup: as in
+            :func:`trc.training.train_with_process_supervision` and ``trc train``.
+        use_value_predictor, value_weight: train a value head with the model.
+        options: further trainer settings (``trc.trainer.TrainConfig`` fields such as ``patience``).
+        seed: seeds the split, the model's initial weights and the training.
+        data_seed: seeds the training start states; the test states use ``data_seed + TEST_SEED_OFFSET``.
+    """
+
+    problem: str = "vanderpol"
+    num_train: int = 1000
+    num_test: int = 1000
+    expert: str = "lqr"
+    process_weight: float = _DEFAULTS["process_weight"]
+    variant: str = _DEFAULTS["variant"]
+    model: str = _DEFAULTS["model"]
+    model_overrides: tuple[tuple[str, Any], ...] = ()
+    epochs: int = _DEFAULTS["epochs"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    val_fraction: float = _DEFAULTS["val_fraction"]
+    process_warmup: float = _DEFAULTS["process_warmup"]
+    use_value_predictor: bool = False
+    value_weight: float = _DEFAULTS["value_weight"]
+    options: tuple[tuple[str, Any], ...] = ()
+    seed: int = 0
+    data_seed: int = 0
+
+    def __post_init__(self) -> None:
+        from trc.config import PRESETS
+        from trc.experts import EXPERTS
+        from trc.losses import PROCESS_VARIANTS
+        from trc.problems import PROBLEMS
+
+        object.__setattr__(self, "model_overrides", _pairs(self.model_overrides))
+        object.__setattr__(self, "options", _pairs(self.options))
+        count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        checks = [
+            (self.problem in PROBLEMS, f"unknown problem {self.problem!r}; known: {', '.join(sorted(PROBLEMS))}"),
+            (self.expert in EXPERTS, f"unknown expert {self.expert!r}; known: {', '.join(sorted(EXPERTS))}"),
+            (self.variant in PROCESS_VARIANTS,
+             f"unknown loss variant {self.variant!r}; known: {', '.join(sorted(PROCESS_VARIANTS))}"),
+            (self.model in PRESETS, f"unknown model preset {self.model!r}; known: {', '.join(PRESETS)}"),
+            *((count(getattr(self, n)), f"{n} must be a positive integer, got {getattr(self, n)!r}")
+              for n in ("num_train", "num_test", "epochs", "batch_size")),
+            (number(self.process_weight) and self.process_weight >= 0,
+             f"process_weight must be a finite number >= 0, got {self.process_weight!r}"),
+            (number(self.value_weight) and self.value_weight >= 0,
+             f"value_weight must be a finite number >= 0, got {self.value_weight!r}"),
+            (number(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}"),
+            (number(self.val_fraction) and 0 < self.val_fraction < 1,
+             f"val_fraction must be a fraction in (0, 1), got {self.val_fraction!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TRCError(f"experiment: {message}")
+        from trc.config import preset_config
+
+        preset_config(self.model, **dict(self.model_overrides))  # unknown or bad fields fail here
+
+    @property
+    def label(self) -> str:
+        """``"BC"`` for behavior cloning, else ``"PS"``; ``"+value"`` with a value head."""
+        return ("BC" if self.process_weight == 0 else "PS") + ("+value" if self.use_value_predictor else "")
+
+    def replace(self, **changes: Any) -> "Experiment":
+        """A copy with some settings changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, JSON-able (the overrides and options as dicts)."""
+        d = dataclasses.asdict(self)
+        d["model_overrides"], d["options"] = dict(self.model_overrides), dict(self.options)
+        return d
+
+    def get_problem(self):
+        """The control problem (``trc.get_problem(self.problem)``)."""
+        from trc.problems import get_problem
+
+        return get_problem(self.problem)
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _dataset(self, cache_dir, role: str, expert: str, n: int, seed: int) -> dict[str, Any]:
+        """Demonstrations of ``expert`` from ``n`` start states drawn with ``seed``, cached."""
+        from trc.data import generate_dataset, load_dataset, save_dataset
+
+        problem = self.get_problem()
+        key = _key({"problem": problem.to_dict(), "expert": expert, "n": n, "seed": seed}, "data")
+        if cache_dir is None:
+            return generate_dataset(problem, n, expert, seed)
+        path = Path(cache_dir) / f"{role}-{problem.name}-{expert}-n{n}-{key}.npz"
+        if path.exists():
+            try:
+                data = load_dataset(path, problem)
+                if data["metadata"].get("cache_key") == key:
+                    return data
+                warnings.warn(f"{path} belongs to other settings; making it again", stacklevel=3)
+            except TRCError as e:
+                warnings.warn(f"{e}; making it again", stacklevel=3)
+        data = generate_dataset(problem, n, expert, seed)
+        data["metadata"]["cache_key"] = key
+        save_dataset(path, data)
+        return data
+
+    def train_data(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
+        """The ``num_train`` demonstrations (a ``trc.data`` dataset dict), cached in ``cache_dir``."""
+        return self._dataset(cache_dir, "train", self.expert, self.num_train, self.data_seed)
+
+    def test_data(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
+        """The expert's plans from the ``num_test`` held-out start states, cached in ``cache_dir``."""
+        return self._dataset(cache_dir, "test", self.expert, self.num_test, self.data_seed + TEST_SEED_OFFSET)
+
+    def optimal_data(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
+        """The optimum (``trc.experts.optimal_controls``) from the same test states, cached."""
+        return self._dataset(cache_dir, "test", "optimal", self.num_test, self.data_seed + TEST_SEED_OFFSET)
+
+    # -- training and evaluation -------------------------------------------------------------
+
+    def cache_key(self) -> str:
+        """16 hex digits naming the trained model: every setting and the code fingerprint."""
+        return _key(self.to_dict(), "model")
+
+    def model_path(self, cache_dir: str | Path) -> Path:
+        """Where :meth:`run` keeps the trained model in ``cache_dir``."""
+        return Path(cache_dir) / f"model-{self.problem}-{self.label}-{self.cache_key()}.pt"
+
+    def _load(self, path: Path):
+        """The cached model at ``path``, or None (missing, unreadable, or another experiment's)."""
+        from trc.checkpoint import load_checkpoint
+
+        if not path.exists():
+            return None
+        try:
+            model = load_checkpoint(path, problem=self.get_problem())
+        except TRCError as e:
+            warnings.warn(f"{e}; training again", stacklevel=3)
+            return None
+        if model.checkpoint_metadata.get("cache_key") != self.cache_key():
+            warnings.warn(f"{path} belongs to other settings; training again", stacklevel=3)
+            return None
+        return model
+
+    def train(self, cache_dir: str | Path | None = None, progress: bool = False):
+        """Train the model as ``trc train`` would (no cache lookup).
+
+        Returns:
+            The trained model (best epoch) with ``checkpoint_metadata``: the settings, the
+            ``history`` and ``train_seconds``.
+        """
+        from trc.data import make_loader
+        from trc.model import TinyRecursiveControl
+        from trc.training import _split, train_with_process_supervision
+        from trc.value import create_value_predictor
+
+        problem = self.get_problem()
+        train, val = _split(self.train_data(cache_dir), self.val_fraction, self.seed)
+        torch.manual_seed(self.seed)
+        model = TinyRecursiveControl.from_preset(self.model, problem, **dict(self.model_overrides))
+        value_predictor = create_value_predictor(model.config.latent_dim) if self.use_value_predictor else None
+        start = time.perf_counter()
+        model = train_with_process_supervision(
+            model, make_loader(train, self.batch_size, shuffle=True, seed=self.seed),
+            make_loader(val, 256, shuffle=False), epochs=self.epochs, lr=self.lr,
+            process_weight=self.process_weight, value_predictor=value_predictor, value_weight=self.value_weight,
+            variant=self.variant, process_warmup=self.process_warmup, seed=self.seed, progress=progress,
+            **dict(self.options))
+        model.checkpoint_metadata = {
+            "experiment": self.to_dict(), "cache_key": self.cache_key(), "process_weight": self.process_weight,
+            "variant": self.variant, "history": model.training_history,
+            "train_seconds": time.perf_counter() - start}
+        return model
+
+    def run(self, cache_dir: str | Path | None = None, progress: bool = False) -> "ExperimentResult":
+        """Train (or load the cached model) and evaluate it on the test states.
+
+        Torch runs on one intra-op thread meanwhile: the operations are small, and
+        spreading them over threads costs more than it saves.
+
+        Args:
+            cache_dir: folder of the cache (see the module docstring); None caches nothing.
+            progress: show the trainer's progress bar.
+
+        Returns:
+            An :class:`ExperimentResult`.
+        """
+        from trc.checkpoint import save_checkpoint
+        from trc.evaluation import RefinementEvaluator, summarize
+        from trc.experts import one_thread
+
+        start = time.perf_counter()
+        with one_thread():  # small operations: threads cost more than they save (10x on a busy 2-core CPU)
+            test, optimal = self.test_data(cache_dir), self.optimal_data(cache_dir)
+            path = None if cache_dir is None else self.model_path(cache_dir)
+            model = None if path is None else self._load(path)
+            cached = model is not None
+            if model is None:
+                model = self.train(cache_dir, progress)
+                if path is not None:
+                    save_checkpoint(model, path, **model.checkpoint_metadata)
+            optimal_costs = np.asarray(optimal["costs"], dtype=np.float64)
+            metrics = RefinementEvaluator(model, label=self.label).evaluate(test, optimal_costs=optimal_costs)
+        meta = model.checkpoint_metadata
+        summary = {**summarize(metrics), "train_seconds": meta["train_seconds"]}
+        return ExperimentResult(self, model, meta["history"], metrics, summary, test, optimal,
+                                meta["train_seconds"], time.perf_counter() - start, cached)
+
+
+@dataclass
+class ExperimentResult:
+    """What :meth:`Experiment.run` returns.
+
+    Attributes:
+        experiment: the settings.
+        model: the trained model (best epoch, eval mode; ``model.value_predictor`` with a value head).
+        history: the trainer's history (per-epoch ``train`` losses and ``val`` metrics).
+        metrics: :class:`~trc.evaluation.RefinementMetrics` on the test states, every iterate,
+            with ``optimal_costs``.
+        summary: :func:`~trc.evaluation.summarize` of ``metrics`` and ``train_seconds``.
+        test_data: the expert's plans from the test states (dataset dict).
+        optimal_data: the optimum from the same states (dataset dict).
+        train_seconds: wall time of the training (when it ran, also for a cached model).
+        seconds: wall time of this run: loading or training, and evaluating.
+        cached: whether the model came from the cache.
+    """
+
+    experiment: Experiment
+    model: torch.nn.Module
+    history: dict[str, Any]
+    metrics: Any
+    summary: dict[str, Any]
+    test_data: dict[str, Any] = field(repr=False)
+    optimal_data: dict[str, Any] = field(repr=False)
+    train_seconds: float
+    seconds: float
+    cached: bool
+
+    @property
+    def optimal_costs(self) -> np.ndarray:
+        """The optimal cost of every test state, ``[num_test]``."""
+        return np.asarray(self.optimal_data["costs"], dtype=np.float64)
+
+
+# The book trains many models; its full build must stay within half an hour on two cores.
+BOOK_MAX_EPOCHS = 60
+
+
+def book_experiment(**changes: Any) -> Experiment:
+    """The Van der Pol experiment the book's chapters share, so that their cached runs coincide.
+
+    Full mode: the benchmark's data (1000 demonstrations, 1000 test states) and the
+    library's training defaults, with at most :data:`BOOK_MAX_EPOCHS` epochs.  Fast mode
+    (``TRC_FAST=1``): 128 demonstrations, 64 test states, 2 epochs.  ``changes`` replace
+    any setting (for example ``process_weight=0.0`` for the baseline).
+    """
+    from trc.fast import pick
+
+    base = Experiment(num_train=pick(1000, 128), num_test=pick(1000, 64),
+                      epochs=pick(min(Experiment().epochs, BOOK_MAX_EPOCHS), 2))
+    return base.replace(**changes)
+
+
+__all__ = ["BOOK_MAX_EPOCHS", "Experiment", "ExperimentResult", "book_experiment", "code_fingerprint"]
