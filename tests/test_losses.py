@@ -127,12 +127,26 @@ def test_only_the_seed_formula_rewards_a_worse_first_guess():
     assert torch.all(g_ratio > 0)
 
 
-def test_process_weight_zero_is_behavior_cloning():
+def test_process_weight_zero_is_behavior_cloning_of_every_iterate():
     problem, all_U, expert, x0, target = random_case()
+    every = sum(behavior_cloning_loss(all_U[:, k], expert) for k in range(all_U.shape[1])) / all_U.shape[1]
+    torch.testing.assert_close(behavior_cloning_loss(all_U, expert), every)
     for variant in PROCESS_VARIANTS:
         loss, parts = compute_process_supervision_loss(problem, all_U, expert, x0, target, 0.0, variant=variant)
-        torch.testing.assert_close(loss, behavior_cloning_loss(all_U[:, -1], expert))
+        torch.testing.assert_close(loss, every)
         assert parts["iteration_costs"].shape == (all_U.shape[1],)
+
+
+@pytest.mark.parametrize("variant, imitated", [("seed", -1), ("ratio", 0)])
+def test_under_process_supervision_one_iterate_imitates_the_expert(variant, imitated):
+    problem, all_U, expert, x0, target = random_case()
+    _, parts = compute_process_supervision_loss(problem, all_U, expert, x0, target, 1.0, variant=variant)
+    torch.testing.assert_close(parts["bc"], behavior_cloning_loss(all_U[:, imitated], expert).detach())
+
+
+def test_ratio_term_is_per_step_and_one_without_improvement():
+    costs = torch.full((3, 4), 7.0, dtype=D)
+    assert ratio_process_term(costs, horizon=50).item() == pytest.approx(1 / 50)
 
 
 def test_cost_params_override_the_problem_costs():

@@ -4,21 +4,29 @@ Notation as in :mod:`trc.dynamics`; ``K`` is the number of refinement
 iterations, so a model returns ``K+1`` control sequences
 ``all_controls [B, K+1, T, n_u]`` (index 0: the first guess ``U_0``).
 ``c_k`` is the trajectory cost of ``U_k`` (clipped to the bound, simulated
-from ``x0``).
+from ``x0``); ``U*`` the expert's controls; ``sg`` stops the gradient.
 
-Process supervision adds to the behavior-cloning loss a term on the costs
-``c_0 .. c_K``; which term is a *variant*, chosen by name:
+**Behavior cloning** (``process_weight = 0``, every variant): every iterate
+imitates the expert, ``mean_k MSE(U_k, U*)`` (TRM's deep supervision: with
+gradient truncation each iteration is trained as a step of its own).
+
+**Process supervision** (``process_weight = lambda > 0``) is an imitation
+term plus ``lambda`` times a term on the costs; the pair is a *variant*:
 
 ``"seed"``
-    The seed document's formula, kept exactly:
-    ``-mean_k (c_{k-1} - c_k) / (c_0 + 1e-6)``.  The differences telescope, so
-    it equals ``-(c_0 - c_K) / (K (c_0 + 1e-6))``: iterates ``1..K-1`` get no
-    gradient, and since ``c_0`` is not detached the term can also fall by
-    making the first guess worse.
+    The seed document's loss, kept exactly: ``MSE(U_K, U*) + lambda * P`` with
+    ``P = -mean_k (c_{k-1} - c_k) / (c_0 + 1e-6)``.  The differences
+    telescope, ``P = -(c_0 - c_K) / (K (c_0 + 1e-6))``: iterates ``1..K-1``
+    get no gradient, and since ``c_0`` is not detached ``P`` also falls when
+    the first guess gets worse.
 ``"ratio"``
-    ``mean_k c_k / sg(c_{k-1})`` for ``k = 1..K`` (``sg``: stop-gradient), plus
-    ``c_0 / sg(c_0)``: every iterate is pushed down, each relative to the one
-    before it, and no normaliser can be gamed.  The default.
+    ``MSE(U_0, U*) + lambda * P`` with ``P = mean_{k=0..K} c_k / sg(c_{k-1}) / T``
+    (``c_{-1} = c_0``): the expert teaches the first guess, the cost teaches
+    every refinement, each iterate rewarded for improving on the one before it
+    with a normaliser that cannot be gamed.  ``P`` is divided by the horizon
+    ``T`` because the cost sums ``T`` stage costs while the imitation term
+    averages over them; then ``lambda = 1`` balances the two.  The default:
+    see ``benchmarks/vanderpol.py`` for the measured comparison.
 """
 
 from __future__ import annotations
@@ -36,15 +44,17 @@ Rollout = Callable[[Tensor, Tensor], Tensor]
 
 
 def behavior_cloning_loss(controls: Tensor, expert_controls: Tensor) -> Tensor:
-    """Mean squared error of the controls to the expert's.
+    """Mean squared error of the controls to the expert's (of every iterate, if given all).
 
     Args:
-        controls: ``[B, T, n_u]``.
+        controls: ``[B, T, n_u]``, or every iterate ``[B, K+1, T, n_u]``.
         expert_controls: ``[B, T, n_u]``.
 
     Returns:
         A scalar.
     """
+    if controls.dim() == expert_controls.dim() + 1:
+        expert_controls = expert_controls.unsqueeze(1).expand_as(controls)
     return F.mse_loss(controls, expert_controls)
 
 
@@ -67,9 +77,12 @@ def compute_trajectory_cost(states: Tensor, controls: Tensor, target_state: Tens
 def compute_value_prediction_loss(predicted: Tensor, actual_costs: Tensor) -> Tensor:
     """Mean squared error of predicted costs to the (detached) actual ones.
 
+    Both on the same scale (a value head may predict ``log(1 + cost)``; pass
+    the actual costs on that scale, e.g. ``ValuePredictor.target(costs)``).
+
     Args:
-        predicted: ``[B]``.
-        actual_costs: ``[B]``; no gradient flows into them.
+        predicted: ``[B]`` (or ``[B, K+1]``).
+        actual_costs: same shape; no gradient flows into them.
 
     Returns:
         A scalar.
@@ -91,26 +104,54 @@ def seed_process_term(costs: Tensor) -> Tensor:
     return -improvements.mean()
 
 
-def ratio_process_term(costs: Tensor) -> Tensor:
-    """Every iterate's cost relative to the detached previous one: ``mean_k c_k / sg(c_{k-1})``.
+def ratio_process_term(costs: Tensor, horizon: int = 1) -> Tensor:
+    """Every iterate's cost relative to the detached previous one: ``mean_k c_k / sg(c_{k-1}) / horizon``.
 
     ``c_0`` enters as ``c_0 / sg(c_0)`` (value 1, gradient ``1 / c_0``).
 
     Args:
         costs: ``[B, K+1]``, ``K >= 1``.
+        horizon: ``T``, the number of stage costs each ``c_k`` sums.
 
     Returns:
-        A scalar; 1 when no iterate improves on the previous one.
+        A scalar; ``1 / horizon`` when no iterate improves on the one before it.
     """
     previous = torch.cat([costs[:, :1], costs[:, :-1]], dim=1).detach()
-    return (costs / previous).mean()
+    return (costs / previous).mean() / horizon
 
 
-PROCESS_VARIANTS: dict[str, Callable[[Tensor], Tensor]] = {
-    "seed": seed_process_term,
-    "ratio": ratio_process_term,
+# variant -> (process term of the costs [B, K+1] and the horizon T, iterate that imitates the expert)
+PROCESS_VARIANTS: dict[str, tuple[Callable[[Tensor, int], Tensor], int]] = {
+    "seed": (lambda costs, horizon: seed_process_term(costs), -1),
+    "ratio": (ratio_process_term, 0),
 }
 DEFAULT_VARIANT = "ratio"
+
+
+class _ProjectedClip(torch.autograd.Function):
+    """Clip to ``[-bound, bound]``; backward keeps only gradients whose descent step points inside.
+
+    At a control on (or beyond) its bound, a gradient asking to push it further out has no
+    effect on the clipped value and is dropped; one asking to move it back in is passed on,
+    so a saturated control can still leave the bound.
+    """
+
+    @staticmethod
+    def forward(ctx, U: Tensor, bound: float) -> Tensor:
+        ctx.save_for_backward(U)
+        ctx.bound = bound
+        return U.clamp(-bound, bound)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (U,) = ctx.saved_tensors
+        outward = ((U >= ctx.bound) & (grad < 0)) | ((U <= -ctx.bound) & (grad > 0))
+        return grad.masked_fill(outward, 0.0), None
+
+
+def clip_to_bound(problem, U: Tensor) -> Tensor:
+    """``problem.clip(U)`` with a projected gradient (see :class:`_ProjectedClip`)."""
+    return _ProjectedClip.apply(U, float(problem.u_max))
 
 
 def cost_matrices(problem, cost_params: Mapping | None, dtype, device) -> tuple[Tensor, Tensor, Tensor]:
@@ -133,8 +174,8 @@ def iteration_costs(problem, all_controls: Tensor, initial_states: Tensor, targe
                     ) -> tuple[Tensor, Tensor]:
     """Cost and final error of every iterate, all simulated in one batched call.
 
-    The ``K+1`` sequences are clipped to the bound and stacked on the batch
-    axis, so the simulator runs once on ``B (K+1)`` samples.
+    The ``K+1`` sequences are clipped to the bound (:func:`clip_to_bound`) and
+    stacked on the batch axis, so the simulator runs once on ``B (K+1)`` samples.
 
     Args:
         problem: a :class:`~trc.problems.ControlProblem` (bound, cost, simulator).
@@ -148,7 +189,7 @@ def iteration_costs(problem, all_controls: Tensor, initial_states: Tensor, targe
         ``costs [B, K+1]`` and ``final_errors [B, K+1]``.
     """
     B, K1, T, n_u = all_controls.shape
-    U = problem.clip(all_controls).reshape(B * K1, T, n_u)
+    U = clip_to_bound(problem, all_controls).reshape(B * K1, T, n_u)
     x0 = initial_states.repeat_interleave(K1, dim=0)                      # (B(K+1), n_x)
     target = target_states.to(x0.dtype).repeat_interleave(K1, dim=0)      # (B(K+1), n_x)
     X = (dynamics_fn or problem.rollout)(x0, U)                           # (B(K+1), T+1, n_x)
@@ -168,8 +209,11 @@ def compute_process_supervision_loss(
     dynamics_fn: Rollout | None = None,
     cost_params: Mapping | None = None,
     variant: str = DEFAULT_VARIANT,
+    value_predictor: Callable | None = None,
+    all_latents: Tensor | None = None,
+    value_weight: float = 0.01,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """``MSE(U_K, expert) + process_weight * process_term(c_0 .. c_K)``.
+    """Behavior cloning (``process_weight = 0``) or process supervision: see the module docstring.
 
     Args:
         problem: the control problem (bound, cost matrices, simulator).
@@ -177,16 +221,21 @@ def compute_process_supervision_loss(
         expert_controls: ``[B, T, n_u]``.
         initial_states: ``x0 [B, n_x]``.
         target_states: ``[B, n_x]``.
-        process_weight: ``lambda >= 0``; with 0 the loss is behavior cloning
-            (the costs are still reported).
+        process_weight: ``lambda >= 0``; 0 is behavior cloning of every iterate (the costs are
+            still reported, computed without gradient).
         dynamics_fn: simulator ``(x0, U) -> X``; default ``problem.rollout``.
         cost_params: optional ``Q``, ``R``, ``Q_final`` replacing the problem's.
-        variant: a key of :data:`PROCESS_VARIANTS` (see the module docstring).
+        variant: a key of :data:`PROCESS_VARIANTS`.
+        value_predictor: optional value head ``latent [B, K+1, d] -> [B, K+1]``, trained to
+            predict every iterate's cost (on its own ``target`` scale when it has one).
+        all_latents: the latent behind every iterate, ``[B, K+1, d]`` (needed with a value head).
+        value_weight: weight of the value loss.
 
     Returns:
-        The loss (scalar) and detached parts: ``bc``, ``process``, ``success``
-        (fraction of final iterates within tolerance) and ``iteration_costs``
-        (mean cost per iterate, ``[K+1]``).
+        The loss (scalar) and detached parts: ``bc`` (the imitation term), ``process`` (the
+        cost term, also reported when ``lambda = 0``), ``success`` (fraction of final
+        iterates within tolerance), ``iteration_costs`` (mean cost per iterate, ``[K+1]``)
+        and, with a value head, ``value``.
     """
     if variant not in PROCESS_VARIANTS:
         raise TRCError(f"unknown process-supervision variant {variant!r}; "
@@ -194,16 +243,19 @@ def compute_process_supervision_loss(
     if all_controls.dim() != 4 or all_controls.shape[1] < 2:
         raise TRCError("process supervision needs all iterations [B, K+1, T, n_u] with K >= 1, "
                        f"got shape {tuple(all_controls.shape)}")
-    bc = behavior_cloning_loss(all_controls[:, -1], expert_controls)
+    term, imitated = PROCESS_VARIANTS[variant]
+    T = all_controls.shape[2]
     if process_weight == 0:  # behavior cloning: report costs without a graph through the simulator
+        bc = behavior_cloning_loss(all_controls, expert_controls)
         with torch.no_grad():
             costs, errors = iteration_costs(problem, all_controls, initial_states, target_states,
                                             dynamics_fn, cost_params)
-        process, loss = PROCESS_VARIANTS[variant](costs), bc
+        process, loss = term(costs, T), bc
     else:
+        bc = behavior_cloning_loss(all_controls[:, imitated], expert_controls)
         costs, errors = iteration_costs(problem, all_controls, initial_states, target_states,
                                         dynamics_fn, cost_params)
-        process = PROCESS_VARIANTS[variant](costs)
+        process = term(costs, T)
         loss = bc + process_weight * process
     parts = {
         "bc": bc.detach(),
@@ -211,4 +263,11 @@ def compute_process_supervision_loss(
         "success": (errors[:, -1] < problem.success_tol).float().mean(),
         "iteration_costs": costs.detach().mean(0),
     }
+    if value_predictor is not None:
+        if all_latents is None:
+            raise TRCError("a value predictor needs the latents of every iteration (all_latents)")
+        target = getattr(value_predictor, "target", lambda c: c)(costs.detach())
+        value = compute_value_prediction_loss(value_predictor(all_latents), target)
+        loss = loss + value_weight * value
+        parts["value"] = value.detach()
     return loss, parts

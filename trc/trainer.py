@@ -135,11 +135,18 @@ def _to(batch: Any, device: torch.device) -> Any:
 
 
 def _reseed(seed: int, loader) -> None:
+    """Seed torch and every generator the loader shuffles with (on it, its sampler, their samplers)."""
     torch.manual_seed(seed)
-    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+    todo, seen = [loader], set()
+    while todo:
+        owner = todo.pop()
+        if owner is None or id(owner) in seen:
+            continue
+        seen.add(id(owner))
         generator = getattr(owner, "generator", None)
         if isinstance(generator, torch.Generator):
             generator.manual_seed(seed)
+        todo += [getattr(owner, name, None) for name in ("sampler", "batch_sampler")]
 
 
 class Trainer:
@@ -171,7 +178,8 @@ class Trainer:
             train_loader: an iterable of batches (tensors, or dicts/tuples of them); one pass per epoch.
             val_fn: ``val_fn(module) -> {metric: float}`` run after every epoch in eval mode without
                 gradients, or None (the epoch is not validated).
-            hooks: optional callbacks ``on_batch_end(step, loss, parts)`` and ``on_epoch_end(record)``.
+            hooks: optional callbacks ``on_epoch_start(epoch)``, ``on_batch_end(step, loss, parts)`` and
+                ``on_epoch_end(record)``.
             resume: continue from ``checkpoint_dir/last_model.pt`` if it exists.
 
         Returns:
@@ -208,6 +216,8 @@ class Trainer:
                    desc="train", unit="epoch")
         for epoch in bar:
             _reseed(epoch_seed(cfg.seed, epoch), train_loader)
+            if "on_epoch_start" in hooks:
+                hooks["on_epoch_start"](epoch)
             module.train()
             tic, sums, batches = time.perf_counter(), {}, 0
             for batch in train_loader:

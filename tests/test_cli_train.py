@@ -1,0 +1,165 @@
+"""``trc train``: what it writes, that every flag has an effect, and one-sentence errors."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from trc import get_problem
+from trc.checkpoint import load_checkpoint, read_checkpoint
+from trc.cli import main
+from trc.data import generate_dataset, save_dataset
+
+HORIZON = 10
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    path = folder / "vdp.npz"
+    save_dataset(path, generate_dataset(get_problem("vanderpol", horizon=HORIZON), 24, seed=0))
+    other = folder / "di.npz"
+    save_dataset(other, generate_dataset(get_problem("double_integrator"), 8, seed=0))
+    return {"vanderpol": str(path), "double_integrator": str(other)}
+
+
+@pytest.fixture(scope="module")
+def baseline(data, tmp_path_factory):
+    """One run with the default flags, the reference the flag tests compare against."""
+    out = tmp_path_factory.mktemp("baseline")
+    assert train(data, out) == 0
+    return out
+
+
+def train(data, out, *flags, problem="vanderpol"):
+    argv = ["train", "--data", data[problem], "--output_dir", str(out), "--epochs", "1", "--batch_size", "8",
+            "--quiet", *flags]
+    return main(argv)
+
+
+def weights(out, name="best_model.pt"):
+    state = read_checkpoint(out / name)["state_dict"]
+    return torch.cat([v.flatten() for v in state.values()])
+
+
+def test_writes_checkpoints_and_history(data, tmp_path, capsys):
+    assert train(data, tmp_path, "--epochs", "2") == 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [0, 1]
+    assert {"success", "cost", "final_error"} <= set(history["epochs"][0]["val"])
+    model = load_checkpoint(tmp_path / "best_model.pt")
+    assert model.problem.horizon == HORIZON and model.config.use_gradient_truncation
+    assert model.checkpoint_metadata["settings"]["epochs"] == 2
+    assert read_checkpoint(tmp_path / "last_model.pt")["trainer_state"]["epoch"] == 1
+    assert "best epoch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, field, value", [
+    (["--L_cycles", "1"], "L_cycles", 1),
+    (["--H_cycles", "2"], "H_cycles", 2),
+    (["--iterations", "2"], "num_outer_cycles", 2),
+    (["--use_two_level"], "use_two_level", True),
+    (["--model_size", "medium"], "latent_dim", 128),
+])
+def test_model_flags_change_the_model_and_its_output(data, baseline, tmp_path, flags, field, value):
+    assert train(data, tmp_path / "b", *flags) == 0
+    a, b = load_checkpoint(baseline / "best_model.pt"), load_checkpoint(tmp_path / "b" / "best_model.pt")
+    assert getattr(a.config, field) != value and getattr(b.config, field) == value
+    x0 = torch.tensor([[1.0, -0.5]])
+    assert not torch.equal(a.plan(x0), b.plan(x0))
+
+
+@pytest.mark.parametrize("flags", [
+    ["--lr", "1e-2"], ["--process_weight", "0"], ["--process_weight", "10"], ["--loss_variant", "seed"],
+    ["--seed", "1"], ["--batch_size", "5"], ["--val_fraction", "0.5"],
+])
+def test_training_flags_change_the_trained_weights(data, baseline, tmp_path, flags):
+    assert train(data, tmp_path / "b", *flags) == 0
+    assert not torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path / "b", "last_model.pt"))
+
+
+def test_same_flags_same_weights(data, baseline, tmp_path):
+    assert train(data, tmp_path / "b") == 0
+    assert torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path / "b", "last_model.pt"))
+
+
+def test_value_predictor_is_trained_and_saved(data, tmp_path):
+    assert train(data, tmp_path / "a", "--use_value_predictor") == 0
+    assert train(data, tmp_path / "b", "--use_value_predictor", "--value_weight", "1") == 0
+    model = load_checkpoint(tmp_path / "a" / "best_model.pt")
+    assert model.value_predictor is not None
+    history = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert "value" in history["epochs"][0]["train"]
+    assert not torch.equal(weights(tmp_path / "a", "last_model.pt"), weights(tmp_path / "b", "last_model.pt"))
+
+
+def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    import trc.training
+
+    assert train(data, tmp_path / "full", "--epochs", "3") == 0
+    real, calls = trc.training.validation_metrics, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # during epoch 1, after epoch 0's checkpoints
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trc.training, "validation_metrics", interrupted)
+    assert train(data, tmp_path / "cut", "--epochs", "3") == 130
+    assert read_checkpoint(tmp_path / "cut" / "last_model.pt")["trainer_state"]["epoch"] == 0
+    monkeypatch.setattr(trc.training, "validation_metrics", real)
+    assert train(data, tmp_path / "cut", "--epochs", "3", "--resume") == 0
+    for name in ("last_model.pt", "best_model.pt"):
+        assert torch.equal(weights(tmp_path / "full", name), weights(tmp_path / "cut", name))
+    full, cut = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("full", "cut"))
+    assert [r["val"] for r in full["epochs"]] == [r["val"] for r in cut["epochs"]]
+
+
+def test_resume_refuses_other_settings(data, tmp_path, capsys):
+    assert train(data, tmp_path) == 0
+    capsys.readouterr()
+    assert train(data, tmp_path, "--resume", "--lr", "1e-2") == 2
+    err = capsys.readouterr().err
+    assert "--lr" in err and len(err.strip().splitlines()) == 1
+
+
+def test_quiet_hides_the_progress_bar(data, tmp_path, capsys):
+    assert main(["train", "--data", data["vanderpol"], "--output_dir", str(tmp_path), "--epochs", "1",
+                 "--batch_size", "8"]) == 0
+    assert "epoch" in capsys.readouterr().err
+    assert train(data, tmp_path / "q") == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--process_weight", "-1"], "--process_weight must be a finite number >= 0"),
+    (["--process_weight", "nan"], "--process_weight must be a finite number >= 0"),
+    (["--process_weight", "inf"], "--process_weight must be a finite number >= 0"),
+    (["--epochs", "0"], "--epochs must be > 0"),
+    (["--batch_size", "0"], "--batch_size must be > 0"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--value_weight", "0.1"], "--value_weight needs --use_value_predictor"),
+    (["--L_cycles", "0"], "--L_cycles must be > 0"),
+    (["--val_fraction", "1"], "--val_fraction must be between 0 and 1"),
+    (["--process_weight", "0", "--loss_variant", "seed"], "--loss_variant has no effect"),
+    (["--problem", "double_integrator"], "was made for problem 'vanderpol', not 'double_integrator'"),
+    (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),
+])
+def test_bad_flags_are_one_line_and_exit_2(data, tmp_path, capsys, flags, message):
+    assert train(data, tmp_path, *flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "best_model.pt").exists()
+
+
+def test_missing_dataset_is_one_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope.npz"), "--output_dir", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_process_weight_is_recorded(data, tmp_path):
+    assert train(data, tmp_path, "--process_weight", "0.5") == 0
+    meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
+    assert math.isclose(meta["process_weight"], 0.5) and meta["variant"] == "ratio"
