@@ -22,6 +22,8 @@ samples improving at every iteration, <= 5 min per training run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
 import tempfile
@@ -90,7 +92,8 @@ def run(data_path: Path, problem, test: dict, optimal_costs: np.ndarray, process
     if epochs is not None:
         flags += ["--epochs", str(epochs)]
     wall, cpu = time.perf_counter(), time.process_time()
-    status = trc_main(flags)
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = trc_main(flags)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if status != 0:
         raise SystemExit(f"trc train exited with {status}")

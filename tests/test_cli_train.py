@@ -58,7 +58,7 @@ def test_writes_checkpoints_and_history(data, tmp_path, capsys):
 @pytest.mark.parametrize("flags, field, value", [
     (["--L_cycles", "1"], "L_cycles", 1),
     (["--H_cycles", "2"], "H_cycles", 2),
-    (["--iterations", "2"], "num_outer_cycles", 2),
+    (["--iterations", "3"], "num_outer_cycles", 3),
     (["--use_two_level"], "use_two_level", True),
     (["--model_size", "medium"], "latent_dim", 128),
 ])

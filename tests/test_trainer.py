@@ -150,3 +150,12 @@ def test_bad_config_is_one_sentence(kw):
 def test_unknown_monitor_is_reported():
     with pytest.raises(TRCError, match="monitored metric 'cost'"):
         Trainer(config(monitor="cost", epochs=1)).fit(toy_model(), mse, toy_loader(), val_mse)
+
+
+def test_hooks_see_every_epoch_and_step():
+    seen = {"start": [], "steps": [], "end": []}
+    hooks = {"on_epoch_start": seen["start"].append,
+             "on_batch_end": lambda step, loss, parts: seen["steps"].append(step),
+             "on_epoch_end": lambda record: seen["end"].append(record["epoch"])}
+    Trainer(config(epochs=2)).fit(toy_model(), mse, toy_loader(), val_mse, hooks=hooks)
+    assert seen["start"] == seen["end"] == [0, 1] and seen["steps"] == list(range(1, 9))

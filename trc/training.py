@@ -22,7 +22,7 @@ from torch import nn
 
 from trc.errors import TRCError
 from trc.io import atomic_write
-from trc.losses import DEFAULT_VARIANT, PROCESS_VARIANTS, compute_process_supervision_loss
+from trc.losses import DEFAULT_VARIANT, PROCESS_VARIANTS, compute_process_supervision_loss, iteration_costs
 from trc.trainer import TrainConfig, Trainer
 
 Tensor = torch.Tensor
@@ -45,8 +45,6 @@ def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | Non
         ``success`` (fraction), ``final_error``, ``cost`` (means over samples) and, when the
         batches carry expert costs, ``cost_over_expert`` (ratio of the means).
     """
-    from trc.losses import iteration_costs
-
     problem = model.problem
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
@@ -76,7 +74,6 @@ class ProcessSupervisionObjective:
 
     The model runs with all iterations; a value head, when the model carries
     one as ``model.value_predictor``, is trained on every iterate's cost.
-    ``weight`` (lambda) may be changed between epochs.
     """
 
     def __init__(self, problem, process_weight: float, variant: str = DEFAULT_VARIANT,
@@ -122,14 +119,13 @@ def train_with_process_supervision(
     train_loader,
     val_loader=None,
     dynamics_fn: Callable | None = None,
-    epochs: int = 60,
+    epochs: int = 250,
     lr: float = 3e-3,
     process_weight: float = 1.0,
     value_predictor: nn.Module | None = None,
     value_weight: float = 0.01,
     cost_params: Mapping | None = None,
     variant: str = DEFAULT_VARIANT,
-    process_warmup: float = 0.0,
     output_dir: str | Path | None = None,
     resume: bool = False,
     metadata: Mapping[str, Any] | None = None,
@@ -137,10 +133,13 @@ def train_with_process_supervision(
 ) -> nn.Module:
     """Train ``model`` on expert demonstrations plus the cost of every refinement iterate.
 
-    Loss: ``MSE(U_K, expert) + process_weight * process_term(c_0..c_K)`` (see
-    :mod:`trc.losses`); validation after every epoch measures the final
-    controls (:func:`validation_metrics`); the best epoch (lowest validation
-    cost) is kept.
+    Loss: :func:`trc.losses.compute_process_supervision_loss` (an imitation term plus
+    ``process_weight`` times a term on the iterates' costs; behavior cloning of every
+    iterate when ``process_weight = 0``).  Validation after every epoch measures the
+    final controls (:func:`validation_metrics`); the best epoch (lowest validation cost)
+    is kept.  Build the model with ``use_gradient_truncation=True`` (as :func:`build_model`
+    does): each iteration is then trained as a step of its own, and the losses' gradients
+    are exact although the simulator feedback carries none.
 
     Args:
         model: a :class:`~trc.model.TinyRecursiveControl`; ``model.problem`` supplies the
@@ -156,8 +155,6 @@ def train_with_process_supervision(
         value_weight: weight of the value loss.
         cost_params: optional ``Q``, ``R``, ``Q_final`` replacing the problem's.
         variant: process term, a key of :data:`trc.losses.PROCESS_VARIANTS`.
-        process_warmup: fraction of the epochs trained by behavior cloning alone before the
-            process term comes in.
         output_dir: where ``best_model.pt`` and ``last_model.pt`` go; None writes nothing.
         resume: continue from ``output_dir/last_model.pt`` when it exists.
         metadata: extra JSON-able entries stored in the checkpoints.
@@ -177,31 +174,22 @@ def train_with_process_supervision(
     monitor = "cost" if val_loader is not None else "loss"
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
                       checkpoint_dir=None if output_dir is None else str(output_dir), **config)
-    if not 0 <= process_warmup < 1:
-        raise TRCError(f"process_warmup must be a fraction in [0, 1), got {process_warmup}")
     meta = {"process_weight": process_weight, "variant": variant, "value_weight": value_weight,
-            "process_warmup": process_warmup,
             "epochs": epochs, "lr": lr, **(metadata or {})}
     save_fn, load_fn = checkpoint_io(meta)
     objective = ProcessSupervisionObjective(problem, process_weight, variant, dynamics_fn, cost_params,
                                             value_weight)
-    first = round(process_warmup * epochs)  # epochs of behavior cloning before the process term
-
-    def set_weight(epoch: int) -> None:
-        objective.weight = process_weight if epoch >= first else 0.0
-
     val_fn = None if val_loader is None else (
         lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
-    history = Trainer(cfg, save_fn, load_fn).fit(model, objective, train_loader, val_fn,
-                                                 hooks={"on_epoch_start": set_weight}, resume=resume)
+    history = Trainer(cfg, save_fn, load_fn).fit(model, objective, train_loader, val_fn, resume=resume)
     model.training_history = history
     model.eval()
     return model
 
 
-def train_behavior_cloning(model: nn.Module, train_loader, val_loader=None, epochs: int = 60,
+def train_behavior_cloning(model: nn.Module, train_loader, val_loader=None, epochs: int = 250,
                            lr: float = 3e-3, **kwargs: Any) -> nn.Module:
-    """Train ``model`` to imitate the expert's controls (``MSE(U_K, expert)``).
+    """Train ``model`` to imitate the expert's controls at every iterate (``mean_k MSE(U_k, expert)``).
 
     The same trainer, validation and checkpoints as :func:`train_with_process_supervision`
     with ``process_weight = 0`` (which also takes the remaining keyword arguments).
@@ -252,7 +240,7 @@ def add_train_command(sub) -> None:
     p.add_argument("--use_two_level", action="store_true", help="two-level z_H/z_L reasoning (TRM)")
     p.add_argument("--H_cycles", type=int, default=None, help="cycles per refinement iteration (default: preset's)")
     p.add_argument("--L_cycles", type=int, default=None, help="low-level updates per cycle (default: preset's)")
-    p.add_argument("--iterations", type=int, default=None, help="refinement iterations K (default: preset's)")
+    p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"], help="refinement iterations K")
     p.add_argument("--use_value_predictor", action="store_true", help="train a value head with the model")
     p.add_argument("--value_weight", type=float, default=None,
                    help="weight of the value loss (default 0.01; needs --use_value_predictor)")
@@ -266,8 +254,8 @@ def add_train_command(sub) -> None:
 
 
 # Settings that reach the targets of benchmarks/vanderpol.py with no flag given.
-DEFAULTS: dict[str, Any] = {"epochs": 60, "batch_size": 64, "lr": 3e-3, "process_weight": 1.0,
-                            "model_size": "small", "val_fraction": 0.1}
+DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "process_weight": 1.0,
+                            "model_size": "small", "iterations": 2, "val_fraction": 0.1}
 RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight", "loss_variant", "model_size",
                "use_two_level", "H_cycles", "L_cycles", "iterations", "use_value_predictor", "value_weight",
                "val_fraction", "seed")
@@ -291,7 +279,7 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("H_cycles", "L_cycles"):
         value = getattr(args, name)
         checks.append((value is None or value > 0, f"--{name} must be > 0, got {value}"))
-    checks.append((args.iterations is None or args.iterations > 0, f"--iterations must be > 0, got {args.iterations}"))
+    checks.append((args.iterations > 0, f"--iterations must be > 0, got {args.iterations}"))
     for ok, message in checks:
         if not ok:
             raise TRCError(message)
