@@ -163,3 +163,27 @@ def test_process_weight_is_recorded(data, tmp_path):
     assert train(data, tmp_path, "--process_weight", "0.5") == 0
     meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
     assert math.isclose(meta["process_weight"], 0.5) and meta["variant"] == "ratio"
+
+
+def test_seed_entry_point_lowers_the_loss_with_the_seed_arguments():
+    """The seed document's call: a two-level model, its simulator, value head and cost matrices."""
+    from trc import simulate_vanderpol_torch
+    from trc.data import make_loader
+    from trc.model import TinyRecursiveControl
+    from trc.training import train_with_process_supervision
+    from trc.value import create_value_predictor
+
+    problem = get_problem("vanderpol", horizon=HORIZON)
+    data = generate_dataset(problem, 32, seed=1)
+    torch.manual_seed(0)
+    model = TinyRecursiveControl.create_two_level_small(state_dim=2, control_dim=1, control_horizon=HORIZON,
+                                                        problem=problem)
+    cost_params = {"Q": torch.eye(2), "R": 0.01 * torch.eye(1), "Q_final": 10.0 * torch.eye(2)}
+    trained = train_with_process_supervision(
+        model=model, train_loader=make_loader(data, 8), val_loader=make_loader(data, 32, shuffle=False),
+        dynamics_fn=lambda x0, U: simulate_vanderpol_torch(x0, U, mu=1.0, dt=0.05), epochs=4, lr=1e-3,
+        process_weight=0.1, value_predictor=create_value_predictor(latent_dim=model.config.latent_dim),
+        value_weight=0.01, cost_params=cost_params, progress=False)
+    losses = [r["train"]["loss"] for r in trained.training_history["epochs"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert not trained.training
