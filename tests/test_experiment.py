@@ -10,9 +10,8 @@ import trc.experiment as experiment
 from trc.errors import TRCError
 from trc.experiment import Experiment
 
-# The double integrator (T = 15) and a narrow model keep every run under a second.
-TINY = dict(problem="double_integrator", num_train=48, num_test=12, epochs=2, batch_size=16,
-            model_overrides={"latent_dim": 16, "hidden_dim": 16, "num_outer_cycles": 2})
+# The double integrator (T = 15) keeps every run under a second.
+TINY = dict(problem="double_integrator", num_train=48, num_test=12, epochs=2, batch_size=16, iterations=2)
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +103,8 @@ def test_defaults_are_the_training_defaults():
     e = Experiment()
     assert (e.epochs, e.batch_size, e.lr, e.process_weight, e.val_fraction) == tuple(
         DEFAULTS[k] for k in ("epochs", "batch_size", "lr", "process_weight", "val_fraction"))
-    assert e.variant == DEFAULT_VARIANT and e.model.endswith(DEFAULTS["model_size"])
+    assert e.variant == DEFAULT_VARIANT and e.model_size == DEFAULTS["model_size"]
+    assert e.iterations == DEFAULTS["iterations"] == e.build_model().num_iterations
     assert Experiment(process_weight=0).label == "BC" and e.label == "PS"
 
 
@@ -113,7 +113,8 @@ def test_defaults_are_the_training_defaults():
     ({"variant": "nope"}, "unknown loss variant"),
     ({"process_weight": float("nan")}, "process_weight must be a finite number"),
     ({"epochs": 0}, "epochs must be a positive integer"),
-    ({"model_overrides": {"width": 3}}, "no field 'width'"),
+    ({"model_size": "huge"}, "unknown model preset 'huge'"),
+    ({"process_weight": 0.0, "variant": "seed"}, "no effect with process_weight 0"),
 ])
 def test_bad_settings_are_one_sentence(change, message):
     with pytest.raises(TRCError, match=message):

@@ -2,13 +2,13 @@
 
 An :class:`Experiment` names everything that decides a result: the problem, the
 demonstrations (how many, which expert, their seed), the loss (λ, variant, value
-head), the model (a preset and field overrides) and the training settings.  Its
-defaults are the library's training defaults (``trc train`` with no flag), so
-``Experiment()`` is the benchmark's process-supervision run and
+head), the model (the ``trc train`` flags that build it) and the training
+settings.  Its defaults are the library's training defaults (``trc train`` with
+no flag), so ``Experiment()`` is the benchmark's process-supervision run and
 ``Experiment(process_weight=0.0)`` its behavior-cloning baseline.
 :meth:`Experiment.run` does what ``trc train`` does (the same split of the
-demonstrations into training and validation data, the same model and trainer)
-and then measures the trained model with
+demonstrations into training and validation data, the same
+:func:`trc.training.build_model` and trainer) and then measures the trained model with
 :class:`~trc.evaluation.RefinementEvaluator` on held-out start states whose
 optimum is known::
 
@@ -71,8 +71,7 @@ def _training_defaults() -> dict[str, Any]:
 
     signature = {name: p.default for name, p in inspect.signature(train_with_process_supervision).parameters.items()
                  if p.default is not inspect.Parameter.empty}
-    preset = ("two_level_" if DEFAULTS.get("use_two_level") else "") + DEFAULTS["model_size"]
-    return {**signature, **DEFAULTS, "model": preset}
+    return {"use_two_level": False, "H_cycles": None, "L_cycles": None, **signature, **DEFAULTS}
 
 
 _DEFAULTS = _training_defaults()
@@ -123,13 +122,14 @@ class Experiment:
         num_test: held-out start states the model is evaluated on.
         expert: who demonstrates (``"lqr"`` or ``"optimal"``); the test set holds its plans too.
         process_weight: λ; 0 is behavior cloning.
-        variant: the process term (``trc.losses.PROCESS_VARIANTS``).
-        model: a preset name (``trc.config.PRESETS``).
-        model_overrides: config fields changed from the preset, e.g. ``{"num_outer_cycles": 4}``.
-        epochs, batch_size, lr, val_fraction, process_warmup: as in
-            :func:`trc.training.train_with_process_supervision` and ``trc train``.
+        variant: the loss variant (``trc.losses.PROCESS_VARIANTS``).
+        model_size, use_two_level, H_cycles, L_cycles, iterations: the model, as the
+            ``trc train`` flags of the same names describe it (:func:`trc.training.build_model`;
+            None keeps the preset's cycles).
+        epochs, batch_size, lr, val_fraction: as in ``trc train``.
         use_value_predictor, value_weight: train a value head with the model.
-        options: further trainer settings (``trc.trainer.TrainConfig`` fields such as ``patience``).
+        options: further keyword arguments of :func:`trc.training.train_with_process_supervision`
+            (e.g. ``TrainConfig`` fields such as ``patience`` or ``weight_decay``).
         seed: seeds the split, the model's initial weights and the training.
         data_seed: seeds the training start states; the test states use ``data_seed + TEST_SEED_OFFSET``.
     """
@@ -140,13 +140,15 @@ class Experiment:
     expert: str = "lqr"
     process_weight: float = _DEFAULTS["process_weight"]
     variant: str = _DEFAULTS["variant"]
-    model: str = _DEFAULTS["model"]
-    model_overrides: tuple[tuple[str, Any], ...] = ()
+    model_size: str = _DEFAULTS["model_size"]
+    use_two_level: bool = _DEFAULTS["use_two_level"]
+    H_cycles: int | None = _DEFAULTS["H_cycles"]
+    L_cycles: int | None = _DEFAULTS["L_cycles"]
+    iterations: int = _DEFAULTS["iterations"]
     epochs: int = _DEFAULTS["epochs"]
     batch_size: int = _DEFAULTS["batch_size"]
     lr: float = _DEFAULTS["lr"]
     val_fraction: float = _DEFAULTS["val_fraction"]
-    process_warmup: float = _DEFAULTS["process_warmup"]
     use_value_predictor: bool = False
     value_weight: float = _DEFAULTS["value_weight"]
     options: tuple[tuple[str, Any], ...] = ()
@@ -156,11 +158,11 @@ class Experiment:
     def __post_init__(self) -> None:
         from trc.config import PRESETS
         from trc.experts import EXPERTS
-        from trc.losses import PROCESS_VARIANTS
+        from trc.losses import DEFAULT_VARIANT, PROCESS_VARIANTS
         from trc.problems import PROBLEMS
 
-        object.__setattr__(self, "model_overrides", _pairs(self.model_overrides))
         object.__setattr__(self, "options", _pairs(self.options))
+        preset = ("two_level_" if self.use_two_level else "") + str(self.model_size)
         count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
         number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
         checks = [
@@ -168,23 +170,24 @@ class Experiment:
             (self.expert in EXPERTS, f"unknown expert {self.expert!r}; known: {', '.join(sorted(EXPERTS))}"),
             (self.variant in PROCESS_VARIANTS,
              f"unknown loss variant {self.variant!r}; known: {', '.join(sorted(PROCESS_VARIANTS))}"),
-            (self.model in PRESETS, f"unknown model preset {self.model!r}; known: {', '.join(PRESETS)}"),
+            (preset in PRESETS, f"unknown model preset {preset!r}; known: {', '.join(PRESETS)}"),
             *((count(getattr(self, n)), f"{n} must be a positive integer, got {getattr(self, n)!r}")
-              for n in ("num_train", "num_test", "epochs", "batch_size")),
+              for n in ("num_train", "num_test", "epochs", "batch_size", "iterations")),
+            *((getattr(self, n) is None or count(getattr(self, n)),
+               f"{n} must be a positive integer or None, got {getattr(self, n)!r}") for n in ("H_cycles", "L_cycles")),
             (number(self.process_weight) and self.process_weight >= 0,
              f"process_weight must be a finite number >= 0, got {self.process_weight!r}"),
             (number(self.value_weight) and self.value_weight >= 0,
              f"value_weight must be a finite number >= 0, got {self.value_weight!r}"),
             (number(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}"),
+            (self.process_weight > 0 or self.variant == DEFAULT_VARIANT,
+             f"loss variant {self.variant!r} has no effect with process_weight 0 (behavior cloning)"),
             (number(self.val_fraction) and 0 < self.val_fraction < 1,
              f"val_fraction must be a fraction in (0, 1), got {self.val_fraction!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise TRCError(f"experiment: {message}")
-        from trc.config import preset_config
-
-        preset_config(self.model, **dict(self.model_overrides))  # unknown or bad fields fail here
 
     @property
     def label(self) -> str:
@@ -196,9 +199,9 @@ class Experiment:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting, JSON-able (the overrides and options as dicts)."""
+        """Every setting, JSON-able (the options as a dict)."""
         d = dataclasses.asdict(self)
-        d["model_overrides"], d["options"] = dict(self.model_overrides), dict(self.options)
+        d["options"] = dict(self.options)
         return d
 
     def get_problem(self):
@@ -269,6 +272,20 @@ class Experiment:
             return None
         return model
 
+    def build_model(self):
+        """The untrained model, as ``trc train`` builds it (seeded with ``seed``)."""
+        from trc.training import build_model
+
+        torch.manual_seed(self.seed)
+        return build_model(self.get_problem(), self.model_size, self.use_two_level, self.H_cycles, self.L_cycles,
+                           self.iterations)
+
+    def split(self, cache_dir: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The demonstrations split into training and validation data, as ``trc train`` splits them."""
+        from trc.training import _split
+
+        return _split(self.train_data(cache_dir), self.val_fraction, self.seed)
+
     def train(self, cache_dir: str | Path | None = None, progress: bool = False):
         """Train the model as ``trc train`` would (no cache lookup).
 
@@ -277,21 +294,18 @@ class Experiment:
             ``history`` and ``train_seconds``.
         """
         from trc.data import make_loader
-        from trc.model import TinyRecursiveControl
-        from trc.training import _split, train_with_process_supervision
+        from trc.training import train_with_process_supervision
         from trc.value import create_value_predictor
 
-        problem = self.get_problem()
-        train, val = _split(self.train_data(cache_dir), self.val_fraction, self.seed)
-        torch.manual_seed(self.seed)
-        model = TinyRecursiveControl.from_preset(self.model, problem, **dict(self.model_overrides))
+        train, val = self.split(cache_dir)
+        model = self.build_model()
         value_predictor = create_value_predictor(model.config.latent_dim) if self.use_value_predictor else None
         start = time.perf_counter()
         model = train_with_process_supervision(
             model, make_loader(train, self.batch_size, shuffle=True, seed=self.seed),
             make_loader(val, 256, shuffle=False), epochs=self.epochs, lr=self.lr,
             process_weight=self.process_weight, value_predictor=value_predictor, value_weight=self.value_weight,
-            variant=self.variant, process_warmup=self.process_warmup, seed=self.seed, progress=progress,
+            variant=self.variant, seed=self.seed, progress=progress,
             **dict(self.options))
         model.checkpoint_metadata = {
             "experiment": self.to_dict(), "cache_key": self.cache_key(), "process_weight": self.process_weight,
@@ -370,7 +384,7 @@ class ExperimentResult:
 
 
 # The book trains many models; its full build must stay within half an hour on two cores.
-BOOK_MAX_EPOCHS = 60
+BOOK_MAX_EPOCHS = 80
 
 
 def book_experiment(**changes: Any) -> Experiment:
