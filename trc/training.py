@@ -222,30 +222,33 @@ def add_train_command(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model by behavior cloning or process supervision",
         description="Train a Tiny Recursive Control model on a dataset of expert demonstrations. "
-                    "The loss is MSE to the expert's controls plus --process_weight times the process "
-                    "term on every refinement iterate's cost (0: behavior cloning). Writes best_model.pt, "
-                    "last_model.pt and history.json into --output_dir.")
+                    "With --process_weight 0 every iterate imitates the expert (behavior cloning); "
+                    "otherwise an imitation term plus --process_weight times a term on every refinement "
+                    "iterate's cost (see --loss_variant). The defaults are the settings measured in "
+                    "benchmarks/vanderpol.py. Writes best_model.pt, last_model.pt and history.json "
+                    "into --output_dir.")
     p.add_argument("--data", required=True, help="dataset .npz written by trc generate")
     p.add_argument("--problem", default=None, help="problem name (default: the dataset's); must match the dataset")
     p.add_argument("--output_dir", required=True, help="folder for best_model.pt, last_model.pt, history.json")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="passes over the training data")
-    p.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"], help="samples per step")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate (AdamW, cosine)")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="passes over the training data (default %(default)s)")
+    p.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"], help="samples per step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate, AdamW with warmup and cosine decay (default %(default)s)")
     p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
-                   help="lambda, weight of the process term (0: behavior cloning)")
+                   help="lambda >= 0, weight of the process term (0: behavior cloning; default %(default)s)")
     p.add_argument("--loss_variant", choices=sorted(PROCESS_VARIANTS), default=DEFAULT_VARIANT,
-                   help="process term: 'seed' (the seed document's formula) or 'ratio' (every iterate)")
+                   help="'ratio' (default: the expert teaches the first guess, the cost every refinement, "
+                        "each iterate relative to the one before) or 'seed' (the seed document's formula)")
     p.add_argument("--model_size", choices=("small", "medium", "large"), default=DEFAULTS["model_size"],
-                   help="model preset size")
+                   help="model preset size (default %(default)s)")
     p.add_argument("--use_two_level", action="store_true", help="two-level z_H/z_L reasoning (TRM)")
     p.add_argument("--H_cycles", type=int, default=None, help="cycles per refinement iteration (default: preset's)")
     p.add_argument("--L_cycles", type=int, default=None, help="low-level updates per cycle (default: preset's)")
-    p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"], help="refinement iterations K")
+    p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"], help="refinement iterations K (default %(default)s)")
     p.add_argument("--use_value_predictor", action="store_true", help="train a value head with the model")
     p.add_argument("--value_weight", type=float, default=None,
                    help="weight of the value loss (default 0.01; needs --use_value_predictor)")
     p.add_argument("--val_fraction", type=float, default=DEFAULTS["val_fraction"],
-                   help="fraction of the dataset held out for validation")
+                   help="fraction of the dataset held out for validation (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the model and the training")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from --output_dir/last_model.pt")
@@ -253,7 +256,9 @@ def add_train_command(sub) -> None:
     p.set_defaults(func=train_command)
 
 
-# Settings that reach the targets of benchmarks/vanderpol.py with no flag given.
+# The settings measured in benchmarks/vanderpol.py (Van der Pol, 1000 LQR demonstrations): a small
+# model trained long beats a big one trained briefly; K = 2 keeps more samples improving at every
+# iteration than K = 3 at the same cost; behavior cloning needs the 250 epochs to pass 95 % success.
 DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "process_weight": 1.0,
                             "model_size": "small", "iterations": 2, "val_fraction": 0.1}
 RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight", "loss_variant", "model_size",
