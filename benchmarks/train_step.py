@@ -3,8 +3,8 @@
 The step ``trc train`` takes: the model with every iterate returned, the loss
 (all ``K+1`` iterates simulated in one batched call, with gradient), backward,
 gradient clipping and the AdamW update.  Default: the two-level medium preset
-(as ``trc train --use_two_level --model_size medium`` builds it), Van der Pol,
-batch 32.  Target: at most 0.078 s (10x faster than the predecessor's 0.78 s
+with its own K = 3 (``trc train --use_two_level --model_size medium --iterations 3``;
+``trc train`` defaults to K = 2, a third less), Van der Pol, batch 32.  Target: at most 0.078 s (10x faster than the predecessor's 0.78 s
 measured on this machine).  Also shows where the time goes and the same step
 for behavior cloning and the seed's loss.
 
