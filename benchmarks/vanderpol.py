@@ -37,7 +37,7 @@ from trc import get_problem
 from trc.checkpoint import load_checkpoint
 from trc.cli import main as trc_main
 from trc.data import generate_dataset, load_dataset, save_dataset
-from trc.evaluation import RefinementEvaluator, RefinementMetrics, summarize
+from trc.evaluation import RefinementEvaluator, summarize
 from trc.experts import lqr_controls, optimal_controls
 from trc.losses import DEFAULT_VARIANT
 from trc.training import DEFAULTS

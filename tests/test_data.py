@@ -10,7 +10,7 @@ import torch
 
 from trc import TRCError, get_problem
 from trc.data import (REQUIRED, dataset_problem, generate_dataset, load_dataset, make_loader,
-                      save_dataset)
+                      save_dataset, split_dataset)
 from trc.experts import lqr_controls
 
 
@@ -245,3 +245,16 @@ def test_bad_archive_from_zip_with_other_members(tmp_path):
         z.writestr("readme.txt", "hello")
     with pytest.raises(TRCError, match="lacks the array 'initial_states'"):
         load_dataset(path)
+
+
+def test_split_is_seeded_disjoint_and_complete(data):
+    train, val = split_dataset(data, 0.25, seed=1)
+    assert len(val["initial_states"]) == 6 and len(train["initial_states"]) == 18
+    together = np.concatenate([train["initial_states"], val["initial_states"]])
+    assert sorted(map(tuple, together)) == sorted(map(tuple, data["initial_states"]))
+    again, _ = split_dataset(data, 0.25, seed=1)
+    other, _ = split_dataset(data, 0.25, seed=2)
+    assert np.array_equal(again["control_sequences"], train["control_sequences"])
+    assert not np.array_equal(other["initial_states"], train["initial_states"])
+    with pytest.raises(TRCError, match="too few"):
+        split_dataset({k: v[:1] for k, v in data.items() if k in REQUIRED}, 0.5)

@@ -16,9 +16,38 @@ from trc.checkpoint import load_checkpoint, save_checkpoint
 
 __version__ = "0.1.0"
 
+# The rest of the seed document's API, imported on first use (PEP 562): ``import trc`` stays
+# light, and ``trc.RefinementEvaluator`` does not load matplotlib until it is asked for.
+_LAZY = {
+    "generate_dataset": "trc.data", "load_dataset": "trc.data", "save_dataset": "trc.data",
+    "make_loader": "trc.data", "split_dataset": "trc.data",
+    "lqr_controls": "trc.experts", "optimal_controls": "trc.experts",
+    "behavior_cloning_loss": "trc.losses", "compute_trajectory_cost": "trc.losses",
+    "compute_process_supervision_loss": "trc.losses", "compute_value_prediction_loss": "trc.losses",
+    "train_with_process_supervision": "trc.training", "train_behavior_cloning": "trc.training",
+    "RefinementEvaluator": "trc.evaluation", "RefinementMetrics": "trc.evaluation",
+    "analyze_convergence": "trc.evaluation", "summarize": "trc.evaluation",
+    "plot_refinement_curves": "trc.plots", "Experiment": "trc.experiment",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "PROBLEMS", "ControlProblem", "TRCError", "final_error", "get_problem", "rk4", "rollout",
     "simulate_vanderpol_torch", "trajectory_cost",
     "TRCConfig", "TRCOutput", "TinyRecursiveControl", "ValuePredictor", "create_value_predictor",
-    "load_checkpoint", "save_checkpoint",
+    "load_checkpoint", "save_checkpoint", *_LAZY,
 ]

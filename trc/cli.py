@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trc.analyze import add_analyze_command
+from trc.data import add_generate_command
 from trc.errors import TRCError
+from trc.training import add_train_command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,32 +22,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _add_generate(sub) -> None:
-    from trc.data import add_generate_command
-
-    add_generate_command(sub)
-
-
-def _add_train(sub) -> None:
-    try:
-        from trc.training import add_train_command
-    except ImportError:  # training not built yet
-        return
-    add_train_command(sub)
-
-
-def _add_analyze(sub) -> None:
-    try:
-        from trc.evaluation import add_analyze_command
-    except ImportError:  # evaluation not built yet
-        return
-    add_analyze_command(sub)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``trc`` parser with its three subcommands."""
     parser = _Parser(prog="trc", description="Tiny Recursive Control.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_generate, _add_train, _add_analyze):
+    for add in (add_generate_command, add_train_command, add_analyze_command):
         add(sub)
     return parser
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from trc.errors import TRCError
 from trc.experts import EXPERTS
-from trc.io import atomic_write
+from trc.io import atomic_write, check_writable
 from trc.problems import PROBLEMS, ControlProblem, get_problem
 
 REQUIRED = ("initial_states", "target_states", "state_trajectories", "control_sequences", "costs")
@@ -215,6 +215,25 @@ def dataset_problem(data: dict[str, Any]) -> ControlProblem:
     return get_problem(**stored)
 
 
+def split_dataset(data: dict[str, Any], val_fraction: float, seed: int = 0) -> tuple[dict, dict]:
+    """A seeded random split of a dataset's arrays into ``(train, validation)`` (as ``trc train`` splits).
+
+    Args:
+        data: a dataset (its :data:`REQUIRED` arrays are split; the metadata is dropped).
+        val_fraction: share held out for validation, at least one sample.
+        seed: seeds the permutation.
+
+    Returns:
+        Two dicts of the :data:`REQUIRED` arrays, disjoint, together every sample.
+    """
+    n = len(data["initial_states"])
+    n_val = max(1, round(val_fraction * n))
+    if n - n_val < 1:
+        raise TRCError(f"the dataset has {n} samples: too few to hold out {val_fraction:.0%} for validation")
+    order = np.random.default_rng(seed).permutation(n)
+    return ({k: data[k][order[n_val:]] for k in REQUIRED}, {k: data[k][order[:n_val]] for k in REQUIRED})
+
+
 class _Arrays(torch.utils.data.Dataset):
     """Float32 tensors indexed by a list of sample indices at once (one batch per lookup)."""
 
@@ -280,23 +299,10 @@ def run_generate(args) -> int:
         raise TRCError(f"unknown expert {args.expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
     overrides = {k: getattr(args, k) for k in ("horizon", "dt") if getattr(args, k) is not None}
     problem = get_problem(args.problem, **overrides)
-    _check_writable(Path(args.output))
+    check_writable(args.output)
     data = generate_dataset(problem, args.num_samples, args.expert, args.seed, progress=True)
     path = save_dataset(args.output, data)
     meta = data["metadata"]
     print(f"wrote {path}: {args.num_samples} samples of {problem.name} by the {args.expert} expert "
           f"(seed {args.seed}), mean cost {meta['mean_cost']:.4g}, success rate {meta['success_rate']:.1%}")
     return 0
-
-
-def _check_writable(path: Path) -> None:
-    """Fail before the work, not after it, when ``path`` cannot be written."""
-    if path.is_dir():
-        raise TRCError(f"output {str(path)!r} is a folder, not a file")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise TRCError(f"cannot write {str(path)!r}: {str(folder)!r} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise TRCError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")

@@ -20,7 +20,7 @@ field               shape         meaning
 
 Nothing is taken from the model but its controls.  :func:`analyze_convergence`
 condenses the costs into a few numbers, :func:`summarize` adds the final
-iterate's success, error and cost ratios, and ``trc analyze`` prints both for a
+iterate's success, error and cost ratios, and ``trc analyze`` (:mod:`trc.analyze`) prints both for a
 model and a baseline side by side and draws :func:`trc.plots.plot_refinement_curves`.
 """
 
@@ -327,7 +327,6 @@ def solve_optimal_costs(problem, data: Mapping[str, Any], batch_size: int = 1024
     return torch.cat(out).numpy()
 
 
-# -- trc analyze --------------------------------------------------------------------------------
 def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     """A compact text table with one column per model (from :func:`summarize`)."""
     rows = [("success (%)", "success_rate", "{:.1f}"), ("final error", "mean_final_error", "{:.4f}"),
@@ -346,89 +345,3 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     widths = [max(len(line[j]) for line in lines) for j in range(len(lines[0]))]
     return "\n".join("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in
                                enumerate(zip(line, widths))) for line in lines)
-
-
-def run_analyze(args) -> int:
-    """``trc analyze``: evaluate a checkpoint (and a baseline), print the table, write figure + JSON."""
-    import json
-    from pathlib import Path
-
-    from trc.checkpoint import load_checkpoint
-    from trc.data import load_dataset
-    from trc.io import atomic_write
-    from trc.plots import plot_refinement_curves
-
-    model = load_checkpoint(args.checkpoint, problem=args.problem)
-    baseline = None if args.baseline is None else load_checkpoint(args.baseline, problem=model.problem)
-    data = load_dataset(args.data, problem=model.problem)
-    out = Path(args.output)
-    _check_writable(out)
-    optimal = solve_optimal_costs(model.problem, data) if args.solve_optimal else None
-    runs = {"model": model} if baseline is None else {"model": model, "baseline": baseline}
-    metrics = {name: RefinementEvaluator(m, device=args.device, label=name).evaluate(
-        data, iterations=args.iterations, optimal_costs=optimal) for name, m in runs.items()}
-    summaries = {name: summarize(m) for name, m in metrics.items()}
-    print(format_table({m.display_name: summaries[name] for name, m in metrics.items()}))
-    plot_refinement_curves(metrics["model"], out, baseline=metrics.get("baseline"))
-    paths = {"model": args.checkpoint, "baseline": args.baseline}
-    report = {name: {"checkpoint": paths[name], "summary": summaries[name], "metrics": metrics[name].to_dict()}
-              for name in runs}
-    report["data"] = args.data
-    json_path = out.with_suffix(".json")
-    text = json.dumps(_finite_or_none(report), indent=1, allow_nan=False)
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
-    print(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')} and {json_path}")
-    return 0
-
-
-def _check_writable(out) -> None:
-    """Fail early, in one sentence, when the figure cannot be written to ``out``."""
-    import os
-
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TRCError(f"cannot create the folder of {str(out)!r}: {e.strerror}") from None
-    if out.is_dir() or not os.access(out.parent, os.W_OK):
-        raise TRCError(f"cannot write the figure {str(out)!r} (a folder, or not writable)")
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float replaced by None (strict JSON has neither)."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite_or_none(v) for v in obj]
-    return None if isinstance(obj, float) and not np.isfinite(obj) else obj
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def add_analyze_command(sub) -> None:
-    """Add ``trc analyze`` to the CLI's subparsers."""
-    p = sub.add_parser("analyze", help="measure refinement per iteration; table, figure and JSON",
-                       description="Evaluate a checkpoint (and optionally a baseline) on a dataset, "
-                                   "iteration by iteration, in the problem's simulator.")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
-    p.add_argument("--data", required=True, help="test dataset (.npz from trc generate)")
-    p.add_argument("--problem", help="problem name; must match the checkpoint (default: the checkpoint's)")
-    p.add_argument("--output", default="refinement_analysis.png",
-                   help="figure path; the PNG goes here, the SVG and the metrics JSON beside it")
-    p.add_argument("--baseline", help="a second checkpoint shown beside the model (e.g. behavior cloning)")
-    p.add_argument("--iterations", type=_positive_int,
-                   help="refinement iterations to run (default: each model's own; more is allowed)")
-    p.add_argument("--solve_optimal", action="store_true",
-                   help="solve every test instance for its optimum to report cost / optimum "
-                        "(not needed when the data's expert is 'optimal')")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.set_defaults(func=run_analyze)

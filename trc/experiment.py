@@ -60,7 +60,7 @@ import torch
 from trc.errors import TRCError
 
 # Which modules can change a cached file (see the module docstring).
-PRESENTATION_MODULES = frozenset({"plots", "widgets", "cli", "fast", "evaluation"})
+PRESENTATION_MODULES = frozenset({"plots", "widgets", "cli", "fast", "evaluation", "analyze"})
 MODEL_MODULES = frozenset({"model", "config", "value", "losses", "trainer", "training", "checkpoint"})
 TEST_SEED_OFFSET = 1_000_000  # test states are drawn with data_seed + this: never the training states
 
@@ -282,9 +282,9 @@ class Experiment:
 
     def split(self, cache_dir: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """The demonstrations split into training and validation data, as ``trc train`` splits them."""
-        from trc.training import _split
+        from trc.data import split_dataset
 
-        return _split(self.train_data(cache_dir), self.val_fraction, self.seed)
+        return split_dataset(self.train_data(cache_dir), self.val_fraction, self.seed)
 
     def train(self, cache_dir: str | Path | None = None, progress: bool = False):
         """Train the model as ``trc train`` would (no cache lookup).

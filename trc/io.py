@@ -38,3 +38,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             pass
         raise
     return path
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail before the work, not after it, when ``path`` cannot be written (one sentence)."""
+    path = Path(path)
+    if path.is_dir():
+        raise TRCError(f"output {str(path)!r} is a folder, not a file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise TRCError(f"cannot write {str(path)!r}: {str(folder)!r} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TRCError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")

@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -296,21 +295,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise TRCError(f"--device {args.device!r} asks for CUDA, which this machine does not have")
 
 
-def _split(data: Mapping[str, Any], val_fraction: float, seed: int) -> tuple[dict, dict]:
-    """A seeded random split of the dataset's arrays into (train, validation)."""
-    from trc.data import REQUIRED
-
-    n = len(data["initial_states"])
-    n_val = max(1, round(val_fraction * n))
-    if n - n_val < 1:
-        raise TRCError(f"the dataset has {n} samples: too few to hold out {val_fraction:.0%} for validation")
-    order = np.random.default_rng(seed).permutation(n)
-    return ({k: data[k][order[n_val:]] for k in REQUIRED}, {k: data[k][order[:n_val]] for k in REQUIRED})
-
-
 def train_command(args: argparse.Namespace) -> int:
     """``trc train``: validate the flags and the dataset, train, write checkpoints and history."""
-    from trc.data import check_dataset, dataset_problem, load_dataset, make_loader
+    from trc.data import check_dataset, dataset_problem, load_dataset, make_loader, split_dataset
     from trc.problems import get_problem
     from trc.value import create_value_predictor
 
@@ -337,7 +324,7 @@ def train_command(args: argparse.Namespace) -> int:
             raise TRCError(f"cannot resume from {str(out / 'last_model.pt')!r}: it was trained with "
                            f"--{changed[0]} {before.get(changed[0])!r}, not {settings[changed[0]]!r}")
 
-    train, val = _split(data, args.val_fraction, args.seed)
+    train, val = split_dataset(data, args.val_fraction, args.seed)
     torch.manual_seed(args.seed)
     model = build_model(problem, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, args.iterations)
     value_predictor = create_value_predictor(model.config.latent_dim) if args.use_value_predictor else None
