@@ -11,6 +11,7 @@ from trc.losses import (
     compute_trajectory_cost,
     compute_value_prediction_loss,
     iteration_costs,
+    monotone_process_term,
     ratio_process_term,
     seed_process_term,
 )
@@ -75,7 +76,9 @@ def test_process_loss_values_by_hand():
     n = torch.tensor([2.0, 1.5, 2.0], dtype=D) / (2.0 + 1e-6)
     seed_value = -((n[0] - n[1]) + (n[1] - n[2])) / 2
     ratio_value = (1.0 + 1.5 / 2.0 + 2.0 / 1.5) / 3
-    for variant, value in (("seed", seed_value), ("ratio", ratio_value)):
+    # hinge at margin 1e-3: iterate 1 improves by 25 % (free), iterate 2 rises to 4/3 (charged)
+    monotone_value = ratio_value + 10 * (0.0 + (2.0 / 1.5 - (1 - 1e-3))) / 2
+    for variant, value in (("seed", seed_value), ("ratio", ratio_value), ("monotone", monotone_value)):
         loss, parts = compute_process_supervision_loss(problem, all_U, expert, x0, target, 0.5,
                                                        dynamics_fn=shift, cost_params=EYE, variant=variant)
         assert parts["bc"].item() == pytest.approx(0.25)
@@ -115,8 +118,20 @@ def test_seed_formula_gives_no_gradient_to_middle_iterates():
     assert torch.all(per_iterate[1:-1] == 0)
 
 
-def test_ratio_variant_gives_gradient_to_every_iterate():
-    assert torch.all(process_gradient_per_iterate("ratio") > 0)
+@pytest.mark.parametrize("variant", ["ratio", "monotone"])
+def test_well_posed_variants_give_gradient_to_every_iterate(variant):
+    assert torch.all(process_gradient_per_iterate(variant) > 0)
+
+
+def test_monotone_hinge_charges_only_the_refinements_that_do_not_improve():
+    # sample 0 improves by 10 % at every step, sample 1 stalls at step 1 and rises at step 2
+    costs = torch.tensor([[10.0, 9.0, 8.1], [10.0, 10.0, 11.0]], dtype=D, requires_grad=True)
+    (g_ratio,) = torch.autograd.grad(ratio_process_term(costs), costs)
+    (g_mono,) = torch.autograd.grad(monotone_process_term(costs, weight=10.0, margin=1e-3), costs)
+    extra = g_mono - g_ratio
+    assert torch.all(extra[0] == 0) and extra[1, 0] == 0       # improving samples and c_0: no hinge
+    torch.testing.assert_close(extra[1, 1:], 10.0 / (2 * 2) / torch.tensor([10.0, 10.0], dtype=D))
+    torch.testing.assert_close(monotone_process_term(costs, weight=0.0), ratio_process_term(costs))
 
 
 def test_only_the_seed_formula_rewards_a_worse_first_guess():
@@ -137,7 +152,7 @@ def test_process_weight_zero_is_behavior_cloning_of_every_iterate():
         assert parts["iteration_costs"].shape == (all_U.shape[1],)
 
 
-@pytest.mark.parametrize("variant, imitated", [("seed", -1), ("ratio", 0)])
+@pytest.mark.parametrize("variant, imitated", [("seed", -1), ("ratio", 0), ("monotone", 0)])
 def test_under_process_supervision_one_iterate_imitates_the_expert(variant, imitated):
     problem, all_U, expert, x0, target = random_case()
     _, parts = compute_process_supervision_loss(problem, all_U, expert, x0, target, 1.0, variant=variant)

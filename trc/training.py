@@ -235,8 +235,10 @@ def add_train_command(sub) -> None:
     p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
                    help="lambda >= 0, weight of the process term (0: behavior cloning; default %(default)s)")
     p.add_argument("--loss_variant", choices=sorted(PROCESS_VARIANTS), default=DEFAULT_VARIANT,
-                   help="'ratio' (default: the expert teaches the first guess, the cost every refinement, "
-                        "each iterate relative to the one before) or 'seed' (the seed document's formula)")
+                   help="'monotone' (default): the expert teaches the first guess, the cost every refinement, "
+                        "each iterate relative to the one before, and every sample is charged for a refinement "
+                        "that does not improve it; 'ratio': the same without that charge; "
+                        "'seed': the seed document's formula")
     p.add_argument("--model_size", choices=("small", "medium", "large"), default=DEFAULTS["model_size"],
                    help="model preset size (default %(default)s)")
     p.add_argument("--use_two_level", action="store_true", help="two-level z_H/z_L reasoning (TRM)")
