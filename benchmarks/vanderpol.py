@@ -11,7 +11,7 @@ training.  ``--seeds N`` repeats every run and adds mean +- std.
     python benchmarks/vanderpol.py                                  # BC and PS, 1 seed
     python benchmarks/vanderpol.py --seeds 5
     python benchmarks/vanderpol.py --problem vanderpol_constrained
-    python benchmarks/vanderpol.py --lambdas 0,0.01,0.1,0.5,1,10 --variants seed,ratio
+    python benchmarks/vanderpol.py --lambdas 0,0.01,0.1,0.5,1,10 --variants seed,ratio,monotone
     python benchmarks/vanderpol.py --epochs 2 --train_samples 100 --test_samples 100   # smoke test
 
 Targets (2-core CPU): BC success >= 95 %; PS success >= 99.5 % on every seed,
