@@ -10,6 +10,7 @@ from trc import get_problem
 from trc.checkpoint import load_checkpoint, read_checkpoint
 from trc.cli import main
 from trc.data import generate_dataset, save_dataset
+from trc.losses import DEFAULT_VARIANT
 
 HORIZON = 10
 
@@ -159,10 +160,11 @@ def test_missing_dataset_is_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_process_weight_is_recorded(data, tmp_path):
-    assert train(data, tmp_path, "--process_weight", "0.5") == 0
+@pytest.mark.parametrize("flags, variant", [((), DEFAULT_VARIANT), (("--loss_variant", "seed"), "seed")])
+def test_process_weight_and_variant_are_recorded(data, tmp_path, flags, variant):
+    assert train(data, tmp_path, "--process_weight", "0.5", *flags) == 0
     meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
-    assert math.isclose(meta["process_weight"], 0.5) and meta["variant"] == "ratio"
+    assert math.isclose(meta["process_weight"], 0.5) and meta["variant"] == variant
 
 
 def test_seed_entry_point_lowers_the_loss_with_the_seed_arguments():
