@@ -33,9 +33,12 @@ term plus ``lambda`` times a term on the costs; the pair is a *variant*:
     the *mean* ratio, so a sample whose cost rises a little is paid for by others
     that fall a lot; the hinge charges each refinement that does not cut its own
     sample's cost by at least the fraction ``m``.  The default: on
-    ``benchmarks/vanderpol.py`` it keeps the cost of ``"ratio"`` and lets far more
-    samples improve at every iteration (the measured comparison is in its note
-    and in chapter 3 of the book).
+    ``benchmarks/vanderpol.py`` (Van der Pol, LQR teacher) the cost falls at every
+    iteration for about 97 % of test states instead of 85 %, for 0.15 % more final
+    cost.  The network learns to refine cautiously, and where the refinements must
+    move far from a weak teacher's plans (``vanderpol_constrained``) that caution
+    costs more: there ``"ratio"`` ends closer to the optimum (chapters 3 and 8 of
+    the book).
 """
 
 from __future__ import annotations

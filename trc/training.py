@@ -237,7 +237,8 @@ def add_train_command(sub) -> None:
     p.add_argument("--loss_variant", choices=sorted(PROCESS_VARIANTS), default=DEFAULT_VARIANT,
                    help="'monotone' (default): the expert teaches the first guess, the cost every refinement, "
                         "each iterate relative to the one before, and every sample is charged for a refinement "
-                        "that does not improve it; 'ratio': the same without that charge; "
+                        "that does not improve it; 'ratio': the same without that charge, which goes further "
+                        "where the teacher is weak; "
                         "'seed': the seed document's formula")
     p.add_argument("--model_size", choices=("small", "medium", "large"), default=DEFAULTS["model_size"],
                    help="model preset size (default %(default)s)")
