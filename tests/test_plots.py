@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from trc.evaluation import RefinementMetrics
-from trc.plots import plot_controls, plot_phase_portrait, plot_refinement_curves
+from trc.plots import (latent_cycle_steps, plot_controls, plot_latent_cycles, plot_phase_portrait,
+                       plot_refinement_curves)
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +104,12 @@ def test_controls_draw_one_step_curve_per_channel(shape):
     assert len(ax.lines) == 2  # the bound at +-u_max
     edges = ax.patches[0].get_data().edges
     np.testing.assert_allclose(edges, 0.1 * np.arange(8))
+
+
+def test_latent_cycle_steps_by_hand_and_in_the_figure():
+    # one sample moves from (1, 0) to (1, 1) to (0, 1); the other stays put
+    z = np.array([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], [[2.0, 0.0]] * 3])
+    np.testing.assert_allclose(latent_cycle_steps(z), [0.5, 0.5 / np.sqrt(2)])
+    fig = plot_latent_cycles(z, z, H_cycles=1)
+    line = fig.axes[2].get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), latent_cycle_steps(z))

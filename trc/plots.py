@@ -246,6 +246,21 @@ def plot_iterates(X, U, dt: float, axes: Sequence[Axes] | None = None, target: S
     return ax_x, ax_u
 
 
+def latent_cycle_steps(z) -> np.ndarray:
+    """How far each cycle moves a latent: ``mean_i ||z_ic - z_i,c-1|| / ||z_i,c-1||`` for ``c = 1..C-1``.
+
+    Args:
+        z: latents after every cycle ``[B, C, d]`` (tensor or array).
+
+    Returns:
+        ``[C-1]`` (the right panel of :func:`plot_latent_cycles`).
+    """
+    z = _numpy(z)
+    step = np.linalg.norm(z[:, 1:] - z[:, :-1], axis=-1) / np.maximum(
+        np.linalg.norm(z[:, :-1], axis=-1), np.finfo(float).tiny)               # (B, C-1)
+    return step.mean(axis=0)
+
+
 def plot_latent_cycles(z_H, z_L, H_cycles: int = 1, num_paths: int = 5, fig: Figure | None = None) -> Figure:
     """Two-level latents cycle by cycle: each in its first two principal components, and how far each cycle moves them.
 
@@ -292,9 +307,7 @@ def plot_latent_cycles(z_H, z_L, H_cycles: int = 1, num_paths: int = 5, fig: Fig
         ax.legend(fontsize="x-small", ncol=2 if C > 6 else 1)
     ax = axes[2]
     for (name, z), color in zip(zs.items(), (MODEL_COLOR, BASELINE_COLOR)):
-        step = np.linalg.norm(z[:, 1:] - z[:, :-1], axis=-1) / np.maximum(
-            np.linalg.norm(z[:, :-1], axis=-1), np.finfo(float).tiny)           # (B, C-1)
-        ax.plot(np.arange(1, C), step.mean(axis=0), color=color, marker="o", label=name)
+        ax.plot(np.arange(1, C), latent_cycle_steps(z), color=color, marker="o", label=name)
     for c in range(H_cycles, C, H_cycles):
         ax.axvline(c - 0.5, color="grey", ls=":", lw=1.0,
                    label="new iteration (feedback)" if c == H_cycles else None)
