@@ -116,6 +116,12 @@ def seed_process_term(costs: Tensor) -> Tensor:
     return -improvements.mean()
 
 
+def step_ratios(costs: Tensor) -> Tensor:
+    """``r_k = c_k / sg(c_{k-1})`` per sample, with ``c_{-1} = c_0``: ``[B, K+1]`` (``r_0`` is 1 in value)."""
+    previous = torch.cat([costs[:, :1], costs[:, :-1]], dim=1).detach()
+    return costs / previous
+
+
 def ratio_process_term(costs: Tensor, horizon: int = 1) -> Tensor:
     """Every iterate's cost relative to the detached previous one: ``mean_k c_k / sg(c_{k-1}) / horizon``.
 
@@ -128,8 +134,7 @@ def ratio_process_term(costs: Tensor, horizon: int = 1) -> Tensor:
     Returns:
         A scalar; ``1 / horizon`` when no iterate improves on the one before it.
     """
-    previous = torch.cat([costs[:, :1], costs[:, :-1]], dim=1).detach()
-    return (costs / previous).mean() / horizon
+    return step_ratios(costs).mean() / horizon
 
 
 def monotone_process_term(costs: Tensor, horizon: int = 1, weight: float = 10.0,
@@ -149,8 +154,7 @@ def monotone_process_term(costs: Tensor, horizon: int = 1, weight: float = 10.0,
     Returns:
         A scalar.
     """
-    previous = torch.cat([costs[:, :1], costs[:, :-1]], dim=1).detach()
-    ratios = costs / previous
+    ratios = step_ratios(costs)
     hinge = torch.relu(ratios[:, 1:] - (1 - margin)).mean()
     return (ratios.mean() + weight * hinge) / horizon
 
