@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from trc import get_problem
-from trc.experts import initial_guesses, lqr_controls, optimal_controls
+from trc.data.experts import initial_guesses, lqr_controls, optimal_controls
 
 
 def casadi_cost(problem):

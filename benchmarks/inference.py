@@ -22,7 +22,7 @@ import time
 import torch
 
 import trc
-from trc.model import TinyRecursiveControl
+from trc.models.tiny_recursive_control import TinyRecursiveControl
 
 
 def timed(fn, repeats: int) -> str:

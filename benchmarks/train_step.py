@@ -24,9 +24,10 @@ import time
 import torch
 
 from trc import get_problem
-from trc.experts import lqr_controls
-from trc.losses import DEFAULT_VARIANT
-from trc.training import ProcessSupervisionObjective, build_model
+from trc.data.experts import lqr_controls
+from trc.training.process_supervision import DEFAULT_VARIANT
+from trc.training.supervised_trainer import ProcessSupervisionObjective
+from trc.training.train import build_model
 
 
 def timed(fn, repeats: int) -> tuple[float, float, float]:

@@ -34,13 +34,14 @@ import numpy as np
 import torch
 
 from trc import get_problem
-from trc.checkpoint import load_checkpoint
+from trc.models.checkpoint import load_checkpoint
 from trc.cli import main as trc_main
-from trc.data import generate_dataset, load_dataset, save_dataset
-from trc.evaluation import RefinementEvaluator, summarize
-from trc.experts import lqr_controls, optimal_controls
-from trc.losses import DEFAULT_VARIANT
-from trc.training import DEFAULTS
+from trc.data.datasets import generate_dataset, load_dataset, save_dataset
+from trc.evaluation.refinement_evaluator import RefinementEvaluator
+from trc.evaluation.metrics import summarize
+from trc.data.experts import lqr_controls, optimal_controls
+from trc.training.process_supervision import DEFAULT_VARIANT
+from trc.training.train import DEFAULTS
 
 FIELDS = ("success_rate", "mean_final_error", "cost_over_optimum", "pct_monotonic", "wall_s", "cpu_s")
 

@@ -83,7 +83,7 @@ def test_offline_assets_refuse_remote_scripts(tmp_path):
 
 
 def test_pick_follows_trc_fast(monkeypatch):
-    from trc.fast import fast_mode, pick
+    from trc.book.fast import fast_mode, pick
 
     monkeypatch.setenv("TRC_FAST", "1")
     assert fast_mode() and pick(full=200, fast=3) == 3

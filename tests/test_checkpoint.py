@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import trc
-from trc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from trc.config import TRCConfig
-from trc.model import TinyRecursiveControl
-from trc.value import create_value_predictor
+from trc.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from trc.models.config import TRCConfig
+from trc.models.tiny_recursive_control import TinyRecursiveControl
+from trc.models.value_predictor import create_value_predictor
 
 
 def tiny(problem="vanderpol", **overrides) -> TinyRecursiveControl:

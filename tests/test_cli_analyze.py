@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import trc
-from trc.checkpoint import save_checkpoint
+from trc.models.checkpoint import save_checkpoint
 from trc.cli import main
-from trc.data import generate_dataset, save_dataset
-from trc.model import TinyRecursiveControl, TRCConfig
+from trc.data.datasets import generate_dataset, save_dataset
+from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
 
 PROBLEM = "double_integrator"  # T = 15: quick to simulate
 

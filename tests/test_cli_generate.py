@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from trc.cli import main
-from trc.data import load_dataset
+from trc.data.datasets import load_dataset
 
 
 def generate(tmp_path, *flags, output="d.npz"):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from trc import get_problem
-from trc.checkpoint import load_checkpoint, read_checkpoint
+from trc.models.checkpoint import load_checkpoint, read_checkpoint
 from trc.cli import main
-from trc.data import generate_dataset, save_dataset
-from trc.losses import DEFAULT_VARIANT
+from trc.data.datasets import generate_dataset, save_dataset
+from trc.training.process_supervision import DEFAULT_VARIANT
 
 HORIZON = 10
 
@@ -96,10 +96,10 @@ def test_value_predictor_is_trained_and_saved(data, tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
-    import trc.training
+    import trc.training.supervised_trainer
 
     assert train(data, tmp_path / "full", "--epochs", "3") == 0
-    real, calls = trc.training.validation_metrics, []
+    real, calls = trc.training.supervised_trainer.validation_metrics, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -107,10 +107,10 @@ def test_interrupted_run_resumes_to_the_same_weights(data, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trc.training, "validation_metrics", interrupted)
+    monkeypatch.setattr(trc.training.supervised_trainer, "validation_metrics", interrupted)
     assert train(data, tmp_path / "cut", "--epochs", "3") == 130
     assert read_checkpoint(tmp_path / "cut" / "last_model.pt")["trainer_state"]["epoch"] == 0
-    monkeypatch.setattr(trc.training, "validation_metrics", real)
+    monkeypatch.setattr(trc.training.supervised_trainer, "validation_metrics", real)
     assert train(data, tmp_path / "cut", "--epochs", "3", "--resume") == 0
     for name in ("last_model.pt", "best_model.pt"):
         assert torch.equal(weights(tmp_path / "full", name), weights(tmp_path / "cut", name))
@@ -170,10 +170,10 @@ def test_process_weight_and_variant_are_recorded(data, tmp_path, flags, variant)
 def test_seed_entry_point_lowers_the_loss_with_the_seed_arguments():
     """The seed document's call: a two-level model, its simulator, value head and cost matrices."""
     from trc import simulate_vanderpol_torch
-    from trc.data import make_loader
-    from trc.model import TinyRecursiveControl
-    from trc.training import train_with_process_supervision
-    from trc.value import create_value_predictor
+    from trc.data.datasets import make_loader
+    from trc.models.tiny_recursive_control import TinyRecursiveControl
+    from trc.training.supervised_trainer import train_with_process_supervision
+    from trc.models.value_predictor import create_value_predictor
 
     problem = get_problem("vanderpol", horizon=HORIZON)
     data = generate_dataset(problem, 32, seed=1)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from trc import TRCError, get_problem
-from trc.data import (REQUIRED, dataset_problem, generate_dataset, load_dataset, make_loader,
+from trc.data.datasets import (REQUIRED, dataset_problem, generate_dataset, load_dataset, make_loader,
                       save_dataset, split_dataset)
-from trc.experts import lqr_controls
+from trc.data.experts import lqr_controls
 
 
 @pytest.fixture(scope="module")

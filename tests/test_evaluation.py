@@ -8,7 +8,8 @@ import torch
 
 import trc
 from trc.errors import TRCError
-from trc.evaluation import RefinementEvaluator, RefinementMetrics, analyze_convergence, summarize
+from trc.evaluation.refinement_evaluator import RefinementEvaluator
+from trc.evaluation.metrics import RefinementMetrics, analyze_convergence, summarize
 
 
 def metrics_of(costs, **kw):
@@ -185,7 +186,7 @@ def test_data_of_another_problem_is_refused(problem):
 
 
 def test_a_real_model_runs_more_iterations_than_it_was_trained_with(problem):
-    from trc.model import TinyRecursiveControl, TRCConfig
+    from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
 
     torch.manual_seed(0)
     config = TRCConfig(latent_dim=8, hidden_dim=16, num_layers=1, num_outer_cycles=2, feedback_points=2)
@@ -200,8 +201,8 @@ def test_a_real_model_runs_more_iterations_than_it_was_trained_with(problem):
 
 
 def test_solved_optimum_on_the_double_integrator_is_the_lqr_cost_in_data_order(problem):
-    from trc.evaluation import solve_optimal_costs
-    from trc.experts import lqr_controls
+    from trc.evaluation.refinement_evaluator import solve_optimal_costs
+    from trc.data.experts import lqr_controls
 
     data = dataset(problem)
     x0 = torch.as_tensor(data["initial_states"], dtype=torch.float64)

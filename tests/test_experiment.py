@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import trc.experiment as experiment
+import trc.book.experiment as experiment
 from trc.errors import TRCError
-from trc.experiment import Experiment
+from trc.book.experiment import Experiment
 
 # The double integrator (T = 15) keeps every run under a second.
 TINY = dict(problem="double_integrator", num_train=48, num_test=12, epochs=2, batch_size=16, iterations=2)
@@ -97,8 +97,8 @@ def test_a_corrupt_cached_model_is_trained_again(tmp_path):
 
 
 def test_defaults_are_the_training_defaults():
-    from trc.losses import DEFAULT_VARIANT
-    from trc.training import DEFAULTS
+    from trc.training.process_supervision import DEFAULT_VARIANT
+    from trc.training.train import DEFAULTS
 
     e = Experiment()
     assert (e.epochs, e.batch_size, e.lr, e.process_weight, e.val_fraction) == tuple(

@@ -7,7 +7,7 @@ import torch
 
 from trc import ControlProblem, TRCError, get_problem
 from trc.problems import diag
-from trc.experts import (EXPERTS, OptimalConfig, box_qp, lqr_controls, optimal_controls,
+from trc.data.experts import (EXPERTS, OptimalConfig, box_qp, lqr_controls, optimal_controls,
                          step_jacobians)
 
 F64 = torch.float64

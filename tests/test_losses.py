@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trc import TRCError, get_problem
-from trc.losses import (
+from trc.training.process_supervision import (
     PROCESS_VARIANTS,
     behavior_cloning_loss,
     compute_process_supervision_loss,

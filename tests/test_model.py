@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import trc
-from trc.config import PRESETS, TRCConfig
-from trc.model import TinyRecursiveControl, _ClipSTE
-from trc.value import ValuePredictor, create_value_predictor
+from trc.models.config import PRESETS, TRCConfig
+from trc.models.tiny_recursive_control import TinyRecursiveControl, _ClipSTE
+from trc.models.value_predictor import ValuePredictor, create_value_predictor
 
 TINY = dict(latent_dim=16, hidden_dim=32, feedback_points=4)
 MODES = [dict(use_two_level=tl, use_gradient_truncation=tr, H_cycles=2, L_cycles=2)

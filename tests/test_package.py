@@ -7,12 +7,12 @@ import trc
 
 
 def test_every_public_name_resolves_to_its_module_object():
-    import trc.evaluation
-    import trc.training
+    import trc.evaluation.refinement_evaluator
+    import trc.training.supervised_trainer
 
     assert all(getattr(trc, name) is not None for name in trc.__all__)
-    assert trc.train_with_process_supervision is trc.training.train_with_process_supervision
-    assert trc.RefinementEvaluator is trc.evaluation.RefinementEvaluator
+    assert trc.train_with_process_supervision is trc.training.supervised_trainer.train_with_process_supervision
+    assert trc.RefinementEvaluator is trc.evaluation.refinement_evaluator.RefinementEvaluator
     assert set(trc.__all__) <= set(dir(trc))
 
 

@@ -4,8 +4,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from trc.evaluation import RefinementMetrics
-from trc.plots import (latent_cycle_steps, plot_controls, plot_latent_cycles, plot_phase_portrait,
+from trc.evaluation.metrics import RefinementMetrics
+from trc.evaluation.plots import (latent_cycle_steps, plot_controls, plot_latent_cycles, plot_phase_portrait,
                        plot_refinement_curves)
 
 

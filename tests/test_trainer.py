@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from trc import TRCError
-from trc.trainer import BEST, LAST, TrainConfig, Trainer, cosine_with_warmup
+from trc.training.trainer import BEST, LAST, TrainConfig, Trainer, cosine_with_warmup
 
 
 def toy_data(n=64, seed=0):

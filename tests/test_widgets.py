@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-import trc.experts
-from trc.config import TRCConfig
+import trc.data.experts
+from trc.models.config import TRCConfig
 from trc.errors import TRCError
-from trc.evaluation import RefinementMetrics, summarize
-from trc.model import TinyRecursiveControl
-from trc.plots import BASELINE_COLOR, MODEL_COLOR, plot_latent_cycles
+from trc.evaluation.metrics import RefinementMetrics, summarize
+from trc.models.tiny_recursive_control import TinyRecursiveControl
+from trc.evaluation.plots import BASELINE_COLOR, MODEL_COLOR, plot_latent_cycles
 from trc.problems import get_problem
-from trc.widgets import IterationExplorer, LambdaExplorer, SweepResult, as_sweep_result
+from trc.book.widgets import IterationExplorer, LambdaExplorer, SweepResult, as_sweep_result
 
 K = 2
 
@@ -37,13 +37,13 @@ def model():
 def count_optima(monkeypatch):
     """Counts the calls of the optimal expert (the explorer should solve each x0 once)."""
     calls = []
-    solve = trc.experts.optimal_controls
+    solve = trc.data.experts.optimal_controls
 
     def counted(problem, x0, *args, **kwargs):
         calls.append(tuple(x0[0].tolist()))
         return solve(problem, x0, *args, **kwargs)
 
-    monkeypatch.setattr(trc.experts, "optimal_controls", counted)
+    monkeypatch.setattr(trc.data.experts, "optimal_controls", counted)
     return calls
 
 
@@ -97,7 +97,7 @@ def test_the_reference_is_the_optimum_and_no_iterate_beats_it(model):
     ax_x, ax_u = ex.figure.axes
     dashed = [line for line in ax_x.lines if line.get_linestyle() == "--"]
     x0 = torch.tensor([[-1.0, 1.5]], dtype=torch.float64)
-    X_opt = p.evaluate(x0, trc.experts.optimal_controls(p, x0))["X"][0].numpy()
+    X_opt = p.evaluate(x0, trc.data.experts.optimal_controls(p, x0))["X"][0].numpy()
     np.testing.assert_allclose(dashed[0].get_xydata(), X_opt)
     plan, opt = ex.plan(), ex.optimum()
     assert plan.U.shape == (K + 1, p.horizon, p.n_u) and np.abs(plan.U).max() <= p.u_max

@@ -9,25 +9,26 @@ from trc.cost import final_error, trajectory_cost
 from trc.dynamics import rk4, rollout
 from trc.errors import TRCError
 from trc.problems import PROBLEMS, ControlProblem, get_problem, simulate_vanderpol_torch
-from trc.config import TRCConfig
-from trc.model import TinyRecursiveControl, TRCOutput
-from trc.value import ValuePredictor, create_value_predictor
-from trc.checkpoint import load_checkpoint, save_checkpoint
+from trc.models import (TRCConfig, TRCOutput, TinyRecursiveControl, ValuePredictor, create_value_predictor,
+                        load_checkpoint, save_checkpoint)
 
 __version__ = "0.1.0"
 
 # The rest of the seed document's API, imported on first use (PEP 562): ``import trc`` stays
 # light, and ``trc.RefinementEvaluator`` does not load matplotlib until it is asked for.
 _LAZY = {
-    "generate_dataset": "trc.data", "load_dataset": "trc.data", "save_dataset": "trc.data",
-    "make_loader": "trc.data", "split_dataset": "trc.data",
-    "lqr_controls": "trc.experts", "optimal_controls": "trc.experts",
-    "behavior_cloning_loss": "trc.losses", "compute_trajectory_cost": "trc.losses",
-    "compute_process_supervision_loss": "trc.losses", "compute_value_prediction_loss": "trc.losses",
-    "train_with_process_supervision": "trc.training", "train_behavior_cloning": "trc.training",
-    "RefinementEvaluator": "trc.evaluation", "RefinementMetrics": "trc.evaluation",
-    "analyze_convergence": "trc.evaluation", "summarize": "trc.evaluation",
-    "plot_refinement_curves": "trc.plots", "Experiment": "trc.experiment",
+    "generate_dataset": "trc.data.datasets", "load_dataset": "trc.data.datasets", "save_dataset": "trc.data.datasets",
+    "make_loader": "trc.data.datasets", "split_dataset": "trc.data.datasets",
+    "lqr_controls": "trc.data.experts", "optimal_controls": "trc.data.experts",
+    "behavior_cloning_loss": "trc.training.process_supervision",
+    "compute_trajectory_cost": "trc.training.process_supervision",
+    "compute_process_supervision_loss": "trc.training.process_supervision",
+    "compute_value_prediction_loss": "trc.training.process_supervision",
+    "train_with_process_supervision": "trc.training.supervised_trainer",
+    "train_behavior_cloning": "trc.training.supervised_trainer",
+    "RefinementEvaluator": "trc.evaluation.refinement_evaluator", "RefinementMetrics": "trc.evaluation.metrics",
+    "analyze_convergence": "trc.evaluation.metrics", "summarize": "trc.evaluation.metrics",
+    "plot_refinement_curves": "trc.evaluation.plots", "Experiment": "trc.book.experiment",
 }
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trc.analyze import add_analyze_command
-from trc.data import add_generate_command
+from trc.evaluation.analyze import add_analyze_command
+from trc.data.generate import add_generate_command
 from trc.errors import TRCError
-from trc.training import add_train_command
+from trc.training.train import add_train_command
 
 
 class _Parser(argparse.ArgumentParser):

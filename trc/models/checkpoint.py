@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 
-from trc.config import TRCConfig
+from trc.models.config import TRCConfig
 from trc.errors import TRCError
 from trc.io import atomic_write
 from trc.problems import ControlProblem, get_problem
-from trc.value import ValuePredictor
+from trc.models.value_predictor import ValuePredictor
 
 FORMAT, VERSION = "trc-checkpoint", 1
 
@@ -45,9 +45,9 @@ def save_checkpoint(model, path: str | os.PathLike, value_predictor: ValuePredic
     """Write ``model`` (and a value head) to ``path`` atomically.
 
     Args:
-        model: a :class:`~trc.model.TinyRecursiveControl`.
+        model: a :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl`.
         path: the file to write; parent folders are created.
-        value_predictor: a :class:`~trc.value.ValuePredictor` to store with it; defaults to
+        value_predictor: a :class:`~trc.models.value_predictor.ValuePredictor` to store with it; defaults to
             ``model.value_predictor`` (a submodule or a plain attribute).
         trainer_state: what a trainer needs to resume (optimizer state, epoch, history):
             tensors, numbers, strings, lists and dicts; read back with :func:`read_checkpoint`.
@@ -128,11 +128,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", problem: Contro
             another problem, or the same one with other parameters, is an error.
 
     Returns:
-        A :class:`~trc.model.TinyRecursiveControl` with ``checkpoint_metadata`` (dict) and,
-        if one was saved, ``value_predictor`` (a :class:`~trc.value.ValuePredictor` in eval mode,
+        A :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl` with ``checkpoint_metadata`` (dict) and,
+        if one was saved, ``value_predictor`` (a :class:`~trc.models.value_predictor.ValuePredictor` in eval mode,
         a plain attribute, not a submodule).
     """
-    from trc.model import TinyRecursiveControl
+    from trc.models.tiny_recursive_control import TinyRecursiveControl
 
     path = Path(path)
     ckpt = read_checkpoint(path, map_location)

@@ -21,7 +21,6 @@ controls, simulated in float64.  Nothing is pickled: files are read with
 from __future__ import annotations
 
 import json
-import math
 import os
 import zipfile
 from pathlib import Path
@@ -32,9 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 from trc.errors import TRCError
-from trc.experts import EXPERTS
-from trc.io import atomic_write, check_writable
-from trc.problems import PROBLEMS, ControlProblem, get_problem
+from trc.data.experts import EXPERTS
+from trc.io import atomic_write
+from trc.problems import ControlProblem, get_problem
 
 REQUIRED = ("initial_states", "target_states", "state_trajectories", "control_sequences", "costs")
 LOADER_KEYS = ("initial_states", "target_states", "control_sequences", "costs")
@@ -47,7 +46,7 @@ def generate_dataset(problem: ControlProblem, num_samples: int, expert: str = "l
     Args:
         problem: the control problem (its default target is used).
         num_samples: ``N > 0``.
-        expert: a name in :data:`trc.experts.EXPERTS`.
+        expert: a name in :data:`trc.data.experts.EXPERTS`.
         seed: seeds the start states; the experts are deterministic.
         chunk_size: samples per expert call (default: all for LQR, 1000 otherwise).
         progress: show a progress bar (on a terminal).
@@ -268,41 +267,3 @@ def make_loader(data: dict[str, Any], batch_size: int = 64, shuffle: bool = True
                else torch.utils.data.SequentialSampler(ds))
     batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last)
     return torch.utils.data.DataLoader(ds, sampler=batches, batch_size=None)
-
-
-# -- trc generate ---------------------------------------------------------------------
-
-
-def add_generate_command(sub) -> None:
-    """Add ``trc generate`` to the CLI's subparsers."""
-    p = sub.add_parser("generate", help="write expert demonstrations to an .npz dataset",
-                       description="Draw start states, solve each with an expert, write an .npz dataset.")
-    p.add_argument("--problem", default="vanderpol", help=f"one of: {', '.join(sorted(PROBLEMS))} (default vanderpol)")
-    p.add_argument("--num_samples", type=int, default=10000, help="number of demonstrations (default 10000)")
-    p.add_argument("--output", required=True, help="the .npz file to write, e.g. data/vanderpol_lqr_10k.npz")
-    p.add_argument("--expert", default="lqr", help=f"one of: {', '.join(sorted(EXPERTS))} (default lqr)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the start states (default 0)")
-    p.add_argument("--horizon", type=int, default=None, help="override the problem's horizon T")
-    p.add_argument("--dt", type=float, default=None, help="override the problem's time step")
-    p.set_defaults(func=run_generate)
-
-
-def run_generate(args) -> int:
-    """``trc generate``: validate the flags, generate, write atomically, print one summary line."""
-    if args.num_samples <= 0:
-        raise TRCError(f"--num_samples must be positive, got {args.num_samples}")
-    if args.horizon is not None and args.horizon <= 0:
-        raise TRCError(f"--horizon must be positive, got {args.horizon}")
-    if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
-        raise TRCError(f"--dt must be a positive number, got {args.dt}")
-    if args.expert not in EXPERTS:
-        raise TRCError(f"unknown expert {args.expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
-    overrides = {k: getattr(args, k) for k in ("horizon", "dt") if getattr(args, k) is not None}
-    problem = get_problem(args.problem, **overrides)
-    check_writable(args.output)
-    data = generate_dataset(problem, args.num_samples, args.expert, args.seed, progress=True)
-    path = save_dataset(args.output, data)
-    meta = data["metadata"]
-    print(f"wrote {path}: {args.num_samples} samples of {problem.name} by the {args.expert} expert "
-          f"(seed {args.seed}), mean cost {meta['mean_cost']:.4g}, success rate {meta['success_rate']:.1%}")
-    return 0

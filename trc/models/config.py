@@ -3,7 +3,7 @@
 :class:`TRCConfig` is a frozen dataclass: the problem's dimensions (filled in
 from the problem when left ``None``), the network's widths, and the recursion
 schedule.  ``PRESETS`` maps the preset names (``small`` ... ``two_level_large``)
-onto config fields; :meth:`trc.model.TinyRecursiveControl.from_preset` builds
+onto config fields; :meth:`trc.models.tiny_recursive_control.TinyRecursiveControl.from_preset` builds
 a model from one.
 
 Recursion schedule, per refinement iteration (``K = num_outer_cycles`` of them):
@@ -28,7 +28,7 @@ from trc.errors import TRCError
 
 @dataclass(frozen=True)
 class TRCConfig:
-    """Configuration of :class:`trc.model.TinyRecursiveControl`.
+    """Configuration of :class:`trc.models.tiny_recursive_control.TinyRecursiveControl`.
 
     The four problem fields default to ``None`` and are taken from the problem
     when the model is built; given values must match it.

@@ -12,7 +12,7 @@ targets ``[B, n_x]``:
    tolerance, ``log(1 + cost)``, and ``feedback_points`` samples of the error
    trajectory on the scale of the start box, each through ``symlog``), encodes it
    with ``U_{k-1} / u_max`` into a context, updates the latent(s) with ONE shared
-   reasoning core (see :mod:`trc.config` for the two-level and single-latent
+   reasoning core (see :mod:`trc.models.config` for the two-level and single-latent
    schedules), and decodes a bounded residual
    ``U_k = clip(U_{k-1} + u_max * tanh(head(z_H)))``.
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trc.config import PRESETS, TRCConfig, preset_config
+from trc.models.config import PRESETS, TRCConfig, preset_config
 from trc.errors import TRCError
 from trc.problems import ControlProblem, get_problem
 
@@ -319,7 +319,7 @@ class TinyRecursiveControl(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, problem: ControlProblem | str, **overrides: Any) -> "TinyRecursiveControl":
-        """A model from preset ``name`` (one of ``trc.config.PRESETS``) for ``problem``.
+        """A model from preset ``name`` (one of ``trc.models.config.PRESETS``) for ``problem``.
 
         ``overrides`` change config fields, for example ``H_cycles=3, L_cycles=4``.
         """

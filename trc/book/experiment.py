@@ -8,8 +8,8 @@ no flag), so ``Experiment()`` is the benchmark's process-supervision run and
 ``Experiment(process_weight=0.0)`` its behavior-cloning baseline.
 :meth:`Experiment.run` does what ``trc train`` does (the same split of the
 demonstrations into training and validation data, the same
-:func:`trc.training.build_model` and trainer) and then measures the trained model with
-:class:`~trc.evaluation.RefinementEvaluator` on held-out start states whose
+:func:`trc.training.train.build_model` and trainer) and then measures the trained model with
+:class:`~trc.evaluation.refinement_evaluator.RefinementEvaluator` on held-out start states whose
 optimum is known::
 
     result = Experiment(num_train=1000, num_test=1000).run(cache_dir="runs/cache")
@@ -21,14 +21,14 @@ written atomically and named after a hash of exactly what produced it:
 ==================================  ===========================================
 file                                what
 ==================================  ===========================================
-``train-<problem>-<expert>-…npz``   the demonstrations (``trc.data`` format)
+``train-<problem>-<expert>-…npz``   the demonstrations (``trc.data.datasets`` format)
 ``test-<problem>-<expert>-…npz``    the expert's plans from the test states
 ``test-<problem>-optimal-…npz``     the optimum from the same test states
 ``model-<problem>-<label>-…pt``     the trained model and its history
 ==================================  ===========================================
 
-A later run with the same settings loads them (``trc.data.load_dataset``,
-``trc.checkpoint.load_checkpoint``: nothing is unpickled) and only evaluates,
+A later run with the same settings loads them (``trc.data.datasets.load_dataset``,
+``trc.models.checkpoint.load_checkpoint``: nothing is unpickled) and only evaluates,
 which takes seconds; a changed setting misses.  Each hash also covers a
 *fingerprint of the code* that made the file (:func:`code_fingerprint`): the
 source of every ``trc`` module that can change it, and the torch version.  Edit
@@ -60,14 +60,17 @@ import torch
 from trc.errors import TRCError
 
 # Which modules can change a cached file (see the module docstring).
-PRESENTATION_MODULES = frozenset({"plots", "widgets", "cli", "fast", "evaluation", "analyze"})
-MODEL_MODULES = frozenset({"model", "config", "value", "losses", "trainer", "training", "checkpoint"})
+# Paths relative to trc/, without .py; a name ending in "/" is a whole sub-package.
+PRESENTATION_MODULES = frozenset({"evaluation/", "book/widgets", "book/fast", "book/__init__", "cli",
+                                  "data/generate"})
+MODEL_MODULES = frozenset({"models/", "training/"})
 TEST_SEED_OFFSET = 1_000_000  # test states are drawn with data_seed + this: never the training states
 
 
 def _training_defaults() -> dict[str, Any]:
-    """The settings ``trc train`` uses when no flag is given (``trc.training``)."""
-    from trc.training import DEFAULTS, train_with_process_supervision
+    """The settings ``trc train`` uses when no flag is given (``trc.training.supervised_trainer``)."""
+    from trc.training.supervised_trainer import train_with_process_supervision
+    from trc.training.train import DEFAULTS
 
     signature = {name: p.default for name, p in inspect.signature(train_with_process_supervision).parameters.items()
                  if p.default is not inspect.Parameter.empty}
@@ -90,12 +93,12 @@ def code_fingerprint(part: str) -> str:
     """
     if part not in ("data", "model"):
         raise TRCError(f"code fingerprint part must be 'data' or 'model', got {part!r}")
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # trc/
     skip = PRESENTATION_MODULES | (MODEL_MODULES if part == "data" else frozenset())
     digest = hashlib.sha256(f"torch {torch.__version__}".encode())
     for path in sorted(root.rglob("*.py")):
         name = path.relative_to(root).with_suffix("").as_posix()
-        if name not in skip:
+        if not any(name == s or (s.endswith("/") and name.startswith(s)) for s in skip):
             digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -122,13 +125,13 @@ class Experiment:
         num_test: held-out start states the model is evaluated on.
         expert: who demonstrates (``"lqr"`` or ``"optimal"``); the test set holds its plans too.
         process_weight: λ; 0 is behavior cloning.
-        variant: the loss variant (``trc.losses.PROCESS_VARIANTS``).
+        variant: the loss variant (``trc.training.process_supervision.PROCESS_VARIANTS``).
         model_size, use_two_level, H_cycles, L_cycles, iterations: the model, as the
-            ``trc train`` flags of the same names describe it (:func:`trc.training.build_model`;
+            ``trc train`` flags of the same names describe it (:func:`trc.training.train.build_model`;
             None keeps the preset's cycles).
         epochs, batch_size, lr, val_fraction: as in ``trc train``.
         use_value_predictor, value_weight: train a value head with the model.
-        options: further keyword arguments of :func:`trc.training.train_with_process_supervision`
+        options: further keyword arguments of :func:`trc.training.supervised_trainer.train_with_process_supervision`
             (e.g. ``TrainConfig`` fields such as ``patience`` or ``weight_decay``).
         seed: seeds the split, the model's initial weights and the training.
         data_seed: seeds the training start states; the test states use ``data_seed + TEST_SEED_OFFSET``.
@@ -156,9 +159,9 @@ class Experiment:
     data_seed: int = 0
 
     def __post_init__(self) -> None:
-        from trc.config import PRESETS
-        from trc.experts import EXPERTS
-        from trc.losses import DEFAULT_VARIANT, PROCESS_VARIANTS
+        from trc.models.config import PRESETS
+        from trc.data.experts import EXPERTS
+        from trc.training.process_supervision import DEFAULT_VARIANT, PROCESS_VARIANTS
         from trc.problems import PROBLEMS
 
         object.__setattr__(self, "options", _pairs(self.options))
@@ -214,7 +217,7 @@ class Experiment:
 
     def _dataset(self, cache_dir, role: str, expert: str, n: int, seed: int) -> dict[str, Any]:
         """Demonstrations of ``expert`` from ``n`` start states drawn with ``seed``, cached."""
-        from trc.data import generate_dataset, load_dataset, save_dataset
+        from trc.data.datasets import generate_dataset, load_dataset, save_dataset
 
         problem = self.get_problem()
         key = _key({"problem": problem.to_dict(), "expert": expert, "n": n, "seed": seed}, "data")
@@ -235,7 +238,7 @@ class Experiment:
         return data
 
     def train_data(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
-        """The ``num_train`` demonstrations (a ``trc.data`` dataset dict), cached in ``cache_dir``."""
+        """The ``num_train`` demonstrations (a ``trc.data.datasets`` dataset dict), cached in ``cache_dir``."""
         return self._dataset(cache_dir, "train", self.expert, self.num_train, self.data_seed)
 
     def test_data(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
@@ -243,7 +246,7 @@ class Experiment:
         return self._dataset(cache_dir, "test", self.expert, self.num_test, self.data_seed + TEST_SEED_OFFSET)
 
     def optimal_data(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
-        """The optimum (``trc.experts.optimal_controls``) from the same test states, cached."""
+        """The optimum (``trc.data.experts.optimal_controls``) from the same test states, cached."""
         return self._dataset(cache_dir, "test", "optimal", self.num_test, self.data_seed + TEST_SEED_OFFSET)
 
     # -- training and evaluation -------------------------------------------------------------
@@ -258,7 +261,7 @@ class Experiment:
 
     def _load(self, path: Path):
         """The cached model at ``path``, or None (missing, unreadable, or another experiment's)."""
-        from trc.checkpoint import load_checkpoint
+        from trc.models.checkpoint import load_checkpoint
 
         if not path.exists():
             return None
@@ -274,7 +277,7 @@ class Experiment:
 
     def build_model(self):
         """The untrained model, as ``trc train`` builds it (seeded with ``seed``)."""
-        from trc.training import build_model
+        from trc.training.train import build_model
 
         torch.manual_seed(self.seed)
         return build_model(self.get_problem(), self.model_size, self.use_two_level, self.H_cycles, self.L_cycles,
@@ -282,7 +285,7 @@ class Experiment:
 
     def split(self, cache_dir: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """The demonstrations split into training and validation data, as ``trc train`` splits them."""
-        from trc.data import split_dataset
+        from trc.data.datasets import split_dataset
 
         return split_dataset(self.train_data(cache_dir), self.val_fraction, self.seed)
 
@@ -293,9 +296,9 @@ class Experiment:
             The trained model (best epoch) with ``checkpoint_metadata``: the settings, the
             ``history`` and ``train_seconds``.
         """
-        from trc.data import make_loader
-        from trc.training import train_with_process_supervision
-        from trc.value import create_value_predictor
+        from trc.data.datasets import make_loader
+        from trc.training.supervised_trainer import train_with_process_supervision
+        from trc.models.value_predictor import create_value_predictor
 
         train, val = self.split(cache_dir)
         model = self.build_model()
@@ -326,9 +329,10 @@ class Experiment:
         Returns:
             An :class:`ExperimentResult`.
         """
-        from trc.checkpoint import save_checkpoint
-        from trc.evaluation import RefinementEvaluator, summarize
-        from trc.experts import one_thread
+        from trc.models.checkpoint import save_checkpoint
+        from trc.evaluation.refinement_evaluator import RefinementEvaluator
+        from trc.evaluation.metrics import summarize
+        from trc.data.experts import one_thread
 
         start = time.perf_counter()
         with one_thread():  # small operations: threads cost more than they save (10x on a busy 2-core CPU)
@@ -356,9 +360,9 @@ class ExperimentResult:
         experiment: the settings.
         model: the trained model (best epoch, eval mode; ``model.value_predictor`` with a value head).
         history: the trainer's history (per-epoch ``train`` losses and ``val`` metrics).
-        metrics: :class:`~trc.evaluation.RefinementMetrics` on the test states, every iterate,
+        metrics: :class:`~trc.evaluation.metrics.RefinementMetrics` on the test states, every iterate,
             with ``optimal_costs``.
-        summary: :func:`~trc.evaluation.summarize` of ``metrics`` and ``train_seconds``.
+        summary: :func:`~trc.evaluation.metrics.summarize` of ``metrics`` and ``train_seconds``.
         test_data: the expert's plans from the test states (dataset dict).
         optimal_data: the optimum from the same states (dataset dict).
         train_seconds: wall time of the training (when it ran, also for a cached model).
@@ -395,7 +399,7 @@ def book_experiment(**changes: Any) -> Experiment:
     (``TRC_FAST=1``): 128 demonstrations, 64 test states, 2 epochs.  ``changes`` replace
     any setting (for example ``process_weight=0.0`` for the baseline).
     """
-    from trc.fast import pick
+    from trc.book.fast import pick
 
     base = Experiment(num_train=pick(1000, 128), num_test=pick(1000, 64),
                       epochs=pick(min(Experiment().epochs, BOOK_MAX_EPOCHS), 2))

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from trc.evaluation import analyze_convergence
+from trc.evaluation.metrics import analyze_convergence
 from trc.io import atomic_write
 
 MODEL_COLOR, BASELINE_COLOR = "C0", "C1"
@@ -55,7 +55,7 @@ def plot_refinement_curves(metrics, output_path: str | os.PathLike | None = None
     model was trained with, panels 1 and 3 mark the trained K with a dashed grey line.
 
     Args:
-        metrics: :class:`trc.evaluation.RefinementMetrics` of the model.
+        metrics: :class:`trc.evaluation.metrics.RefinementMetrics` of the model.
         output_path: if given, the figure is saved there as PNG and beside it as SVG.
         baseline: metrics of a baseline drawn in a second colour, or None.
         title: figure title; defaults to the problem and each model's λ.

@@ -3,8 +3,8 @@
     trc analyze --checkpoint runs/ps/best_model.pt --baseline runs/bc/best_model.pt \
         --data data/vanderpol_test.npz --output figures/refinement.png
 
-Prints :func:`trc.evaluation.format_table` of both models, writes
-:func:`trc.plots.plot_refinement_curves` as PNG and SVG and every metric as
+Prints :func:`trc.evaluation.metrics.format_table` of both models, writes
+:func:`trc.evaluation.plots.plot_refinement_curves` as PNG and SVG and every metric as
 strict JSON beside the figure (NaN and infinity become null).
 """
 
@@ -17,15 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from trc.evaluation import RefinementEvaluator, format_table, solve_optimal_costs, summarize
+from trc.evaluation.refinement_evaluator import RefinementEvaluator, solve_optimal_costs
+from trc.evaluation.metrics import format_table, summarize
 from trc.io import atomic_write, check_writable
 
 
 def run_analyze(args) -> int:
     """``trc analyze``: evaluate a checkpoint (and a baseline), print the table, write figure + JSON."""
-    from trc.checkpoint import load_checkpoint
-    from trc.data import load_dataset
-    from trc.plots import plot_refinement_curves
+    from trc.models.checkpoint import load_checkpoint
+    from trc.data.datasets import load_dataset
+    from trc.evaluation.plots import plot_refinement_curves
 
     model = load_checkpoint(args.checkpoint, problem=args.problem)
     baseline = None if args.baseline is None else load_checkpoint(args.baseline, problem=model.problem)

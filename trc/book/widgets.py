@@ -10,7 +10,7 @@ each widget: the same content, drawn once for every setting at the same time.
 * :class:`IterationExplorer`: sliders for the start state ``x0`` (one per
   state, within the problem's start box) and the iteration ``k``; shows the
   trajectory of iterate ``k`` in the phase plane and its controls against the
-  optimum (:func:`trc.experts.optimal_controls`, solved once per ``x0``).
+  optimum (:func:`trc.data.experts.optimal_controls`, solved once per ``x0``).
 * :class:`LambdaExplorer`: a selection slider over the λ of a sweep; shows
   success and cost ratio for every λ, the chosen one highlighted, and its
   mean cost per refinement iteration against a baseline.
@@ -28,7 +28,7 @@ from IPython.display import display
 from matplotlib.figure import Figure
 
 from trc.errors import TRCError
-from trc.plots import BASELINE_COLOR, MODEL_COLOR, plot_controls, plot_iterates, plot_phase_portrait
+from trc.evaluation.plots import BASELINE_COLOR, MODEL_COLOR, plot_controls, plot_iterates, plot_phase_portrait
 
 Tensor = torch.Tensor
 
@@ -75,13 +75,13 @@ class IterationExplorer:
     """Sliders for ``x0`` and ``k``; the phase portrait and controls of iterate ``k`` against the optimum.
 
     Args:
-        model: a :class:`~trc.model.TinyRecursiveControl`; ``model.problem`` supplies the box,
+        model: a :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl`; ``model.problem`` supplies the box,
             bound, simulator and cost.
         x0: the first start state ``[n_x]`` (default halfway from the box's centre to its upper corner).
         k: the first iteration shown (default the last, ``K``).
         iterations: refinement iterations to run (default the model's ``K``).
         step: slider step of the start state.
-        optimal_config: :class:`trc.experts.OptimalConfig` of the optimum.
+        optimal_config: :class:`trc.data.experts.OptimalConfig` of the optimum.
 
     Attributes:
         widget: what a notebook displays (sliders, a one-line report, the figure).
@@ -151,7 +151,7 @@ class IterationExplorer:
 
     def optimum(self, x0: Sequence[float] | None = None) -> Rollout:
         """The optimum from ``x0`` (default the sliders'), solved on the first request and cached."""
-        from trc.experts import optimal_controls
+        from trc.data.experts import optimal_controls
 
         key = self.x0 if x0 is None else tuple(round(float(v), 9) for v in x0)
         if key not in self._optima:
@@ -231,21 +231,21 @@ class SweepResult:
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> "SweepResult":
-        """From a dict of :func:`trc.evaluation.summarize` (cost over the optimum if known, else the expert)."""
+        """From a dict of :func:`trc.evaluation.metrics.summarize` (cost over the optimum if known, else the expert)."""
         ratio, of = summary.get("cost_over_optimum"), "optimum"
         if ratio is None:
             ratio, of = summary.get("cost_over_expert"), "expert"
         curve = summary.get("mean_cost_per_iteration")
         if summary.get("success_rate") is None or ratio is None or not curve:
             raise TRCError("a sweep result needs success_rate, mean_cost_per_iteration and cost_over_optimum "
-                           "or cost_over_expert (as trc.evaluation.summarize returns them)")
+                           "or cost_over_expert (as trc.evaluation.metrics.summarize returns them)")
         return cls(float(summary["success_rate"]), float(ratio), tuple(float(c) for c in curve), of)
 
 
 def as_sweep_result(result: Any) -> SweepResult:
-    """A :class:`SweepResult` from itself, a :func:`~trc.evaluation.summarize` dict or
-    :class:`~trc.evaluation.RefinementMetrics`."""
-    from trc.evaluation import RefinementMetrics, summarize
+    """A :class:`SweepResult` from itself, a :func:`~trc.evaluation.metrics.summarize` dict or
+    :class:`~trc.evaluation.metrics.RefinementMetrics`."""
+    from trc.evaluation.metrics import RefinementMetrics, summarize
 
     if isinstance(result, SweepResult):
         return result
@@ -262,7 +262,7 @@ class LambdaExplorer:
 
     Args:
         results: λ -> the result of the model trained with it (a :class:`SweepResult`, a
-            :func:`~trc.evaluation.summarize` dict or :class:`~trc.evaluation.RefinementMetrics`).
+            :func:`~trc.evaluation.metrics.summarize` dict or :class:`~trc.evaluation.metrics.RefinementMetrics`).
         baseline: the same for the baseline (behavior cloning), or None.
         baseline_label: the baseline's name in legends.
         value: the λ selected first (default the smallest).

@@ -1,0 +1,1 @@
+"""What the book needs beyond the library: cached experiments, widgets and the fast-mode switch."""

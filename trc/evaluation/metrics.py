@@ -1,0 +1,180 @@
+"""Refinement metrics: per-sample, per-iteration costs and what they add up to.
+
+:class:`RefinementMetrics` holds what :class:`~trc.evaluation.refinement_evaluator.refinement_evaluator.RefinementEvaluator`
+measured (the table of fields is in that module's docstring); :func:`analyze_convergence`
+condenses the costs into a few numbers, :func:`summarize` adds the final iterate's success,
+error and cost ratios, and :func:`format_table` prints summaries side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from trc.errors import TRCError
+
+Tensor = torch.Tensor
+Array = np.ndarray
+
+
+@dataclass
+class RefinementMetrics:
+    """Per-sample, per-iteration metrics of one model on one test set (see module docstring).
+
+    Only ``costs`` is required, so that synthetic cost curves can be analysed and plotted.
+    """
+
+    costs: Array
+    final_errors: Array | None = None
+    success: Array | None = None
+    control_mse: Array | None = None
+    expert_costs: Array | None = None
+    optimal_costs: Array | None = None
+    problem: str = ""
+    label: str = "model"
+    process_weight: float | None = None
+    train_iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        self.costs = np.asarray(self.costs, dtype=np.float64)
+        if self.costs.ndim != 2 or self.costs.shape[1] < 2:
+            raise TRCError(f"costs must be [N, K+1] with K >= 1 refinement iterations, got shape "
+                           f"{tuple(self.costs.shape)}")
+
+    @property
+    def num_iterations(self) -> int:
+        """K, the number of refinement iterations evaluated."""
+        return self.costs.shape[1] - 1
+
+    @property
+    def display_name(self) -> str:
+        """The label with the process-supervision weight, e.g. ``"PS (λ = 1)"``."""
+        return self.label if self.process_weight is None else f"{self.label} (λ = {self.process_weight:g})"
+
+    @property
+    def improvements(self) -> Array:
+        """``c_i,k-1 - c_ik`` per sample and iteration ``k = 1..K``, ``[N, K]``."""
+        return self.costs[:, :-1] - self.costs[:, 1:]
+
+    @property
+    def total_reduction(self) -> Array:
+        """Each sample's relative total reduction ``(c_i0 - c_iK) / c_i0``, ``[N]`` (0.3 = 30% cheaper)."""
+        c = self.costs
+        return (c[:, 0] - c[:, -1]) / np.maximum(c[:, 0], np.finfo(float).tiny)
+
+    @property
+    def cost_ratio(self) -> Array | None:
+        """``c_ik / optimal_costs_i``, ``[N, K+1]``, or None when no optimum is known."""
+        return None if self.optimal_costs is None else self.costs / self.optimal_costs[:, None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field and derived array (arrays as nested lists)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.update(improvements=self.improvements, cost_ratio=self.cost_ratio, total_reduction=self.total_reduction)
+        return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in d.items()}
+
+
+def _fit_rate(values: Array) -> float:
+    """``exp`` of the least-squares slope of ``log(values)`` over their index (positive ones only)."""
+    k = np.flatnonzero(values > 0)
+    if k.size < 2:
+        return float("nan")
+    return float(np.exp(np.polyfit(k, np.log(values[k]), 1)[0]))
+
+
+def analyze_convergence(metrics: RefinementMetrics) -> dict[str, Any]:
+    """Condense the per-iteration costs ``c_ik`` (``k = 0..K``) into convergence figures.
+
+    Returns a dict with:
+
+    - ``pct_samples_improving``: % of samples whose cost fell overall, ``c_iK < c_i0``.
+    - ``pct_monotonic``: % of samples whose cost fell at every iteration, ``c_ik < c_i,k-1``
+      for all ``k = 1..K`` (strictly: a sample whose cost stands still is not monotonic).
+    - ``pct_never_worse``: % of samples whose cost never rose, ``c_ik <= c_i,k-1`` for all ``k``.
+    - ``mean_total_reduction``, ``median_total_reduction``: mean and median over samples of the
+      relative total reduction ``r_i = (c_i0 - c_iK) / c_i0`` (a fraction: 0.3 means the final
+      plan costs 30% less than the first guess; negative means it got worse).
+    - ``mean_improvement_per_iteration``: list over ``k = 1..K`` of the relative fall of the
+      mean cost, ``(m_{k-1} - m_k) / m_{k-1}`` with ``m_k = mean_i c_ik``.
+    - ``convergence_rate``: the factor ``rho`` of a geometric decay ``e_k ~ a rho^k`` fitted by
+      least squares to ``log e_k`` over ``k = 0..K``, where ``e_k = mean_i (c_ik - c*_i)`` is
+      the mean excess cost over the optimum when one is known (``metrics.optimal_costs``) and
+      ``e_k = m_k`` otherwise; only iterations with ``e_k > 0`` enter the fit (NaN if fewer
+      than two).  ``rho < 1`` means the cost converges, ``1 - rho`` is the fraction of the
+      (excess) cost removed per iteration; for exact ``e_k = a rho^k`` the fit returns ``rho``.
+    - ``convergence_rate_of``: ``"excess_cost"`` or ``"cost"``, saying which ``e_k`` was fitted.
+    - ``num_iterations``: K.
+    """
+    c = metrics.costs
+    drops = metrics.improvements
+    mean_cost = c.mean(axis=0)
+    reduction = metrics.total_reduction
+    if metrics.optimal_costs is not None:
+        excess, fitted = mean_cost - metrics.optimal_costs.mean(), "excess_cost"
+    else:
+        excess, fitted = mean_cost, "cost"
+    return {
+        "pct_samples_improving": 100.0 * float(np.mean(c[:, -1] < c[:, 0])),
+        "pct_monotonic": 100.0 * float(np.mean(np.all(drops > 0, axis=1))),
+        "pct_never_worse": 100.0 * float(np.mean(np.all(drops >= 0, axis=1))),
+        "mean_total_reduction": float(reduction.mean()),
+        "median_total_reduction": float(np.median(reduction)),
+        "mean_improvement_per_iteration": ((mean_cost[:-1] - mean_cost[1:]) / mean_cost[:-1]).tolist(),
+        "convergence_rate": _fit_rate(excess),
+        "convergence_rate_of": fitted,
+        "num_iterations": metrics.num_iterations,
+    }
+
+
+def summarize(metrics: RefinementMetrics) -> dict[str, Any]:
+    """:func:`analyze_convergence` plus the final iterate's quality and per-iteration means.
+
+    Adds ``success_rate`` (% of samples within tolerance), ``mean_final_error``,
+    ``mean_cost``, ``cost_over_optimum`` (``mean_i c_iK / mean_i c*_i``, None if no optimum),
+    ``cost_over_expert`` (``mean_i c_iK / mean_i`` expert cost), and per iteration ``k = 0..K``
+    the lists ``mean_cost_per_iteration``, ``success_rate_per_iteration``,
+    ``mean_control_mse_per_iteration``.  Fields the metrics lack are None.
+    """
+    def mean(a: Array | None, k: int | slice = -1, scale: float = 1.0) -> Any:
+        if a is None:
+            return None
+        m = scale * np.asarray(a, dtype=np.float64)[:, k].mean(axis=0)
+        return m.tolist() if isinstance(k, slice) else float(m)
+
+    c_final = float(metrics.costs[:, -1].mean())
+    every = slice(None)
+    out = {
+        "success_rate": mean(metrics.success, scale=100.0),
+        "mean_final_error": mean(metrics.final_errors),
+        "mean_cost": c_final,
+        "cost_over_optimum": None if metrics.optimal_costs is None else c_final / metrics.optimal_costs.mean(),
+        "cost_over_expert": None if metrics.expert_costs is None else c_final / metrics.expert_costs.mean(),
+        "mean_cost_per_iteration": mean(metrics.costs, every),
+        "success_rate_per_iteration": mean(metrics.success, every, 100.0),
+        "mean_control_mse_per_iteration": mean(metrics.control_mse, every),
+    }
+    return {**out, **analyze_convergence(metrics)}
+
+
+def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """A compact text table with one column per model (from :func:`summarize`)."""
+    rows = [("success (%)", "success_rate", "{:.1f}"), ("final error", "mean_final_error", "{:.4f}"),
+            ("cost / optimum", "cost_over_optimum", "{:.4f}"), ("cost / expert", "cost_over_expert", "{:.4f}"),
+            ("improving (%)", "pct_samples_improving", "{:.1f}"), ("monotonic (%)", "pct_monotonic", "{:.1f}"),
+            ("never worse (%)", "pct_never_worse", "{:.1f}"),
+            ("convergence rate", "convergence_rate", "{:.3f}")]
+    K = max(len(s["mean_cost_per_iteration"]) for s in summaries.values())
+    lines = [[""] + list(summaries)]
+    for name, key, fmt in rows:
+        lines.append([name] + ["-" if s[key] is None else fmt.format(s[key]) for s in summaries.values()])
+    for k in range(K):
+        lines.append([f"mean cost, k={k}"] + [
+            f"{s['mean_cost_per_iteration'][k]:.4g}" if k < len(s["mean_cost_per_iteration"]) else ""
+            for s in summaries.values()])
+    widths = [max(len(line[j]) for line in lines) for j in range(len(lines[0]))]
+    return "\n".join("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in
+                               enumerate(zip(line, widths))) for line in lines)

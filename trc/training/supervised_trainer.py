@@ -1,0 +1,194 @@
+"""Training a Tiny Recursive Control model: behavior cloning, process supervision, ``trc train``.
+
+Both trainers are thin over :class:`trc.training.trainer.Trainer`: they supply the loss
+(:func:`trc.training.process_supervision.compute_process_supervision_loss`; behavior cloning is its
+``process_weight = 0`` case), a validation function (success rate and mean
+cost of the final, clipped controls on held-out data, simulated in the
+problem's simulator) and checkpoints in :mod:`trc.models.checkpoint`'s format that
+also carry the trainer's state, so an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from trc.errors import TRCError
+from trc.training.process_supervision import DEFAULT_VARIANT, compute_process_supervision_loss, iteration_costs
+from trc.training.trainer import TrainConfig, Trainer
+
+Tensor = torch.Tensor
+
+
+def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | None = None,
+                       cost_params: Mapping | None = None) -> dict[str, float]:
+    """Success rate, mean final error and mean cost of the model's final controls.
+
+    Controls are clipped to the bound and simulated (``dynamics_fn`` or the
+    problem's rollout); costs use the problem's ``Q, R, Qf`` unless
+    ``cost_params`` overrides them.
+
+    Args:
+        model: a :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl` (``model.problem`` is used).
+        val_loader: dict batches with ``initial_states``, ``target_states`` and
+            optionally the expert's ``costs``.
+
+    Returns:
+        ``success`` (fraction), ``final_error``, ``cost`` (means over samples) and, when the
+        batches carry expert costs, ``cost_over_expert`` (ratio of the means).
+    """
+    problem = model.problem
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    totals = {"success": 0.0, "final_error": 0.0, "cost": 0.0, "expert_cost": 0.0}
+    n = 0
+    for batch in val_loader:
+        x0 = batch["initial_states"].to(device, dtype)
+        target = batch["target_states"].to(device, dtype)
+        U = model(x0, target).controls
+        costs, errors = iteration_costs(problem, U[:, None], x0, target, dynamics_fn, cost_params)
+        totals["success"] += (errors < problem.success_tol).sum().item()
+        totals["final_error"] += errors.sum().item()
+        totals["cost"] += costs.sum().item()
+        totals["expert_cost"] += batch["costs"].sum().item() if "costs" in batch else math.nan
+        n += x0.shape[0]
+    if n == 0:
+        raise TRCError("the validation data is empty")
+    out = {k: v / n for k, v in totals.items()}
+    expert = out.pop("expert_cost")
+    if math.isfinite(expert) and cost_params is None:
+        out["cost_over_expert"] = out["cost"] / expert
+    return out
+
+
+class ProcessSupervisionObjective:
+    """``objective(model, batch) -> (loss, parts)`` for :class:`~trc.training.trainer.Trainer`.
+
+    The model runs with all iterations; a value head, when the model carries
+    one as ``model.value_predictor``, is trained on every iterate's cost.
+    """
+
+    def __init__(self, problem, process_weight: float, variant: str = DEFAULT_VARIANT,
+                 dynamics_fn: Callable | None = None, cost_params: Mapping | None = None,
+                 value_weight: float = 0.01):
+        self.problem, self.weight, self.variant = problem, process_weight, variant
+        self.dynamics_fn, self.cost_params, self.value_weight = dynamics_fn, cost_params, value_weight
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]):
+        out = model(batch["initial_states"], batch["target_states"], return_all_iterations=True)
+        return self.loss_of(out, batch, getattr(model, "value_predictor", None))
+
+    def loss_of(self, out, batch: Mapping[str, Tensor], value_predictor: nn.Module | None = None):
+        """The loss of a model output (``all_controls``, ``all_latents``) on ``batch``."""
+        return compute_process_supervision_loss(
+            self.problem, out.all_controls, batch["control_sequences"], batch["initial_states"],
+            batch["target_states"], self.weight, dynamics_fn=self.dynamics_fn, cost_params=self.cost_params,
+            variant=self.variant, value_predictor=value_predictor, all_latents=out.all_latents,
+            value_weight=self.value_weight)
+
+
+def checkpoint_io(metadata: Mapping[str, Any]):
+    """``(save_fn, load_fn)`` for the trainer: :mod:`trc.models.checkpoint`'s format with the trainer state."""
+    from trc.models.checkpoint import read_checkpoint, save_checkpoint
+
+    def save_fn(model: nn.Module, path: Path, state: dict) -> None:
+        save_checkpoint(model, path, trainer_state=state, **metadata)
+
+    def load_fn(path: Path) -> tuple[dict, dict]:
+        ckpt = read_checkpoint(path)
+        if "trainer_state" not in ckpt:
+            raise TRCError(f"checkpoint {str(path)!r} has no trainer state to resume from")
+        state = dict(ckpt["state_dict"])
+        if "value_predictor" in ckpt:  # a submodule while training
+            state.update({f"value_predictor.{k}": v for k, v in ckpt["value_predictor"]["state_dict"].items()})
+        return state, ckpt["trainer_state"]
+
+    return save_fn, load_fn
+
+
+def train_with_process_supervision(
+    model: nn.Module,
+    train_loader,
+    val_loader=None,
+    dynamics_fn: Callable | None = None,
+    epochs: int = 250,
+    lr: float = 3e-3,
+    process_weight: float = 1.0,
+    value_predictor: nn.Module | None = None,
+    value_weight: float = 0.01,
+    cost_params: Mapping | None = None,
+    variant: str = DEFAULT_VARIANT,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    **config: Any,
+) -> nn.Module:
+    """Train ``model`` on expert demonstrations plus the cost of every refinement iterate.
+
+    Loss: :func:`trc.training.process_supervision.compute_process_supervision_loss` (an imitation term plus
+    ``process_weight`` times a term on the iterates' costs; behavior cloning of every
+    iterate when ``process_weight = 0``).  Validation after every epoch measures the
+    final controls (:func:`validation_metrics`); the best epoch (lowest validation cost)
+    is kept.  Build the model with ``use_gradient_truncation=True`` (as :func:`trc.training.train.build_model`
+    does): each iteration is then trained as a step of its own, and the losses' gradients
+    are exact although the simulator feedback carries none.
+
+    Args:
+        model: a :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl`; ``model.problem`` supplies the
+            bound, the cost and the simulator.
+        train_loader: dict batches (``trc.data.datasets.make_loader``).
+        val_loader: dict batches for validation, or None (the best epoch is then the lowest
+            training loss).
+        dynamics_fn: ``(x0, U) -> X`` replacing the problem's rollout in loss and validation.
+        epochs, lr: passes over the data and peak learning rate.
+        process_weight: ``lambda >= 0``; 0 is behavior cloning.
+        value_predictor: optional value head, trained on every iterate's cost and saved with
+            the model (as ``model.value_predictor``).
+        value_weight: weight of the value loss.
+        cost_params: optional ``Q``, ``R``, ``Q_final`` replacing the problem's.
+        variant: process term, a key of :data:`trc.training.process_supervision.PROCESS_VARIANTS`.
+        output_dir: where ``best_model.pt`` and ``last_model.pt`` go; None writes nothing.
+        resume: continue from ``output_dir/last_model.pt`` when it exists.
+        metadata: extra JSON-able entries stored in the checkpoints.
+        **config: further :class:`~trc.training.trainer.TrainConfig` fields (``weight_decay``,
+            ``grad_clip``, ``patience``, ``seed``, ``device``, ``progress`` ...).
+
+    Returns:
+        The trained model (best epoch's weights), with the history as ``model.training_history``.
+    """
+    if not (math.isfinite(process_weight) and process_weight >= 0):
+        raise TRCError(f"process_weight must be a finite number >= 0, got {process_weight}")
+    if not (math.isfinite(value_weight) and value_weight >= 0):
+        raise TRCError(f"value_weight must be a finite number >= 0, got {value_weight}")
+    if value_predictor is not None:
+        model.value_predictor = value_predictor
+    problem = model.problem
+    monitor = "cost" if val_loader is not None else "loss"
+    cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
+                      checkpoint_dir=None if output_dir is None else str(output_dir), **config)
+    meta = {"process_weight": process_weight, "variant": variant, "value_weight": value_weight,
+            "epochs": epochs, "lr": lr, **(metadata or {})}
+    save_fn, load_fn = checkpoint_io(meta)
+    objective = ProcessSupervisionObjective(problem, process_weight, variant, dynamics_fn, cost_params,
+                                            value_weight)
+    val_fn = None if val_loader is None else (
+        lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
+    history = Trainer(cfg, save_fn, load_fn).fit(model, objective, train_loader, val_fn, resume=resume)
+    model.training_history = history
+    model.eval()
+    return model
+
+
+def train_behavior_cloning(model: nn.Module, train_loader, val_loader=None, epochs: int = 250,
+                           lr: float = 3e-3, **kwargs: Any) -> nn.Module:
+    """Train ``model`` to imitate the expert's controls at every iterate (``mean_k MSE(U_k, expert)``).
+
+    The same trainer, validation and checkpoints as :func:`train_with_process_supervision`
+    with ``process_weight = 0`` (which also takes the remaining keyword arguments).
+    """
+    return train_with_process_supervision(model, train_loader, val_loader, epochs=epochs, lr=lr,
+                                          process_weight=0.0, **kwargs)
