@@ -66,7 +66,7 @@ def test_more_iterations_than_trained(files):
 
 @pytest.mark.parametrize("case, needle", [
     (dict(problem="vanderpol"), "was trained on problem"),
-    (dict(problem="pendulum"), "unknown problem"),
+    (dict(problem="cartpole"), "unknown problem"),
     (dict(checkpoint="missing.pt"), "does not exist"),
     (dict(data="missing.npz"), "does not exist"),
     (dict(data="vdp.npz"), "vdp.npz"),

@@ -38,7 +38,7 @@ def test_generate_overrides_horizon_and_dt_and_runs_the_optimal_expert(tmp_path,
 @pytest.mark.parametrize("flags, message", [
     (["--num_samples", "0"], "--num_samples must be positive"),
     (["--num_samples", "-5"], "--num_samples must be positive"),
-    (["--problem", "pendulum"], "unknown problem 'pendulum'"),
+    (["--problem", "cartpole"], "unknown problem 'cartpole'"),
     (["--expert", "mpc"], "unknown expert 'mpc'"),
     (["--horizon", "0"], "--horizon must be positive"),
     (["--dt", "0"], "--dt must be a positive number"),

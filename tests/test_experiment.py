@@ -109,7 +109,7 @@ def test_defaults_are_the_training_defaults():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"problem": "pendulum"}, "unknown problem 'pendulum'"),
+    ({"problem": "cartpole"}, "unknown problem 'cartpole'"),
     ({"variant": "nope"}, "unknown loss variant"),
     ({"process_weight": float("nan")}, "process_weight must be a finite number"),
     ({"epochs": 0}, "epochs must be a positive integer"),

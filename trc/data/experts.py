@@ -67,6 +67,9 @@ def closed_loop(problem: ControlProblem, x0: Tensor, K: Tensor, u_ff: Tensor,
                 x_ref: Tensor) -> tuple[Tensor, Tensor]:
     """Apply ``u_t = clip(u_ff_t + K_t (x_t - x_ref_t))`` on the true dynamics.
 
+    The difference is the problem's :meth:`~trc.problems.ControlProblem.state_error`
+    (angles wrapped, where a problem has them).
+
     Args:
         problem: supplies ``step``, ``clip`` and ``horizon``.
         x0: start states ``[B, n_x]``.
@@ -79,7 +82,7 @@ def closed_loop(problem: ControlProblem, x0: Tensor, K: Tensor, u_ff: Tensor,
     """
     x, X, U = x0, [x0], []
     for t in range(problem.horizon):
-        u = problem.clip(u_ff[t] + (K[t] @ (x - x_ref[t]).unsqueeze(-1)).squeeze(-1))
+        u = problem.clip(u_ff[t] + (K[t] @ problem.state_error(x, x_ref[t]).unsqueeze(-1)).squeeze(-1))
         x = problem.step(x, u)
         X.append(x)
         U.append(u)
@@ -241,27 +244,40 @@ def _bounded_step(Quu: Tensor, Qu: Tensor, Qux: Tensor, lo: Tensor, hi: Tensor) 
     return k, -torch.linalg.solve(Hf, Qux * f.unsqueeze(-1)) * f.unsqueeze(-1)
 
 
+def _psd(H: Tensor) -> Tensor:
+    """Symmetric ``H [..., n, n]`` with negative eigenvalues clamped to 0 (only where there are any)."""
+    w, V = torch.linalg.eigh(H)
+    if bool((w >= 0).all()):
+        return H
+    return torch.where((w < 0).any(-1)[..., None, None], V @ torch.diag_embed(w.clamp(min=0)) @ V.transpose(-1, -2), H)
+
+
 def _backward_pass(problem, X, U, target, A, Bm):
-    """Box-DDP backward pass: ``k [T, b, m]``, ``K [T, b, m, n]`` and the predicted decrease terms."""
-    Q, R, Qf = problem.cost_matrices(X.dtype, X.device)
+    """Box-DDP backward pass: ``k [T, b, m]``, ``K [T, b, m, n]`` and the predicted decrease terms.
+
+    The cost's derivatives come from the problem; a state Hessian that is not positive
+    semidefinite (a non-convex cost, like the pendulum's away from the top) is clamped to
+    its PSD part, which keeps ``Quu`` positive definite and the gradient exact.
+    """
+    d = problem.cost_derivatives(X, U, target)
+    lxx = _psd(d["lxx"]) if problem.owns_cost() else d["lxx"]
     T = U.shape[1]
-    E = X - target.unsqueeze(1)
-    Vx, Vxx = 2.0 * E[:, T] @ Qf, (2.0 * Qf).expand(X.shape[0], -1, -1)
+    Vx, Vxx = d["lx"][:, T], lxx[:, T]
     ks, Ks = [], []
     d1 = d2 = 0.0
     for t in reversed(range(T)):
         At, Bt, u = A[:, t], Bm[:, t], U[:, t]
-        Qx = 2.0 * E[:, t] @ Q + (Vx.unsqueeze(1) @ At).squeeze(1)
-        Qu = 2.0 * u @ R + (Vx.unsqueeze(1) @ Bt).squeeze(1)
+        Qx = d["lx"][:, t] + (Vx.unsqueeze(1) @ At).squeeze(1)
+        Qu = d["lu"][:, t] + (Vx.unsqueeze(1) @ Bt).squeeze(1)
         VB = Vxx @ Bt
-        Quu = 2.0 * R + Bt.transpose(1, 2) @ VB
-        Qux = VB.transpose(1, 2) @ At
+        Quu = d["luu"][:, t] + Bt.transpose(1, 2) @ VB
+        Qux = d["lux"][:, t] + VB.transpose(1, 2) @ At
         k, K = _bounded_step(Quu, Qu, Qux, -problem.u_max - u, problem.u_max - u)
         Kt, Quk = K.transpose(1, 2), (Quu @ k.unsqueeze(-1)).squeeze(-1)
         d1 = d1 + (k * Qu).sum(1)
         d2 = d2 + 0.5 * (k * Quk).sum(1)
         Vx = Qx + (Kt @ (Quk + Qu).unsqueeze(-1)).squeeze(-1) + (k.unsqueeze(1) @ Qux).squeeze(1)
-        Vxx = 2.0 * Q + At.transpose(1, 2) @ Vxx @ At + Kt @ Quu @ K + Kt @ Qux + Qux.transpose(1, 2) @ K
+        Vxx = lxx[:, t] + At.transpose(1, 2) @ Vxx @ At + Kt @ Quu @ K + Kt @ Qux + Qux.transpose(1, 2) @ K
         Vxx = 0.5 * (Vxx + Vxx.transpose(1, 2))
         ks.append(k)
         Ks.append(K)

@@ -256,12 +256,13 @@ class TinyRecursiveControl(nn.Module):
 
         Returns:
             ``[B, n_x + 1 + feedback_points * n_x]``: ``symlog((x_T - target) / success_tol)``,
+            (the difference is the problem's ``state_error``, angles wrapped)
             ``log(1 + cost)``, and ``symlog((x_t - target) / box half-width)`` at
             ``feedback_points`` evenly spaced steps ``t`` up to ``T``, where
             ``symlog(e) = sign(e) log(1 + |e|)`` (linear near 0, logarithmic far away).
         """
         X = self.problem.rollout(x0, U)                                        # (B, T+1, n_x)
-        E = X - target.unsqueeze(1)
+        E = self.problem.state_error(X, target.unsqueeze(1))                  # angles wrapped
         cost = self.problem.cost(X, U, target)                                 # (B,)
         parts = [symlog(E[:, -1] / self.problem.success_tol), torch.log1p(cost).unsqueeze(-1)]
         if self.config.feedback_points:

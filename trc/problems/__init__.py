@@ -12,10 +12,12 @@ from typing import Any, Callable
 from trc.errors import TRCError
 from trc.problems.base import ControlProblem, diag
 from trc.problems.double_integrator import DoubleIntegrator
+from trc.problems.pendulum import Pendulum
 from trc.problems.vanderpol import VanDerPol, simulate_vanderpol_torch, vanderpol_constrained
 
 PROBLEMS: dict[str, Callable[..., ControlProblem]] = {
     "double_integrator": DoubleIntegrator,
+    "pendulum": Pendulum,
     "vanderpol": VanDerPol,
     "vanderpol_constrained": vanderpol_constrained,
 }
@@ -33,5 +35,5 @@ def get_problem(name: str, **overrides: Any) -> ControlProblem:
     return default.replace(**overrides) if overrides else default
 
 
-__all__ = ["PROBLEMS", "ControlProblem", "DoubleIntegrator", "VanDerPol", "diag", "get_problem",
+__all__ = ["PROBLEMS", "ControlProblem", "DoubleIntegrator", "Pendulum", "VanDerPol", "diag", "get_problem",
            "simulate_vanderpol_torch", "vanderpol_constrained"]

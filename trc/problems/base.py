@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from trc.adjoint import rk4_rollout
-from trc.cost import final_error, trajectory_cost
+from trc.cost import quad, trajectory_cost
 from trc.dynamics import rk4
 
 Tensor = torch.Tensor
@@ -120,14 +120,76 @@ class ControlProblem:
         """``(Q [n_x, n_x], R [n_u, n_u], Qf [n_x, n_x])`` as tensors."""
         return tuple(torch.tensor(m, dtype=dtype, device=device) for m in (self.Q, self.R, self.Qf))
 
+    def state_error(self, x: Tensor, target: Tensor) -> Tensor:
+        """The error ``x - target``, ``[..., n_x]`` (broadcast); problems with angles wrap them."""
+        return x - target
+
+    def wrap_state(self, x: Tensor) -> Tensor:
+        """The same physical state in canonical coordinates (angles wrapped); identity by default."""
+        return x
+
+    def stage_cost(self, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
+        """Stage cost ``l(x, u) [...]`` of ``x [..., n_x]``, ``u [..., n_u]``; default ``e'Q e + u'R u``."""
+        Q, R, _ = self.cost_matrices(x.dtype, x.device)
+        return quad(x - target, Q) + quad(u, R)
+
+    def terminal_cost(self, x: Tensor, target: Tensor) -> Tensor:
+        """Terminal cost ``l_f(x) [...]`` of ``x [..., n_x]``; default ``e'Qf e``."""
+        return quad(x - target, self.cost_matrices(x.dtype, x.device)[2])
+
+    def owns_cost(self) -> bool:
+        """Whether the problem replaces the quadratic default cost with its own."""
+        cls = type(self)
+        return cls.stage_cost is not ControlProblem.stage_cost or cls.terminal_cost is not ControlProblem.terminal_cost
+
     def cost(self, X: Tensor, U: Tensor, target: Tensor | None = None) -> Tensor:
         """Trajectory cost ``[B]`` of ``X [B, T+1, n_x]`` under ``U [B, T, n_u]``."""
-        Q, R, Qf = self.cost_matrices(X.dtype, X.device)
-        return trajectory_cost(X, U, self.target_like(X[:, 0], target), Q, R, Qf)
+        tgt = self.target_like(X[:, 0], target)
+        if not self.owns_cost():
+            return trajectory_cost(X, U, tgt, *self.cost_matrices(X.dtype, X.device))
+        return self.stage_cost(X[:, :-1], U, tgt.unsqueeze(1)).sum(-1) + self.terminal_cost(X[:, -1], tgt)
+
+    def cost_derivatives(self, X: Tensor, U: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """First and second derivatives of the stage and terminal costs along a trajectory.
+
+        Exact for the quadratic default; by autograd (three or so backward passes, every
+        point at once) for a problem's own cost.  Used by the optimal expert's DDP.
+
+        Args:
+            X: ``[B, T+1, n_x]``; U: ``[B, T, n_u]``; target: ``[B, n_x]``.
+
+        Returns:
+            ``lx [B, T+1, n_x]`` and ``lxx [B, T+1, n_x, n_x]`` (index ``T``: the terminal
+            cost), ``lu [B, T, n_u]``, ``luu [B, T, n_u, n_u]`` and ``lux [B, T, n_u, n_x]``.
+        """
+        B, T, m = U.shape
+        n = self.n_x
+        if not self.owns_cost():
+            Q, R, Qf = self.cost_matrices(X.dtype, X.device)
+            Q, R, Qf = Q + Q.T, R + R.T, Qf + Qf.T
+            E = X - target.unsqueeze(1)
+            lxx = torch.cat([Q.expand(B, T, n, n), Qf.expand(B, 1, n, n)], 1)
+            return {"lx": (lxx @ E.unsqueeze(-1)).squeeze(-1), "lxx": lxx, "lu": U @ R,
+                    "luu": R.expand(B, T, m, m), "lux": X.new_zeros(B, T, m, n)}
+        with torch.enable_grad():
+            Z = torch.cat([X[:, :-1], U], -1).detach().requires_grad_(True)    # (B, T, n+m)
+            xT = X[:, -1].detach().requires_grad_(True)
+            tgt = target.detach()
+            g = torch.autograd.grad(self.stage_cost(Z[..., :n], Z[..., n:], tgt.unsqueeze(1)).sum(), Z,
+                                    create_graph=True)[0]
+            gT = torch.autograd.grad(self.terminal_cost(xT, tgt).sum(), xT, create_graph=True)[0]
+            H = torch.stack([torch.autograd.grad(g[..., i].sum(), Z, retain_graph=True,
+                                                 materialize_grads=True)[0] for i in range(n + m)], -2)
+            HT = torch.stack([torch.autograd.grad(gT[:, i].sum(), xT, retain_graph=i + 1 < n,
+                                                  materialize_grads=True)[0] for i in range(n)], -2)
+        g, gT, H, HT = g.detach(), gT.detach(), H.detach(), HT.detach()
+        return {"lx": torch.cat([g[..., :n], gT.unsqueeze(1)], 1),
+                "lxx": torch.cat([H[..., :n, :n], HT.unsqueeze(1)], 1),
+                "lu": g[..., n:], "luu": H[..., n:, n:], "lux": H[..., n:, :n]}
 
     def final_error(self, X: Tensor, target: Tensor | None = None) -> Tensor:
-        """``||x_T - target||_2`` per sample, ``[B]``."""
-        return final_error(X, self.target_like(X[:, 0], target))
+        """``||state_error(x_T, target)||_2`` per sample, ``[B]``."""
+        return torch.linalg.vector_norm(self.state_error(X[:, -1], self.target_like(X[:, 0], target)), dim=-1)
 
     def success(self, X: Tensor, target: Tensor | None = None) -> Tensor:
         """Whether the final error is below ``success_tol``, ``[B]`` bool."""

@@ -233,9 +233,11 @@ def iteration_costs(problem, all_controls: Tensor, initial_states: Tensor, targe
     x0 = initial_states.repeat_interleave(K1, dim=0)                      # (B(K+1), n_x)
     target = target_states.to(x0.dtype).repeat_interleave(K1, dim=0)      # (B(K+1), n_x)
     X = (dynamics_fn or problem.rollout)(x0, U)                           # (B(K+1), T+1, n_x)
-    Q, R, Qf = cost_matrices(problem, cost_params, X.dtype, X.device)
-    costs = trajectory_cost(X, U, target, Q, R, Qf).view(B, K1)
-    errors = torch.linalg.vector_norm(X[:, -1] - target, dim=-1).view(B, K1)
+    if cost_params:
+        Q, R, Qf = cost_matrices(problem, cost_params, X.dtype, X.device)
+        problem = problem.replace(Q=Q.tolist(), R=R.tolist(), Qf=Qf.tolist())
+    costs = problem.cost(X, U, target).view(B, K1)
+    errors = problem.final_error(X, target).view(B, K1)
     return costs, errors
 
 

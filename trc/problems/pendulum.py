@@ -1,0 +1,91 @@
+"""Torque-limited pendulum swing-up, ``theta`` measured from upright.
+
+``theta' = omega``, ``omega' = (g/l) sin(theta) - b/(m l^2) omega + u/(m l^2)``
+with ``m = l = 1``, ``g = 9.81``, ``b = 0.1`` and ``|u| <= 3``: the torque cannot
+hold the pendulum level (it would need ``m g l = 9.81``), so from hanging it must
+swing up.  Start states ``theta ~ U[-pi, pi]``, ``omega ~ U[-1, 1]``.
+
+The cost is periodic in the angle, so that neither the swing direction nor a
+full turn is punished: with the chord ``c = 2 sin((theta - theta*)/2)``
+(``c^2 = 2 (1 - cos(theta - theta*))``) and ``e = (c, omega - omega*)``,
+
+    l(x, u) = e' Q e + u' R u,    l_f(x) = e' Qf e,
+
+which with ``Q = diag(1, 0.1)``, ``R = 0.01``, ``Qf = diag(100, 10)`` is
+``2 (1 - cos theta) + 0.1 omega^2 + 0.01 u^2`` per step and
+``100 * 2 (1 - cos theta_T) + 10 omega_T^2`` at the end, and near the top the
+quadratic cost of those matrices.  Success: ``||(wrap(theta_T), omega_T)|| < 0.2``
+with the angle error wrapped to ``(-pi, pi]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from trc.cost import quad
+from trc.problems.base import ControlProblem, diag
+
+
+def wrap_angle(a: torch.Tensor) -> torch.Tensor:
+    """Angles wrapped to ``(-pi, pi]``."""
+    return math.pi - torch.remainder(math.pi - a, 2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Pendulum(ControlProblem):
+    """Damped pendulum with a bounded torque, to be swung up and balanced (see the module docstring)."""
+
+    name: str = "pendulum"
+    n_x: int = 2
+    n_u: int = 1
+    dt: float = 0.05
+    horizon: int = 100
+    u_max: float = 3.0
+    x0_low: tuple[float, ...] = (-math.pi, -1.0)
+    x0_high: tuple[float, ...] = (math.pi, 1.0)
+    target: tuple[float, ...] = (0.0, 0.0)
+    Q: tuple = diag(1.0, 0.1)
+    R: tuple = diag(0.01)
+    Qf: tuple = diag(100.0, 10.0)
+    success_tol: float = 0.2
+    m: float = 1.0
+    l: float = 1.0
+    g: float = 9.81
+    b: float = 0.1
+
+    def dynamics(self, x, u):
+        theta, omega = x[:, 0], x[:, 1]
+        ml2 = self.m * self.l * self.l
+        return torch.stack([omega, (self.g / self.l) * torch.sin(theta) - (self.b / ml2) * omega
+                            + u[:, 0] / ml2], dim=-1)
+
+    def jacobians(self, x, u):
+        J = x.new_zeros(2, 3, x.shape[0])  # [df/dx | df/du], in contiguous rows like VanDerPol's
+        ml2 = self.m * self.l * self.l
+        J[0, 1] = 1.0
+        J[1, 0] = (self.g / self.l) * torch.cos(x[:, 0])
+        J[1, 1] = -self.b / ml2
+        J[1, 2] = 1.0 / ml2
+        J = J.permute(2, 0, 1)
+        return J[:, :, :2], J[:, :, 2:]
+
+    def state_error(self, x, target):
+        e = x - target
+        return torch.cat([wrap_angle(e[..., :1]), e[..., 1:]], -1)
+
+    def wrap_state(self, x):
+        return torch.cat([wrap_angle(x[..., :1]), x[..., 1:]], -1)
+
+    def _chord_error(self, x, target):
+        e = x - target
+        return torch.cat([2.0 * torch.sin(0.5 * e[..., :1]), e[..., 1:]], -1)
+
+    def stage_cost(self, x, u, target):
+        Q, R, _ = self.cost_matrices(x.dtype, x.device)
+        return quad(self._chord_error(x, target), Q) + quad(u, R)
+
+    def terminal_cost(self, x, target):
+        return quad(self._chord_error(x, target), self.cost_matrices(x.dtype, x.device)[2])
