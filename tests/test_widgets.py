@@ -78,6 +78,13 @@ def test_moving_k_redraws_iterate_k(model):
     assert f"{costs[0]:.4g}" in ex.report.value and f"{costs[2]:.4g}" not in ex.report.value
 
 
+def test_report_states_the_cost_ratio_to_four_decimals(model):
+    # ".3g" printed a plan 0.04 % above the optimum as "1 × the optimum"
+    ex = IterationExplorer(model, x0=(1.0, -0.5))
+    ratio = ex.plan().cost[ex.k] / ex.optimum().cost[0]
+    assert f"({ratio:.4f} × the optimum's" in ex.report.value
+
+
 def test_moving_x0_replans_and_solves_each_start_once(model, count_optima):
     ex = IterationExplorer(model, x0=(1.0, 1.0))
     assert count_optima == [(1.0, 1.0)]

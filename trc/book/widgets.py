@@ -178,7 +178,7 @@ class IterationExplorer:
         self.figure.suptitle(f"{p.name} from x0 = ({x0})")
         verdict = "reaches the target" if plan.success[k] else "misses the target"
         self.report.value = (f"iteration k = {k}: cost <b>{plan.cost[k]:.4g}</b> "
-                             f"({plan.cost[k] / opt.cost[0]:.3g} × the optimum's {opt.cost[0]:.4g}), "
+                             f"({plan.cost[k] / opt.cost[0]:.4f} × the optimum's {opt.cost[0]:.4g}), "
                              f"final error <b>{plan.final_error[k]:.3g}</b>, {verdict}")
         _show(self.output, self.figure)
 
