@@ -63,6 +63,45 @@ def test_checked_cells_have_saved_outputs():
                 assert cell["outputs"], f"{path.name} cell {i} is checked but saved without output"
 
 
+GLUE_ROLE = re.compile(r"\{glue(?::(\w+))?\}`([^`]+)`")
+
+
+def glue_keys_used(notebook: dict) -> set[str]:
+    """Keys that the markdown cells paste with ``{glue}`` roles (``{glue:text}`key:.3f```, ...)."""
+    keys = set()
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            for role, content in GLUE_ROLE.findall("".join(cell["source"])):
+                key = content.split("::")[-1]
+                keys.add(key.rsplit(":", 1)[0] if role == "text" else key)
+    return keys
+
+
+def glue_keys_saved(notebook: dict) -> set[str]:
+    """Keys that the saved outputs hold: myst-nb's ``glue`` writes ``metadata.scrapbook.name``."""
+    return {out.get("metadata", {}).get("scrapbook", {}).get("name")
+            for cell in notebook["cells"] if cell["cell_type"] == "code"
+            for out in cell.get("outputs", [])} - {None}
+
+
+def test_glue_keys_are_parsed_from_roles_and_outputs():
+    markdown = {"cell_type": "markdown", "source": ["cost {glue:text}`ch_cost:.3f`, ", "{glue}`ch_fig`"]}
+    glued = {"cell_type": "code", "source": "", "outputs": [
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "ch_cost", "mime_prefix": ""}},
+         "data": {"application/papermill.record/text/plain": "1.0"}}]}
+    notebook = {"cells": [markdown, glued]}
+    assert glue_keys_used(notebook) == {"ch_cost", "ch_fig"}
+    assert glue_keys_used(notebook) - glue_keys_saved(notebook) == {"ch_fig"}
+
+
+def test_every_glued_number_the_prose_uses_is_in_the_saved_outputs():
+    """A number the prose pastes must exist in the executed notebook, else the book prints nothing."""
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        notebook = json.loads(path.read_text())
+        missing = sorted(glue_keys_used(notebook) - glue_keys_saved(notebook))
+        assert not missing, f"{path.name}: the prose pastes {missing}, which no saved output glues"
+
+
 def test_offline_assets_refuse_remote_scripts(tmp_path):
     pytest.importorskip("sphinx")
     sys.path.insert(0, str(ROOT / "book" / "_ext"))
