@@ -92,3 +92,20 @@ def test_bad_input_is_one_line_and_exit_2(files, capsys, case, needle):
     assert rc == 2
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (files / "bad").exists()
+
+
+def test_closed_loop_is_reported_beside_the_open_loop(files, capsys):
+    out = files / "run_cl" / "fig.png"
+    rc = main(["analyze", "--checkpoint", str(files / "ps.pt"), "--data", str(files / "test.npz"),
+               "--output", str(out), "--baseline", str(files / "bc.pt"), "--closed_loop", "--replan_every", "3"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "closed loop: success (%)" in printed and "closed loop: cost / optimum" in printed
+    report = json.loads(out.with_suffix(".json").read_text())
+    for name in ("model", "baseline"):
+        cl = report[name]["summary"]["closed_loop"]
+        assert cl["replan_every"] == 3 and cl["cost_over_optimum"] > 0.99  # the optimum bounds it
+    # without the flag there is no closed-loop row
+    main(["analyze", "--checkpoint", str(files / "ps.pt"), "--data", str(files / "test.npz"),
+          "--output", str(files / "run_ol" / "fig.png")])
+    assert "closed loop" not in capsys.readouterr().out

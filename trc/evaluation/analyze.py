@@ -3,7 +3,8 @@
     trc analyze --checkpoint runs/ps/best_model.pt --baseline runs/bc/best_model.pt \
         --data data/vanderpol_test.npz --output figures/refinement.png
 
-Prints :func:`trc.evaluation.metrics.format_table` of both models, writes
+Prints :func:`trc.evaluation.metrics.format_table` of both models (with ``--closed_loop``
+also their closed-loop figures, :func:`trc.evaluation.closed_loop.closed_loop`), writes
 :func:`trc.evaluation.plots.plot_refinement_curves` as PNG and SVG and every metric as
 strict JSON beside the figure (NaN and infinity become null).
 """
@@ -38,6 +39,12 @@ def run_analyze(args) -> int:
     metrics = {name: RefinementEvaluator(m, device=args.device, label=name).evaluate(
         data, iterations=args.iterations, optimal_costs=optimal) for name, m in runs.items()}
     summaries = {name: summarize(m) for name, m in metrics.items()}
+    if args.closed_loop:
+        for name, m in runs.items():
+            result = RefinementEvaluator(m, device=args.device, label=name).closed_loop(data, args.replan_every)
+            summaries[name]["closed_loop"] = {**result.summary(metrics[name].optimal_costs,
+                                                               metrics[name].expert_costs),
+                                              "replan_every": args.replan_every}
     print(format_table({m.display_name: summaries[name] for name, m in metrics.items()}))
     plot_refinement_curves(metrics["model"], out, baseline=metrics.get("baseline"))
     paths = {"model": args.checkpoint, "baseline": args.baseline}
@@ -86,5 +93,10 @@ def add_analyze_command(sub) -> None:
     p.add_argument("--solve_optimal", action="store_true",
                    help="solve every test instance for its optimum to report cost / optimum "
                         "(not needed when the data's expert is 'optimal')")
+    p.add_argument("--closed_loop", action="store_true",
+                   help="also run each model as a receding-horizon controller (plan T steps from the "
+                        "current state, apply the first controls, replan) and report it beside the open loop")
+    p.add_argument("--replan_every", type=_positive_int, default=1,
+                   help="with --closed_loop: controls applied per plan, 1..T (default 1: replan every step)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=run_analyze)

@@ -161,16 +161,24 @@ def summarize(metrics: RefinementMetrics) -> dict[str, Any]:
 
 
 def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
-    """A compact text table with one column per model (from :func:`summarize`)."""
+    """A compact text table with one column per model (from :func:`summarize`).
+
+    A summary with a ``closed_loop`` entry (:meth:`~trc.evaluation.closed_loop.ClosedLoopResult.summary`)
+    adds the closed loop's success, final error and cost ratios below the open-loop ones.
+    """
     rows = [("success (%)", "success_rate", "{:.1f}"), ("final error", "mean_final_error", "{:.4f}"),
             ("cost / optimum", "cost_over_optimum", "{:.4f}"), ("cost / expert", "cost_over_expert", "{:.4f}"),
             ("improving (%)", "pct_samples_improving", "{:.1f}"), ("monotonic (%)", "pct_monotonic", "{:.1f}"),
             ("never worse (%)", "pct_never_worse", "{:.1f}"),
             ("convergence rate", "convergence_rate", "{:.3f}")]
+    if any("closed_loop" in s for s in summaries.values()):  # trc analyze --closed_loop
+        rows += [(f"closed loop: {name}", ("closed_loop", key), fmt) for name, key, fmt in rows[:4]]
     K = max(len(s["mean_cost_per_iteration"]) for s in summaries.values())
     lines = [[""] + list(summaries)]
+    def get(s, key):
+        return (s.get(key[0]) or {}).get(key[1]) if isinstance(key, tuple) else s[key]
     for name, key, fmt in rows:
-        lines.append([name] + ["-" if s[key] is None else fmt.format(s[key]) for s in summaries.values()])
+        lines.append([name] + ["-" if get(s, key) is None else fmt.format(get(s, key)) for s in summaries.values()])
     for k in range(K):
         lines.append([f"mean cost, k={k}"] + [
             f"{s['mean_cost_per_iteration'][k]:.4g}" if k < len(s["mean_cost_per_iteration"]) else ""

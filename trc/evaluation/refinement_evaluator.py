@@ -159,6 +159,28 @@ class RefinementEvaluator:
             out["expert_costs"] = expert_cost
         return out
 
+    def closed_loop(self, data, replan_every: int = 1, batch_size: int = 1024):
+        """Run the model as a receding-horizon controller from the data's starts.
+
+        See :func:`trc.evaluation.closed_loop.closed_loop`; ``data`` is a dataset dict or a
+        loader of dict batches as for :meth:`evaluate`.
+
+        Returns:
+            One :class:`~trc.evaluation.closed_loop.ClosedLoopResult` over all ``N`` starts.
+        """
+        from trc.evaluation.closed_loop import ClosedLoopResult, closed_loop
+
+        parts = []
+        for batch in _batches(data, batch_size):
+            x0 = torch.as_tensor(batch["initial_states"]).to(self.device, torch.float64)
+            target = batch.get("target_states")
+            parts.append(closed_loop(self.model, x0, replan_every, problem=self.problem,
+                                     target=None if target is None else torch.as_tensor(target).to(x0)))
+        if not parts:
+            raise TRCError("the test data is empty")
+        cat = {k: torch.cat([getattr(r, k) for r in parts]) for k in ("X", "U", "cost", "final_error", "success")}
+        return ClosedLoopResult(**cat, replan_every=replan_every, plans=sum(r.plans for r in parts))
+
     # The seed document calls these as methods.
     def analyze_convergence(self, metrics: RefinementMetrics) -> dict[str, Any]:
         """See :func:`analyze_convergence`."""
