@@ -39,12 +39,12 @@ REQUIRED = ("initial_states", "target_states", "state_trajectories", "control_se
 LOADER_KEYS = ("initial_states", "target_states", "control_sequences", "costs")
 
 
-def generate_dataset(problem: ControlProblem, num_samples: int, expert: str = "lqr", seed: int = 0,
+def generate_dataset(problem: ControlProblem | str, num_samples: int, expert: str = "lqr", seed: int = 0,
                      *, chunk_size: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Demonstrations of ``expert`` from start states drawn uniformly from the problem's box.
 
     Args:
-        problem: the control problem (its default target is used).
+        problem: the control problem (its default target is used), or a name for ``trc.get_problem``.
         num_samples: ``N > 0``.
         expert: a name in :data:`trc.data.experts.EXPERTS`.
         seed: seeds the start states; the experts are deterministic.
@@ -58,6 +58,8 @@ def generate_dataset(problem: ControlProblem, num_samples: int, expert: str = "l
         raise TRCError(f"the number of samples must be a positive integer, got {num_samples!r}")
     if expert not in EXPERTS:
         raise TRCError(f"unknown expert {expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
+    if isinstance(problem, str):
+        problem = get_problem(problem)
     chunk = chunk_size or (num_samples if expert == "lqr" else 1000)
     gen = torch.Generator().manual_seed(seed)
     x0 = problem.sample_initial_states(num_samples, gen, dtype=torch.float32).double()
@@ -231,6 +233,46 @@ def split_dataset(data: dict[str, Any], val_fraction: float, seed: int = 0) -> t
         raise TRCError(f"the dataset has {n} samples: too few to hold out {val_fraction:.0%} for validation")
     order = np.random.default_rng(seed).permutation(n)
     return ({k: data[k][order[n_val:]] for k in REQUIRED}, {k: data[k][order[:n_val]] for k in REQUIRED})
+
+
+BATCH_TUPLES = {1: ("initial_states",), 2: ("initial_states", "control_sequences"),
+                3: ("initial_states", "target_states", "control_sequences")}
+
+
+def as_batch(batch: Any, problem: ControlProblem | None = None) -> dict[str, Any]:
+    """One batch of a loader as the dict that the trainers and the evaluator read.
+
+    Accepts what a loader may yield: the dict of :func:`make_loader` (returned as is), a tuple
+    or list ``(x0, U)`` (``DataLoader(TensorDataset(x0, U))``), ``(x0, target, U)`` or
+    ``(x0,)``, or a bare tensor of start states.  Shapes: ``x0 [b, n_x]``, ``target [b, n_x]``,
+    ``U [b, T, n_u]``.
+
+    Args:
+        batch: the batch.
+        problem: with it, a missing ``target_states`` is filled with the problem's target.
+
+    Returns:
+        A dict with ``initial_states``, ``target_states`` (if given or ``problem`` is),
+        and ``control_sequences`` and ``costs`` when the batch has them.
+    """
+    if isinstance(batch, dict):
+        out = batch
+    elif isinstance(batch, (tuple, list)) and len(batch) in BATCH_TUPLES:
+        out = dict(zip(BATCH_TUPLES[len(batch)], batch))
+    elif torch.is_tensor(batch):
+        out = {"initial_states": batch}
+    else:
+        what = f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+        raise TRCError(f"a batch must be a dict, a tensor of start states, (x0, U) or (x0, target, U); got {what}")
+    if "initial_states" not in out:
+        raise TRCError(f"a batch needs 'initial_states'; this one has {', '.join(sorted(out)) or 'nothing'}")
+    if problem is not None and "target_states" not in out:
+        x0 = torch.as_tensor(out["initial_states"])
+        if x0.dim() != 2 or x0.shape[1] != problem.n_x:
+            raise TRCError(f"start states must be [b, {problem.n_x}] for problem {problem.name!r}, "
+                           f"got {list(x0.shape)}")
+        out = {**out, "target_states": problem.target_like(x0)}
+    return out
 
 
 class _Arrays(torch.utils.data.Dataset):

@@ -9,6 +9,7 @@ error and cost ratios, and :func:`format_table` prints summaries side by side.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -71,6 +72,67 @@ class RefinementMetrics:
         """``c_ik / optimal_costs_i``, ``[N, K+1]``, or None when no optimum is known."""
         return None if self.optimal_costs is None else self.costs / self.optimal_costs[:, None]
 
+    # -- the seed document's names for the same numbers -----------------------------------
+    @property
+    def iteration_costs(self) -> Array:
+        """The seed's name for :attr:`costs`, ``[N, K+1]``."""
+        return self.costs
+
+    @property
+    def iteration_improvements(self) -> Array:
+        """The seed's name for :attr:`improvements`, ``[N, K]``."""
+        return self.improvements
+
+    @property
+    def control_mse_per_iteration(self) -> Array | None:
+        """Mean control MSE to the expert per iterate, ``[K+1]`` (None without expert controls)."""
+        return None if self.control_mse is None else np.asarray(self.control_mse).mean(axis=0)
+
+    @property
+    def avg_costs_per_iteration(self) -> Array:
+        """Mean cost per iterate, ``[K+1]``."""
+        return self.costs.mean(axis=0)
+
+    @property
+    def std_costs_per_iteration(self) -> Array:
+        """Standard deviation of the cost per iterate, ``[K+1]``."""
+        return self.costs.std(axis=0)
+
+    @property
+    def initial_cost(self) -> float:
+        """Mean cost of the first guess ``U_0``."""
+        return float(self.costs[:, 0].mean())
+
+    @property
+    def final_cost(self) -> float:
+        """Mean cost of the last iterate ``U_K``."""
+        return float(self.costs[:, -1].mean())
+
+    @property
+    def avg_cost_reduction(self) -> float:
+        """Mean absolute cost reduction from the first guess to the last iterate, ``mean_i (c_i0 - c_iK)``."""
+        return float((self.costs[:, 0] - self.costs[:, -1]).mean())
+
+    @property
+    def avg_convergence_rate(self) -> float:
+        """Mean absolute improvement per iteration, ``mean_ik (c_i,k-1 - c_ik)`` (the seed's definition)."""
+        return float(self.improvements.mean())
+
+    SEED_NAMES = ("iteration_costs", "iteration_improvements", "control_mse_per_iteration",
+                  "avg_costs_per_iteration", "std_costs_per_iteration", "initial_cost", "final_cost",
+                  "avg_cost_reduction", "avg_convergence_rate")
+    DERIVED = ("num_iterations", "improvements", "total_reduction", "cost_ratio")
+
+    def keys(self) -> tuple[str, ...]:
+        """What ``metrics[key]`` serves: the fields, the derived arrays and the seed's names."""
+        return (*(f.name for f in dataclasses.fields(self)), *self.DERIVED, *self.SEED_NAMES)
+
+    def __getitem__(self, key: str) -> Any:
+        """``metrics["iteration_costs"]`` as the seed's code reads it; the same as the attribute."""
+        if key not in self.keys():
+            raise KeyError(f"{key!r}; RefinementMetrics has {', '.join(self.keys())}")
+        return getattr(self, key)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field and derived array (arrays as nested lists)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -107,6 +169,10 @@ def analyze_convergence(metrics: RefinementMetrics) -> dict[str, Any]:
       than two).  ``rho < 1`` means the cost converges, ``1 - rho`` is the fraction of the
       (excess) cost removed per iteration; for exact ``e_k = a rho^k`` the fit returns ``rho``.
     - ``convergence_rate_of``: ``"excess_cost"`` or ``"cost"``, saying which ``e_k`` was fitted.
+    - ``convergence_tau``: the same decay as a time constant in iterations, ``e_k ~ a exp(-k / tau)``,
+      ``tau = -1 / log(rho)`` (NaN unless ``0 < rho < 1``).
+    - ``improvement_rate_per_iter``: list over ``k = 1..K`` of the fraction of samples whose cost
+      fell at iteration ``k`` (the seed's key).
     - ``num_iterations``: K.
     """
     c = metrics.costs
@@ -117,6 +183,7 @@ def analyze_convergence(metrics: RefinementMetrics) -> dict[str, Any]:
         excess, fitted = mean_cost - metrics.optimal_costs.mean(), "excess_cost"
     else:
         excess, fitted = mean_cost, "cost"
+    rate = _fit_rate(excess)
     return {
         "pct_samples_improving": 100.0 * float(np.mean(c[:, -1] < c[:, 0])),
         "pct_monotonic": 100.0 * float(np.mean(np.all(drops > 0, axis=1))),
@@ -124,8 +191,10 @@ def analyze_convergence(metrics: RefinementMetrics) -> dict[str, Any]:
         "mean_total_reduction": float(reduction.mean()),
         "median_total_reduction": float(np.median(reduction)),
         "mean_improvement_per_iteration": ((mean_cost[:-1] - mean_cost[1:]) / mean_cost[:-1]).tolist(),
-        "convergence_rate": _fit_rate(excess),
+        "convergence_rate": rate,
         "convergence_rate_of": fitted,
+        "convergence_tau": -1.0 / math.log(rate) if 0 < rate < 1 else math.nan,
+        "improvement_rate_per_iter": np.mean(drops > 0, axis=0).tolist(),
         "num_iterations": metrics.num_iterations,
     }
 

@@ -31,17 +31,21 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 
+from trc.data.datasets import as_batch
 from trc.errors import TRCError
 from trc.evaluation.metrics import RefinementMetrics, analyze_convergence
+from trc.problems import get_problem
+from trc.simulator import simulated_by, simulator
 
 Tensor = torch.Tensor
 Array = np.ndarray
 
 
-def _batches(data: Mapping[str, Any] | Iterable[Mapping[str, Any]], batch_size: int) -> Iterable[Mapping]:
-    """Dict batches from a dataset dict (numpy arrays, sliced in order) or a loader (as is)."""
+def _batches(data: Mapping[str, Any] | Iterable[Any], batch_size: int, problem) -> Iterable[Mapping]:
+    """Dict batches from a dataset dict (numpy arrays, sliced in order) or a loader (see ``as_batch``)."""
     if not isinstance(data, Mapping):
-        yield from data
+        for batch in data:
+            yield as_batch(batch, problem)
         return
     if "initial_states" not in data:
         raise TRCError("the test data has no 'initial_states'")
@@ -57,19 +61,27 @@ class RefinementEvaluator:
         model: a :class:`trc.models.tiny_recursive_control.TinyRecursiveControl` (anything whose call
             ``model(x0, target, return_all_iterations=True, iterations=K)`` returns
             ``all_controls [B, K+1, T, n_u]``).
-        problem: the control problem; defaults to ``model.problem``.
+        problem: the control problem, an object or a name for ``trc.get_problem``; defaults to
+            ``model.problem``.
         dynamics_fn: ``(x0 [B, n_x], U [B, T, n_u]) -> X [B, T+1, n_x]`` replacing
-            ``problem.rollout`` (for example ``trc.simulate_vanderpol_torch``).
+            ``problem.rollout`` (for example ``trc.simulate_vanderpol_torch``), in the evaluation
+            and in the model's own feedback.
+        cost_params: ``Q``, ``R``, ``Q_final`` (any of them) replacing the problem's, likewise.
         device: where the model and the simulation run.
         label: the model's name in tables and legends.
     """
 
     def __init__(self, model: torch.nn.Module, problem=None, dynamics_fn: Callable | None = None,
-                 device: str | torch.device = "cpu", label: str = "model") -> None:
-        self.model = model.to(device)
+                 device: str | torch.device = "cpu", label: str = "model",
+                 cost_params: Mapping | None = None) -> None:
+        if isinstance(problem, str):
+            problem = get_problem(problem)
+        if problem is None and getattr(model, "problem", None) is None:
+            raise TRCError("the evaluator needs a problem: pass problem= (a name or a ControlProblem)")
         self.problem = problem if problem is not None else model.problem
-        self.dynamics_fn = dynamics_fn if dynamics_fn is not None else self.problem.rollout
+        self.simulator = simulator(self.problem, dynamics_fn, cost_params)
         self.device = torch.device(device)
+        self.model = model.to(self.device)
         self.label = label
 
     def simulate(self, x0: Tensor, U: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -78,20 +90,22 @@ class RefinementEvaluator:
         Returns:
             ``(U_clipped, cost [B], final_error [B], success [B])``.
         """
-        p = self.problem
+        p, sim = self.problem, self.simulator
         x0, U, target = (t.to(self.device, torch.float64) for t in (x0, U, target))
         U = p.clip(U)
-        X = self.dynamics_fn(x0, U)
-        return U, p.cost(X, U, target), p.final_error(X, target), p.success(X, target)
+        X = sim.rollout(x0, U)
+        return U, sim.cost(X, U, target), p.final_error(X, target), p.success(X, target)
 
     def evaluate(self, data, iterations: int | None = None, optimal_costs: Array | None = None,
                  batch_size: int = 1024) -> RefinementMetrics:
         """Run the model with every iterate returned and measure each one.
 
         Args:
-            data: a dataset dict (``trc.data.datasets.load_dataset``) or a loader of dict batches
-                (``trc.data.datasets.make_loader``), with ``initial_states [N, n_x]`` and optionally
-                ``target_states [N, n_x]`` and the expert's ``control_sequences [N, T, n_u]``.
+            data: a dataset dict (``trc.data.datasets.load_dataset``) or a loader of batches
+                (dicts as ``trc.data.datasets.make_loader`` yields, or tuples ``(x0, U)``,
+                ``(x0, target, U)``: :func:`trc.data.datasets.as_batch`), with ``initial_states
+                [N, n_x]`` and optionally ``target_states [N, n_x]`` and the expert's
+                ``control_sequences [N, T, n_u]``.
             iterations: refinement iterations K to run (default the model's own; more than
                 it was trained with is allowed).
             optimal_costs: optimal cost per sample ``[N]``, in the data's order.  By default
@@ -108,8 +122,8 @@ class RefinementEvaluator:
         training = model.training
         model.eval()
         try:
-            with torch.no_grad():
-                for batch in _batches(data, batch_size):
+            with torch.no_grad(), simulated_by(model, self.simulator):
+                for batch in _batches(data, batch_size, p):
                     for name, value in self._evaluate_batch(batch, iterations, dtype).items():
                         parts.setdefault(name, []).append(value.cpu())
         finally:
@@ -202,7 +216,7 @@ def solve_optimal_costs(problem, data: Mapping[str, Any], batch_size: int = 1024
     from trc.data.experts import optimal_controls
 
     out = []
-    for batch in _batches(data, batch_size):
+    for batch in _batches(data, batch_size, problem):
         x0 = torch.as_tensor(batch["initial_states"], dtype=torch.float64)
         target = problem.target_like(x0, batch.get("target_states"))
         out.append(problem.evaluate(x0, optimal_controls(problem, x0, target), target)["cost"])

@@ -7,10 +7,10 @@ targets ``[B, n_x]``:
 1. an encoder makes ``z_init [B, d]`` and an initial decoder proposes
    ``U_0 = u_max * tanh(head_0(z_init))``;
 2. each refinement iteration ``k = 1..K`` simulates ``U_{k-1}`` with
-   ``problem.rollout`` (no gradient: an observation), turns the result into
-   feedback (the final error ``x_T - target`` on the scale of the success
-   tolerance, ``log(1 + cost)``, and ``feedback_points`` samples of the error
-   trajectory on the scale of the start box, each through ``symlog``), encodes it
+   ``problem.rollout`` (no gradient: an observation; a run's ``dynamics_fn`` and
+   ``cost_params`` instead inside :meth:`TinyRecursiveControl.simulated_by`), turns
+   the result into feedback (:mod:`trc.models.feedback`: the final error, ``log(1 + cost)``
+   and samples of the error trajectory, each on its scale), encodes it
    with ``U_{k-1} / u_max`` into a context, updates the latent(s) with ONE shared
    reasoning core (see :mod:`trc.models.config` for the two-level and single-latent
    schedules), and decodes a bounded residual
@@ -27,8 +27,8 @@ iteration run without gradient and the carry is detached between iterations
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trc.models.config import PRESETS, TRCConfig, preset_config
+from trc.models.feedback import Observer
 from trc.errors import TRCError
 from trc.problems import ControlProblem, get_problem
 
@@ -68,6 +69,19 @@ class TRCOutput:
     z_H: Tensor | None = None            # [B, K * H_cycles, d] after every cycle (two-level only)
     z_L: Tensor | None = None            # [B, K * H_cycles, d] after every cycle (two-level only)
 
+    def __getitem__(self, key: str) -> Tensor | None:
+        """``out["all_controls"]`` as the seed's dict output reads; same as ``out.all_controls``."""
+        if key not in self.keys():
+            raise KeyError(f"{key!r}; TRCOutput has {', '.join(self.keys())}")
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys() and getattr(self, key) is not None
+
+    def keys(self) -> tuple[str, ...]:
+        """The field names."""
+        return tuple(f.name for f in fields(self))
+
 
 class _ClipSTE(torch.autograd.Function):
     """Clip to ``[-bound, bound]`` forward, identity backward."""
@@ -79,11 +93,6 @@ class _ClipSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         return grad, None
-
-
-def symlog(x: Tensor) -> Tensor:
-    """``sign(x) log(1 + |x|)``: keeps small errors linear and large ones in range."""
-    return torch.sign(x) * torch.log1p(x.abs())
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -147,9 +156,11 @@ class TinyRecursiveControl(nn.Module):
         self.problem = get_problem(problem) if isinstance(problem, str) else problem
         self.config = cfg = config.resolve(self.problem)
         self.checkpoint_metadata: dict[str, Any] = {}
+        self.simulator = None  # None: the problem's own rollout and cost (see simulated_by)
         p, d, h = self.problem, cfg.latent_dim, cfg.hidden_dim
         n_U = p.horizon * p.n_u
-        n_feedback = p.n_x + 1 + cfg.feedback_points * p.n_x
+        self.observer = Observer(p, cfg.feedback_points)
+        n_feedback = self.observer.size
         self.encoder = mlp(2 * p.n_x, h, d)
         self.initial_decoder = mlp(d, h, n_U)
         self.context = mlp(n_U + n_feedback, h, d)
@@ -158,12 +169,6 @@ class TinyRecursiveControl(nn.Module):
         with torch.no_grad():  # an untrained model refines gently
             self.refine_decoder[-1].weight.mul_(0.1)
             self.refine_decoder[-1].bias.zero_()
-        low, high = (torch.tensor(v, dtype=torch.float32) for v in (p.x0_low, p.x0_high))
-        self.register_buffer("_center", (high + low) / 2, persistent=False)
-        self.register_buffer("_scale", ((high - low) / 2).clamp_min(1e-6), persistent=False)
-        t = torch.linspace(p.horizon / cfg.feedback_points, p.horizon, cfg.feedback_points) \
-            if cfg.feedback_points else torch.zeros(0)
-        self.register_buffer("_feedback_steps", t.round().long(), persistent=False)
 
     @property
     def num_iterations(self) -> int:
@@ -189,7 +194,7 @@ class TinyRecursiveControl(nn.Module):
         if K < 0:
             raise TRCError(f"iterations must be >= 0, got {iterations}")
         cfg, u_max = self.config, self.problem.u_max
-        z_init = self.encoder(torch.cat([x0 - self._center, target - self._center], -1) / self._scale.repeat(2))
+        z_init = self.encoder(self.observer.inputs(x0, target))
         z_init = F.rms_norm(z_init, z_init.shape[-1:])                           # (B, d)
         U0 = u_max * torch.tanh(self.initial_decoder(z_init)).view(x0.shape[0], -1, self.problem.n_u)
         carry = TRCCarry(z_init, torch.zeros_like(z_init) if cfg.use_two_level else None, U0)
@@ -248,26 +253,24 @@ class TinyRecursiveControl(nn.Module):
         return TRCCarry(z_H, z_L, U, carry.step + 1)
 
     def feedback(self, x0: Tensor, U: Tensor, target: Tensor) -> Tensor:
-        """The features of simulating ``U`` that the model reads (called without gradient).
-
-        Args:
-            x0, target: ``[B, n_x]``.
-            U: bounded controls ``[B, T, n_u]``.
+        """The features of simulating ``U [B, T, n_u]`` from ``x0`` that the model reads (see
+        :mod:`trc.models.feedback`), simulated by :attr:`simulator` when set, else by the problem.
 
         Returns:
-            ``[B, n_x + 1 + feedback_points * n_x]``: ``symlog((x_T - target) / success_tol)``,
-            (the difference is the problem's ``state_error``, angles wrapped)
-            ``log(1 + cost)``, and ``symlog((x_t - target) / box half-width)`` at
-            ``feedback_points`` evenly spaced steps ``t`` up to ``T``, where
-            ``symlog(e) = sign(e) log(1 + |e|)`` (linear near 0, logarithmic far away).
+            ``[B, n_x + 1 + feedback_points * n_x]``.
         """
-        X = self.problem.rollout(x0, U)                                        # (B, T+1, n_x)
-        E = self.problem.state_error(X, target.unsqueeze(1))                  # angles wrapped
-        cost = self.problem.cost(X, U, target)                                 # (B,)
-        parts = [symlog(E[:, -1] / self.problem.success_tol), torch.log1p(cost).unsqueeze(-1)]
-        if self.config.feedback_points:
-            parts.append(symlog(E[:, self._feedback_steps] / self._scale).flatten(1))
-        return torch.cat(parts, -1)
+        return self.observer(self.simulator or self.problem, x0, U, target)
+
+    @contextmanager
+    def simulated_by(self, simulator):
+        """Within the block, the feedback simulates with ``simulator`` (a :class:`~trc.simulator.Simulator`
+        holding a run's ``dynamics_fn`` and ``cost_params``) instead of the problem; the trainers and
+        the evaluator run the model inside it.  None keeps the problem's own."""
+        before, self.simulator = self.simulator, simulator
+        try:
+            yield self
+        finally:
+            self.simulator = before
 
     def _inputs(self, x0: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
         """Validated ``x0 [B, n_x]`` and ``target [B, n_x]`` in the model's dtype and device."""
@@ -275,8 +278,7 @@ class TinyRecursiveControl(nn.Module):
         if not torch.is_tensor(x0) or x0.dim() != 2 or x0.shape[1] != n_x:
             shape = tuple(x0.shape) if hasattr(x0, "shape") else type(x0).__name__
             raise TRCError(f"start states must be a tensor of shape [B, {n_x}], got {shape}")
-        ref = self._center
-        x0 = x0.to(dtype=next(self.parameters()).dtype, device=ref.device)
+        x0 = x0.to(dtype=next(self.parameters()).dtype, device=self.observer._center.device)
         if target is not None:
             target = torch.as_tensor(target)
             if target.shape not in ((n_x,), (1, n_x), (x0.shape[0], n_x)):
@@ -314,7 +316,8 @@ class TinyRecursiveControl(nn.Module):
     # -- bookkeeping ------------------------------------------------------------------
     def get_parameter_count(self) -> dict[str, int]:
         """Parameters per part and ``total``."""
-        counts = {name: sum(p.numel() for p in child.parameters()) for name, child in self.named_children()}
+        counts = {name: sum(p.numel() for p in child.parameters()) for name, child in self.named_children()
+                  if name != "observer"}
         counts["total"] = sum(counts.values())
         return counts
 

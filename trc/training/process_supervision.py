@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from trc.cost import trajectory_cost
 from trc.errors import TRCError
+from trc.simulator import simulator
 
 Tensor = torch.Tensor
 Rollout = Callable[[Tensor, Tensor], Tensor]
@@ -194,21 +195,6 @@ def clip_to_bound(problem, U: Tensor) -> Tensor:
     return _ProjectedClip.apply(U, float(problem.u_max))
 
 
-def cost_matrices(problem, cost_params: Mapping | None, dtype, device) -> tuple[Tensor, Tensor, Tensor]:
-    """``(Q, R, Q_final)``: the problem's, with any of ``cost_params`` (keys ``Q``, ``R``, ``Q_final``) instead."""
-    matrices = dict(zip(("Q", "R", "Q_final"), problem.cost_matrices(dtype, device)))
-    unknown = sorted(set(cost_params or {}) - set(matrices))
-    if unknown:
-        raise TRCError(f"cost_params has unknown key {unknown[0]!r}; known keys: Q, R, Q_final")
-    for key, value in (cost_params or {}).items():
-        value = torch.as_tensor(value, dtype=dtype, device=device)
-        if value.shape != matrices[key].shape:
-            raise TRCError(f"cost_params[{key!r}] must have shape {tuple(matrices[key].shape)}, "
-                           f"got {tuple(value.shape)}")
-        matrices[key] = value
-    return matrices["Q"], matrices["R"], matrices["Q_final"]
-
-
 def iteration_costs(problem, all_controls: Tensor, initial_states: Tensor, target_states: Tensor,
                     dynamics_fn: Rollout | None = None, cost_params: Mapping | None = None
                     ) -> tuple[Tensor, Tensor]:
@@ -218,7 +204,8 @@ def iteration_costs(problem, all_controls: Tensor, initial_states: Tensor, targe
     stacked on the batch axis, so the simulator runs once on ``B (K+1)`` samples.
 
     Args:
-        problem: a :class:`~trc.problems.ControlProblem` (bound, cost, simulator).
+        problem: a :class:`~trc.problems.ControlProblem` (bound, cost, simulator) or a
+            :class:`~trc.simulator.Simulator` standing in for one.
         all_controls: ``[B, K+1, T, n_u]``.
         initial_states: ``x0 [B, n_x]``.
         target_states: ``[B, n_x]``.
@@ -228,16 +215,14 @@ def iteration_costs(problem, all_controls: Tensor, initial_states: Tensor, targe
     Returns:
         ``costs [B, K+1]`` and ``final_errors [B, K+1]``.
     """
+    sim = simulator(problem, dynamics_fn, cost_params)
     B, K1, T, n_u = all_controls.shape
     U = clip_to_bound(problem, all_controls).reshape(B * K1, T, n_u)
     x0 = initial_states.repeat_interleave(K1, dim=0)                      # (B(K+1), n_x)
     target = target_states.to(x0.dtype).repeat_interleave(K1, dim=0)      # (B(K+1), n_x)
-    X = (dynamics_fn or problem.rollout)(x0, U)                           # (B(K+1), T+1, n_x)
-    if cost_params:
-        Q, R, Qf = cost_matrices(problem, cost_params, X.dtype, X.device)
-        problem = problem.replace(Q=Q.tolist(), R=R.tolist(), Qf=Qf.tolist())
-    costs = problem.cost(X, U, target).view(B, K1)
-    errors = problem.final_error(X, target).view(B, K1)
+    X = sim.rollout(x0, U)                                                # (B(K+1), T+1, n_x)
+    costs = sim.cost(X, U, target).view(B, K1)
+    errors = sim.final_error(X, target).view(B, K1)
     return costs, errors
 
 

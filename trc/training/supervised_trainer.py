@@ -17,7 +17,10 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from trc.data.datasets import as_batch
 from trc.errors import TRCError
+from trc.problems.vanderpol import simulate_vanderpol_torch  # the seed imports it from here
+from trc.simulator import simulated_by, simulator
 from trc.training.process_supervision import DEFAULT_VARIANT, compute_process_supervision_loss, iteration_costs
 from trc.training.trainer import TrainConfig, Trainer
 
@@ -29,38 +32,41 @@ def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | Non
     """Success rate, mean final error and mean cost of the model's final controls.
 
     Controls are clipped to the bound and simulated (``dynamics_fn`` or the
-    problem's rollout); costs use the problem's ``Q, R, Qf`` unless
-    ``cost_params`` overrides them.
+    problem's rollout, also in the model's feedback); costs use the problem's
+    ``Q, R, Qf`` unless ``cost_params`` overrides them.
 
     Args:
         model: a :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl` (``model.problem`` is used).
-        val_loader: dict batches with ``initial_states``, ``target_states`` and
-            optionally the expert's ``costs``.
+        val_loader: batches of start states (anything :func:`trc.data.datasets.as_batch` reads;
+            the expert's ``costs`` are used when the batches are dicts that carry them).
 
     Returns:
         ``success`` (fraction), ``final_error``, ``cost`` (means over samples) and, when the
         batches carry expert costs, ``cost_over_expert`` (ratio of the means).
     """
     problem = model.problem
+    sim = simulator(problem, dynamics_fn, cost_params)
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
     totals = {"success": 0.0, "final_error": 0.0, "cost": 0.0, "expert_cost": 0.0}
     n = 0
-    for batch in val_loader:
-        x0 = batch["initial_states"].to(device, dtype)
-        target = batch["target_states"].to(device, dtype)
-        U = model(x0, target).controls
-        costs, errors = iteration_costs(problem, U[:, None], x0, target, dynamics_fn, cost_params)
-        totals["success"] += (errors < problem.success_tol).sum().item()
-        totals["final_error"] += errors.sum().item()
-        totals["cost"] += costs.sum().item()
-        totals["expert_cost"] += batch["costs"].sum().item() if "costs" in batch else math.nan
-        n += x0.shape[0]
+    with simulated_by(model, sim):
+        for batch in val_loader:
+            batch = as_batch(batch, problem)
+            x0 = torch.as_tensor(batch["initial_states"]).to(device, dtype)
+            target = torch.as_tensor(batch["target_states"]).to(device, dtype)
+            U = model(x0, target).controls
+            costs, errors = iteration_costs(sim, U[:, None], x0, target)
+            totals["success"] += (errors < problem.success_tol).sum().item()
+            totals["final_error"] += errors.sum().item()
+            totals["cost"] += costs.sum().item()
+            totals["expert_cost"] += batch["costs"].sum().item() if "costs" in batch else math.nan
+            n += x0.shape[0]
     if n == 0:
         raise TRCError("the validation data is empty")
     out = {k: v / n for k, v in totals.items()}
     expert = out.pop("expert_cost")
-    if math.isfinite(expert) and cost_params is None:
+    if math.isfinite(expert) and sim is problem:  # the expert's costs are the problem's
         out["cost_over_expert"] = out["cost"] / expert
     return out
 
@@ -76,19 +82,25 @@ class ProcessSupervisionObjective:
                  dynamics_fn: Callable | None = None, cost_params: Mapping | None = None,
                  value_weight: float = 0.01):
         self.problem, self.weight, self.variant = problem, process_weight, variant
-        self.dynamics_fn, self.cost_params, self.value_weight = dynamics_fn, cost_params, value_weight
+        self.simulator, self.value_weight = simulator(problem, dynamics_fn, cost_params), value_weight
 
-    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor]):
-        out = model(batch["initial_states"], batch["target_states"], return_all_iterations=True)
+    def __call__(self, model: nn.Module, batch):
+        batch = as_batch(batch, self.problem)
+        with simulated_by(model, self.simulator):
+            out = model(batch["initial_states"], batch["target_states"], return_all_iterations=True)
         return self.loss_of(out, batch, getattr(model, "value_predictor", None))
 
-    def loss_of(self, out, batch: Mapping[str, Tensor], value_predictor: nn.Module | None = None):
-        """The loss of a model output (``all_controls``, ``all_latents``) on ``batch``."""
+    def loss_of(self, out, batch, value_predictor: nn.Module | None = None):
+        """The loss of a model output (``all_controls``, ``all_latents``) on ``batch`` (see
+        :func:`trc.data.datasets.as_batch`; it needs the expert's ``control_sequences``)."""
+        batch = as_batch(batch, self.problem)
+        if "control_sequences" not in batch:
+            raise TRCError("training batches need the expert's controls: (x0, U), (x0, target, U) "
+                           "or a dict with 'control_sequences'")
         return compute_process_supervision_loss(
-            self.problem, out.all_controls, batch["control_sequences"], batch["initial_states"],
-            batch["target_states"], self.weight, dynamics_fn=self.dynamics_fn, cost_params=self.cost_params,
-            variant=self.variant, value_predictor=value_predictor, all_latents=out.all_latents,
-            value_weight=self.value_weight)
+            self.simulator, out.all_controls, batch["control_sequences"], batch["initial_states"],
+            batch["target_states"], self.weight, variant=self.variant, value_predictor=value_predictor,
+            all_latents=out.all_latents, value_weight=self.value_weight)
 
 
 def checkpoint_io(metadata: Mapping[str, Any]):
@@ -140,16 +152,20 @@ def train_with_process_supervision(
     Args:
         model: a :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl`; ``model.problem`` supplies the
             bound, the cost and the simulator.
-        train_loader: dict batches (``trc.data.datasets.make_loader``).
-        val_loader: dict batches for validation, or None (the best epoch is then the lowest
-            training loss).
-        dynamics_fn: ``(x0, U) -> X`` replacing the problem's rollout in loss and validation.
+        train_loader: batches of start states and expert controls: the dicts of
+            ``trc.data.datasets.make_loader``, or tuples ``(x0, U)`` / ``(x0, target, U)``
+            (``DataLoader(TensorDataset(x0, U))``; see :func:`trc.data.datasets.as_batch`).
+        val_loader: batches for validation (the same kinds), or None (the best epoch is then the
+            lowest training loss).
+        dynamics_fn: ``(x0 [B, n_x], U [B, T, n_u]) -> X [B, T+1, n_x]`` replacing the problem's
+            rollout everywhere in this run: the loss, validation and the model's own feedback.
         epochs, lr: passes over the data and peak learning rate.
         process_weight: ``lambda >= 0``; 0 is behavior cloning.
         value_predictor: optional value head, trained on every iterate's cost and saved with
             the model (as ``model.value_predictor``).
         value_weight: weight of the value loss.
-        cost_params: optional ``Q``, ``R``, ``Q_final`` replacing the problem's.
+        cost_params: optional ``Q``, ``R``, ``Q_final`` replacing the problem's, everywhere in
+            this run as ``dynamics_fn`` is.
         variant: process term, a key of :data:`trc.training.process_supervision.PROCESS_VARIANTS`.
         output_dir: where ``best_model.pt`` and ``last_model.pt`` go; None writes nothing.
         resume: continue from ``output_dir/last_model.pt`` when it exists.
@@ -192,3 +208,7 @@ def train_behavior_cloning(model: nn.Module, train_loader, val_loader=None, epoc
     """
     return train_with_process_supervision(model, train_loader, val_loader, epochs=epochs, lr=lr,
                                           process_weight=0.0, **kwargs)
+
+
+__all__ = ["ProcessSupervisionObjective", "simulate_vanderpol_torch", "train_behavior_cloning",
+           "train_with_process_supervision", "validation_metrics"]
