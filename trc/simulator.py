@@ -79,6 +79,12 @@ class Simulator:
             raise TRCError(f"dynamics_fn must return states [B, T+1, n_x] = {list(expected)}, got {got}")
         return X
 
+    def step(self, x: Tensor, u: Tensor) -> Tensor:
+        """One step ``x [B, n_x], u [B, n_u] -> x_next [B, n_x]``: ``dynamics_fn`` over one control if given."""
+        if self.dynamics_fn is None:
+            return self.problem.step(x, u)
+        return self.rollout(x, u.unsqueeze(1))[:, -1]
+
 
 def simulator(problem, dynamics_fn: Rollout | None = None, cost_params: Mapping | None = None):
     """``problem`` itself when nothing replaces its rollout or cost, else a :class:`Simulator`."""

@@ -177,7 +177,8 @@ class RefinementEvaluator:
         """Run the model as a receding-horizon controller from the data's starts.
 
         See :func:`trc.evaluation.closed_loop.closed_loop`; ``data`` is a dataset dict or a
-        loader of dict batches as for :meth:`evaluate`.
+        loader as for :meth:`evaluate`.  The plant is the evaluator's simulator (its
+        ``dynamics_fn`` one step at a time, and its ``cost_params``).
 
         Returns:
             One :class:`~trc.evaluation.closed_loop.ClosedLoopResult` over all ``N`` starts.
@@ -185,11 +186,12 @@ class RefinementEvaluator:
         from trc.evaluation.closed_loop import ClosedLoopResult, closed_loop
 
         parts = []
-        for batch in _batches(data, batch_size):
-            x0 = torch.as_tensor(batch["initial_states"]).to(self.device, torch.float64)
-            target = batch.get("target_states")
-            parts.append(closed_loop(self.model, x0, replan_every, problem=self.problem,
-                                     target=None if target is None else torch.as_tensor(target).to(x0)))
+        with simulated_by(self.model, self.simulator):
+            for batch in _batches(data, batch_size, self.problem):
+                x0 = torch.as_tensor(batch["initial_states"]).to(self.device, torch.float64)
+                target = batch.get("target_states")
+                parts.append(closed_loop(self.model, x0, replan_every, problem=self.simulator,
+                                         target=None if target is None else torch.as_tensor(target).to(x0)))
         if not parts:
             raise TRCError("the test data is empty")
         cat = {k: torch.cat([getattr(r, k) for r in parts]) for k in ("X", "U", "cost", "final_error", "success")}
