@@ -15,6 +15,8 @@ import torch
 import trc.adjoint
 from trc import get_problem, rk4, rollout
 from trc.adjoint import rk4_rollout
+from trc.problems import PROBLEMS
+from trc.rk4_forward import rk4_forward, second_order_forward
 
 F64 = torch.float64
 
@@ -54,6 +56,58 @@ def test_fast_rollout_equals_plain_rollout(name):
     X = problem.rollout(x0.requires_grad_(), U.requires_grad_())  # the adjoint path's forward
     assert X.requires_grad and torch.allclose(X.detach(), expected, rtol=0, atol=1e-12)
     assert not X.is_inference()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_fast_paths_equal_the_plain_reference(name, dtype):
+    """Every problem, both dtypes: what ``problem.rollout`` returns and its gradients, to 1e-5."""
+    problem = get_problem(name)
+    x0, U = (t.to(dtype) for t in random_inputs(problem, 33, problem.horizon, seed=3))
+    weight = torch.randn(33, problem.horizon + 1, problem.n_x, generator=torch.Generator().manual_seed(1))
+    weight = weight.to(dtype)
+    results = []
+    for simulate in (problem.rollout, lambda a, b: plain(problem, a, b)):
+        with torch.no_grad():
+            X_no_grad = simulate(x0, U)
+        a, b = x0.clone().requires_grad_(), U.clone().requires_grad_()
+        X = simulate(a, b)
+        (X * weight).sum().backward()
+        results.append((X_no_grad, X.detach(), a.grad, b.grad))
+    for fast, reference in zip(*results):  # to 1e-5 of the largest entry (float32 rounding over T steps)
+        assert fast.dtype == dtype and fast.shape == reference.shape
+        assert (fast - reference).abs().max() <= 1e-5 * reference.abs().max().clamp_min(1.0)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_acceleration_agrees_with_the_dynamics(name):
+    problem = get_problem(name)
+    if problem._own("acceleration") is None:
+        pytest.skip(f"{name} does not provide an acceleration")
+    x, U = random_inputs(problem, 9, 1)
+    u = U[:, 0]
+    m = problem.n_x // 2
+    out = torch.full((m, 9), float("nan"), dtype=F64)
+    problem.acceleration(x[:, :m].t().contiguous(), x[:, m:].t().contiguous(), u.t().contiguous(), out)
+    xdot = problem.dynamics(x, u)
+    assert torch.allclose(xdot[:, :m], x[:, m:], rtol=0, atol=0)  # q' = v
+    assert torch.allclose(out.t(), xdot[:, m:], rtol=1e-12, atol=1e-12)
+
+
+def test_both_forward_loops_equal_the_plain_rollout():
+    """The generic loop and the second-order one, on the rotation ``q'' = -q + u``."""
+    def acceleration(q, v, u, out):
+        torch.sub(u, q, out=out)
+
+    x0 = torch.randn(4, 2, dtype=F64)
+    U = torch.randn(4, 13, 1, dtype=F64)
+    expected = rollout(rk4(rotation, 0.1), x0, U)
+    for X in (rk4_forward(rotation, 0.1, x0, U), second_order_forward(acceleration, 0.1, x0, U),
+              rk4_rollout(rotation, 0.1, x0, U, rotation_jacobians, acceleration)):
+        assert X.shape == (4, 14, 2) and X.is_contiguous() and not X.is_inference()
+        assert torch.allclose(X, expected, rtol=0, atol=1e-12)
+    empty = second_order_forward(acceleration, 0.1, x0, U[:, :0])
+    assert torch.equal(empty, x0.unsqueeze(1))
 
 
 @pytest.mark.parametrize("wrt", ["both", "x0", "U"])

@@ -6,12 +6,15 @@ operation (a few microseconds), not by arithmetic: a Van der Pol rollout of
 backward through autograd.  :func:`rk4_rollout` computes the same trajectory
 and the same gradients with far fewer operations.
 
-**Forward.**  The RK4 loop of :func:`trc.dynamics.rk4` with its stage
-combinations written as a minimum of fused ``add`` calls, run without
-recording a graph.  For the backward pass it keeps the stage states
+**Forward.**  The RK4 loop without a graph, in few operations
+(:mod:`trc.rk4_forward`; fused further for second-order problems that
+supply their acceleration).  It keeps only the trajectory; the backward pass
+recomputes the stage states of all steps at once from it,
 
     z1 = x_t,  z2 = x_t + h/2 k1,  z3 = x_t + h/2 k2,  z4 = x_t + h k3,
-    k_s = f(z_s, u_t),  x_{t+1} = x_t + h/6 (k1 + 2 k2 + 2 k3 + k4).
+    k_s = f(z_s, u_t),  x_{t+1} = x_t + h/6 (k1 + 2 k2 + 2 k3 + k4),
+
+as four batched calls of ``f`` on the ``c B`` rows of a run of ``c`` steps.
 
 **Backward (discrete adjoint).**  With ``A_s = df/dx`` and ``B_s = df/du``
 at ``(z_s, u_t)``, the Jacobians of one step follow by the chain rule through
@@ -24,7 +27,7 @@ the stages, written for the block ``J_s = [dk_s/dx_t | dk_s/du_t]``
 
 None of this depends on the gradient, so it is computed for many steps and
 all samples at once: one call of the problem's ``jacobians`` on the ``4 c B``
-stage states of ``c`` steps (``c B`` about :data:`CHUNK_ROWS`, so that the
+recomputed stage states of ``c`` steps (``c B`` about :data:`CHUNK_ROWS`, so that the
 temporaries stay in cache), then elementwise products on an entry-major
 layout (one contiguous row per matrix entry), much faster than ``bmm`` on
 tiny matrices.  What remains serial is ``n_x`` multiply-adds per step: with
@@ -51,6 +54,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from trc.dynamics import Dynamics, rk4, rollout
+from trc.rk4_forward import Acceleration, rk4_forward, second_order_forward
 
 Tensor = torch.Tensor
 Jacobians = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -59,7 +63,7 @@ CHUNK_ROWS = 8192  # step-sample pairs whose step Jacobians are computed togethe
 
 
 def rk4_rollout(f: Dynamics, dt: float, x0: Tensor, U: Tensor,
-                jacobians: Jacobians | None = None) -> Tensor:
+                jacobians: Jacobians | None = None, acceleration: Acceleration | None = None) -> Tensor:
     """Simulate ``xdot = f(x, u)`` by RK4 along ``U``; fast forward and backward.
 
     Equal to ``rollout(rk4(f, dt), x0, U)`` (to rounding), including gradients.
@@ -73,45 +77,46 @@ def rk4_rollout(f: Dynamics, dt: float, x0: Tensor, U: Tensor,
         jacobians: ``(x, u) -> (df/dx [B, n_x, n_x], df/du [B, n_x, n_u])``.
             With it, gradients come from the hand-written adjoint; without
             it, from autograd through the loop.
+        acceleration: for a second-order ``f`` (``x = (q, v)``, ``q' = v``), ``v'``
+            row-major as :func:`trc.rk4_forward.second_order_forward` takes it:
+            the forward loop then runs fused.
 
     Returns:
         The trajectory ``X [B, T+1, n_x]`` with ``X[:, 0] == x0``.
     """
     if not (torch.is_grad_enabled() and (x0.requires_grad or U.requires_grad)):
-        return torch.stack(_forward(f, dt, x0, U, None), dim=1)
+        return _forward(f, dt, x0, U, acceleration)
     if jacobians is None or U.shape[1] == 0:
         return rollout(rk4(f, dt), x0, U)
-    return _RK4Adjoint.apply(x0, U, f, jacobians, dt)
+    return _RK4Adjoint.apply(x0, U, f, jacobians, acceleration, dt)
 
 
-def _forward(f: Dynamics, dt: float, x0: Tensor, U: Tensor,
-             stages: list[list[Tensor]] | None) -> list[Tensor]:
-    """The RK4 loop without a graph; returns ``[x_0, ..., x_T]``.
+def _forward(f: Dynamics, dt: float, x0: Tensor, U: Tensor, acceleration: Acceleration | None) -> Tensor:
+    """The trajectory without a graph, by the fused loop where the problem allows it."""
+    if acceleration is not None:
+        return second_order_forward(acceleration, dt, x0, U)
+    return rk4_forward(f, dt, x0, U)
 
-    If ``stages`` is a list of four lists, the stage states ``z1..z4`` of each
-    step are appended to them.  Runs in inference mode (the cheapest dispatch);
-    the results are inference tensors, so callers stack them outside it.
+
+def _stage_states(f: Dynamics, dt: float, X: Tensor, U: Tensor) -> Tensor:
+    """The RK4 stage states ``z1..z4`` of steps ``x_t -> x_{t+1}``, all computed at once.
+
+    Args:
+        f: the dynamics.
+        dt: step length.
+        X: the states ``x_t`` of ``c`` steps, ``[c, B, n_x]``.
+        U: their controls ``[c, B, n_u]``.
+
+    Returns:
+        ``Z [4, c, B, n_x]`` (stage-major).
     """
-    h2, h6 = 0.5 * dt, dt / 6.0
-    x = x0
-    xs = [x0]
-    with torch.inference_mode():
-        for u in U.transpose(0, 1).contiguous().unbind(0):  # contiguous u_t: cheaper reads in f
-            k1 = f(x, u)
-            z2 = torch.add(x, k1, alpha=h2)
-            k2 = f(z2, u)
-            z3 = torch.add(x, k2, alpha=h2)
-            k3 = f(z3, u)
-            z4 = torch.add(x, k3, alpha=dt)
-            k4 = f(z4, u)
-            if stages is not None:
-                for zs, z in zip(stages, (x, z2, z3, z4)):
-                    zs.append(z)
-            s = torch.add(k1, k4)
-            s.add_(k2, alpha=2.0).add_(k3, alpha=2.0)
-            x = torch.add(x, s, alpha=h6)
-            xs.append(x)
-    return xs
+    c, B, n = X.shape
+    u = U.reshape(c * B, -1)
+    Z = X.new_empty(4, c * B, n)
+    Z[0] = X.reshape(c * B, n)
+    for s, a in ((1, 0.5 * dt), (2, 0.5 * dt), (3, dt)):
+        torch.add(Z[0], f(Z[s - 1], u), alpha=a, out=Z[s])
+    return Z.view(4, c, B, n)
 
 
 def _step_jacobians(jacobians: Jacobians, Z: Tensor, U: Tensor, dt: float) -> Tensor:
@@ -173,35 +178,35 @@ class _RK4Adjoint(torch.autograd.Function):
     """RK4 rollout with the discrete adjoint as its backward (see module docstring)."""
 
     @staticmethod
-    def forward(ctx, x0: Tensor, U: Tensor, f: Dynamics, jacobians: Jacobians, dt: float) -> Tensor:
-        stages: list[list[Tensor]] = [[], [], [], []]
-        xs = _forward(f, dt, x0, U, stages)
-        ctx.stages = stages
-        ctx.jacobians, ctx.dt = jacobians, dt
-        ctx.save_for_backward(x0, U)  # unpacking checks that neither was changed in place
-        return torch.stack(xs, dim=1)
+    def forward(ctx, x0: Tensor, U: Tensor, f: Dynamics, jacobians: Jacobians,
+                acceleration: Acceleration | None, dt: float) -> Tensor:
+        X = _forward(f, dt, x0, U, acceleration)
+        ctx.f, ctx.jacobians, ctx.dt = f, jacobians, dt
+        ctx.save_for_backward(x0, U, X)  # unpacking checks that none was changed in place
+        return X
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gX: Tensor):
-        _, U = ctx.saved_tensors
+        _, U, X = ctx.saved_tensors
         n = gX.shape[2]
         with torch.inference_mode():
-            Y = _adjoint(ctx.stages, ctx.jacobians, ctx.dt, gX, U)
+            Y = _adjoint(ctx.f, ctx.jacobians, ctx.dt, X, gX, U)
         # copies made outside inference mode are ordinary tensors
         gx0 = Y[0, :n].t().clone() if ctx.needs_input_grad[0] else None
         gU = Y[:, n:].permute(2, 0, 1).clone(memory_format=torch.contiguous_format) \
             if ctx.needs_input_grad[1] else None
-        return gx0, gU, None, None, None
+        return gx0, gU, None, None, None, None
 
 
-def _adjoint(stages: list[list[Tensor]], jacobians: Jacobians, dt: float, gX: Tensor, U: Tensor) -> Tensor:
+def _adjoint(f: Dynamics, jacobians: Jacobians, dt: float, X: Tensor, gX: Tensor, U: Tensor) -> Tensor:
     """The backward recursion ``[lambda_t | dL/du_t] = [g_t | 0] + lambda_{t+1} W_t``.
 
     Args:
-        stages: the four lists of stage states ``z1..z4`` saved by the forward pass.
+        f: the dynamics (to recompute the stage states).
         jacobians: the problem's analytic Jacobians.
         dt: step length.
+        X: the trajectory ``[B, T+1, n_x]``.
         gX: ``dL/dX [B, T+1, n_x]``.
         U: controls ``[B, T, n_u]``.
 
@@ -218,11 +223,11 @@ def _adjoint(stages: list[list[Tensor]], jacobians: Jacobians, dt: float, gX: Te
     Gs, Ys = G.unbind(0), Y.unbind(0)
     rows = [Y[:, k:k + 1].unbind(0) for k in range(n)]  # rows[k][t] = lambda_t[k], [1, B]
     lam = [gX[:, T, k].unsqueeze(0) for k in range(n)]
-    Ut = U.transpose(0, 1).contiguous()
+    Xt, Ut = X.transpose(0, 1).contiguous(), U.transpose(0, 1).contiguous()
     c = max(1, CHUNK_ROWS // B)  # steps whose W is computed together (bounds memory)
     for t1 in range(T, 0, -c):
         t0 = max(0, t1 - c)
-        Z = torch.stack([z for zs in stages for z in zs[t0:t1]]).view(4, t1 - t0, B, n)
+        Z = _stage_states(f, dt, Xt[t0:t1], Ut[t0:t1])
         W = _step_jacobians(jacobians, Z, Ut[t0:t1], dt)
         Wk = [W[k].unbind(1) for k in range(n)]  # Wk[k][t - t0] = row k of W_t, [n + m, B]
         for t in range(t1 - 1, t0 - 1, -1):

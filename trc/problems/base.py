@@ -12,7 +12,8 @@ Shapes follow :mod:`trc.dynamics`; every method is batched and differentiable.
 
 To add a problem, subclass :class:`ControlProblem` in a small file, implement
 :meth:`~ControlProblem.dynamics` (and, for the fast simulator,
-:meth:`~ControlProblem.jacobians`), and add one line to the registry in
+:meth:`~ControlProblem.jacobians` and, for a second-order system,
+:meth:`~ControlProblem.acceleration`), and add one line to the registry in
 :mod:`trc.problems`.
 """
 
@@ -85,6 +86,18 @@ class ControlProblem:
         """
         return None
 
+    def acceleration(self, q: Tensor, v: Tensor, u: Tensor, out: Tensor) -> None:
+        """For a second-order system only: write ``v' [m, B]`` into ``out``.
+
+        A problem whose state is positions and velocities, ``x = (q, v)`` with
+        ``q' = v`` (``n_x = 2 m``), may provide its acceleration ``v' = a(q, v, u)``
+        row-major (``q, v [m, B]``, ``u [n_u, B]``: one contiguous row per entry),
+        in as few torch operations as it can.  Then rollouts without gradient, and
+        the forward pass of those with, run fused (:func:`trc.rk4_forward.second_order_forward`);
+        otherwise they call :meth:`dynamics`.  It must agree with :meth:`dynamics`.
+        """
+        raise NotImplementedError
+
     def step(self, x: Tensor, u: Tensor) -> Tensor:
         """One RK4 step of length ``dt``: ``x [B, n_x], u [B, n_u] -> x_next [B, n_x]``."""
         return rk4(self.dynamics, self.dt)(x, u)
@@ -95,7 +108,8 @@ class ControlProblem:
         Controls are used as given; call :meth:`clip` first to enforce the bound.
         Equal to ``trc.dynamics.rollout(self.step, x0, U)`` with its gradients, but
         faster (:func:`trc.adjoint.rk4_rollout`); problems that implement
-        :meth:`jacobians` also get the hand-written adjoint as backward pass.
+        :meth:`jacobians` also get the hand-written adjoint as backward pass, and
+        those that implement :meth:`acceleration` a fused forward loop.
         """
         from trc.errors import TRCError
 
@@ -106,8 +120,12 @@ class ControlProblem:
         if x0.dtype != U.dtype or x0.device != U.device:
             raise TRCError(f"x0 and U must share dtype and device, got {x0.dtype} on {x0.device} "
                            f"and {U.dtype} on {U.device}")
-        own = type(self).jacobians is not ControlProblem.jacobians
-        return rk4_rollout(self.dynamics, self.dt, x0, U, self.jacobians if own else None)
+        return rk4_rollout(self.dynamics, self.dt, x0, U, self._own("jacobians"), self._own("acceleration"))
+
+    def _own(self, method: str):
+        """The bound method if this problem's class implements it (not the base's), else None."""
+        mine = getattr(type(self), method) is not getattr(ControlProblem, method)
+        return getattr(self, method) if mine else None
 
     # -- cost and success -------------------------------------------------------
     def target_like(self, x0: Tensor, target: Tensor | None = None) -> Tensor:

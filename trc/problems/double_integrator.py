@@ -30,6 +30,9 @@ class DoubleIntegrator(ControlProblem):
     def dynamics(self, x, u):
         return torch.stack([x[:, 1], u[:, 0]], dim=-1)
 
+    def acceleration(self, q, v, u, out):
+        out.copy_(u)
+
     def jacobians(self, x, u):
         B = x.shape[0]
         A = x.new_zeros(B, 2, 2)

@@ -36,6 +36,12 @@ class VanDerPol(ControlProblem):
         x1, x2 = x[:, 0], x[:, 1]
         return torch.stack([x2, self.mu * (1.0 - x1 * x1) * x2 - x1 + u[:, 0]], dim=-1)
 
+    def acceleration(self, q, v, u, out):
+        # v' = u + mu v - q - mu q (q v) = mu (1 - q^2) v - q + u, in four operations
+        qv = q * v
+        torch.add(u, v, alpha=self.mu, out=out)
+        out.sub_(q).addcmul_(q, qv, value=-self.mu)
+
     def jacobians(self, x, u):
         x1, x2 = x[:, 0], x[:, 1]
         # built entry by entry in contiguous rows (about twice as fast for the
