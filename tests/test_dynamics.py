@@ -58,25 +58,37 @@ def test_fast_rollout_equals_plain_rollout(name):
     assert not X.is_inference()
 
 
+def rollout_and_gradients(simulate, x0: torch.Tensor, U: torch.Tensor, weight: torch.Tensor):
+    """``X`` without gradient, ``X`` with, and the gradients of ``sum(X * weight)`` w.r.t. ``x0`` and ``U``."""
+    with torch.no_grad():
+        X_no_grad = simulate(x0, U)
+    a, b = x0.clone().requires_grad_(), U.clone().requires_grad_()
+    X = simulate(a, b)
+    (X * weight).sum().backward()
+    return X_no_grad, X.detach(), a.grad, b.grad
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_fast_paths_equal_the_plain_reference(name, dtype):
-    """Every problem, both dtypes: what ``problem.rollout`` returns and its gradients, to 1e-5."""
+    """Every problem: what ``problem.rollout`` returns and its gradients against plain autograd.
+
+    Both are measured against the plain float64 result: to 1e-5 of its largest entry,
+    or (float32 on an unstable problem, where the plain float32 path itself strays
+    further) no further than the plain path in the same dtype.
+    """
     problem = get_problem(name)
-    x0, U = (t.to(dtype) for t in random_inputs(problem, 33, problem.horizon, seed=3))
-    weight = torch.randn(33, problem.horizon + 1, problem.n_x, generator=torch.Generator().manual_seed(1))
-    weight = weight.to(dtype)
-    results = []
-    for simulate in (problem.rollout, lambda a, b: plain(problem, a, b)):
-        with torch.no_grad():
-            X_no_grad = simulate(x0, U)
-        a, b = x0.clone().requires_grad_(), U.clone().requires_grad_()
-        X = simulate(a, b)
-        (X * weight).sum().backward()
-        results.append((X_no_grad, X.detach(), a.grad, b.grad))
-    for fast, reference in zip(*results):  # to 1e-5 of the largest entry (float32 rounding over T steps)
-        assert fast.dtype == dtype and fast.shape == reference.shape
-        assert (fast - reference).abs().max() <= 1e-5 * reference.abs().max().clamp_min(1.0)
+    x0, U = random_inputs(problem, 33, problem.horizon, seed=3)
+    weight = torch.randn(33, problem.horizon + 1, problem.n_x, generator=torch.Generator().manual_seed(1),
+                         dtype=F64)
+    reference = rollout_and_gradients(lambda a, b: plain(problem, a, b), x0, U, weight)
+    inputs = (x0.to(dtype), U.to(dtype), weight.to(dtype))
+    fast = rollout_and_gradients(problem.rollout, *inputs)
+    slow = rollout_and_gradients(lambda a, b: plain(problem, a, b), *inputs)
+    for f, s, r in zip(fast, slow, reference):
+        assert f.dtype == dtype and f.shape == r.shape
+        error, plain_error = ((t.double() - r).abs().max() for t in (f, s))
+        assert error <= max(1e-5 * r.abs().max().clamp_min(1.0), 2 * plain_error), (error, plain_error)
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))

@@ -62,6 +62,11 @@ class Pendulum(ControlProblem):
         return torch.stack([omega, (self.g / self.l) * torch.sin(theta) - (self.b / ml2) * omega
                             + u[:, 0] / ml2], dim=-1)
 
+    def acceleration(self, q, v, u, out):
+        ml2 = self.m * self.l * self.l
+        torch.sin(q, out=out)
+        out.mul_(self.g / self.l).add_(v, alpha=-self.b / ml2).add_(u, alpha=1.0 / ml2)
+
     def jacobians(self, x, u):
         J = x.new_zeros(2, 3, x.shape[0])  # [df/dx | df/du], in contiguous rows like VanDerPol's
         ml2 = self.m * self.l * self.l
