@@ -1,4 +1,4 @@
-"""The ``trc`` command line: ``trc generate``, ``trc train``, ``trc analyze``.
+"""The ``trc`` command line: ``trc generate``, ``trc train``, ``trc analyze``, ``trc sweep``.
 
 Each subcommand maps its flags onto the library's functions and configs.  Bad
 input ends with one line on stderr and exit status 2, never a traceback.
@@ -12,6 +12,7 @@ import sys
 from trc.evaluation.analyze import add_analyze_command
 from trc.data.generate import add_generate_command
 from trc.errors import TRCError
+from trc.sweep.command import add_sweep_command
 from trc.training.train import add_train_command
 
 
@@ -23,10 +24,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``trc`` parser with its three subcommands."""
+    """The ``trc`` parser with its subcommands."""
     parser = _Parser(prog="trc", description="Tiny Recursive Control.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (add_generate_command, add_train_command, add_analyze_command):
+    for add in (add_generate_command, add_train_command, add_analyze_command, add_sweep_command):
         add(sub)
     return parser
 

@@ -137,6 +137,7 @@ def train_with_process_supervision(
     output_dir: str | Path | None = None,
     resume: bool = False,
     metadata: Mapping[str, Any] | None = None,
+    hooks: Mapping[str, Callable] | None = None,
     **config: Any,
 ) -> nn.Module:
     """Train ``model`` on expert demonstrations plus the cost of every refinement iterate.
@@ -170,6 +171,8 @@ def train_with_process_supervision(
         output_dir: where ``best_model.pt`` and ``last_model.pt`` go; None writes nothing.
         resume: continue from ``output_dir/last_model.pt`` when it exists.
         metadata: extra JSON-able entries stored in the checkpoints.
+        hooks: the trainer's callbacks (:meth:`~trc.training.trainer.Trainer.fit`), e.g.
+            ``on_epoch_end(record)``, which sees each epoch's validation metrics in ``record["val"]``.
         **config: further :class:`~trc.training.trainer.TrainConfig` fields (``weight_decay``,
             ``grad_clip``, ``patience``, ``seed``, ``device``, ``progress`` ...).
 
@@ -193,7 +196,8 @@ def train_with_process_supervision(
                                             value_weight)
     val_fn = None if val_loader is None else (
         lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
-    history = Trainer(cfg, save_fn, load_fn).fit(model, objective, train_loader, val_fn, resume=resume)
+    history = Trainer(cfg, save_fn, load_fn).fit(model, objective, train_loader, val_fn, hooks=hooks,
+                                                    resume=resume)
     model.training_history = history
     model.eval()
     return model

@@ -114,8 +114,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise TRCError(f"--device {args.device!r} asks for CUDA, which this machine does not have")
 
 
-def train_command(args: argparse.Namespace) -> int:
-    """``trc train``: validate the flags and the dataset, train, write checkpoints and history."""
+def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
+    """``trc train``: validate the flags and the dataset, train, write checkpoints and history.
+
+    ``hooks`` are handed to the trainer (``on_epoch_end(record)`` and the others of
+    :meth:`trc.training.trainer.Trainer.fit`); ``trc sweep`` reports each epoch's validation cost through them.
+    """
     from trc.data.datasets import check_dataset, dataset_problem, load_dataset, make_loader, split_dataset
     from trc.problems import get_problem
     from trc.models.value_predictor import create_value_predictor
@@ -153,7 +157,7 @@ def train_command(args: argparse.Namespace) -> int:
         process_weight=args.process_weight, value_predictor=value_predictor,
         value_weight=0.01 if args.value_weight is None else args.value_weight, variant=args.loss_variant,
         output_dir=out, resume=args.resume, metadata={"settings": settings}, seed=args.seed,
-        device=args.device, progress=not args.quiet)
+        device=args.device, progress=not args.quiet, hooks=hooks)
     history = model.training_history
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     best = history["epochs"][history["best_epoch"]]["val"] if history["best_epoch"] is not None else None

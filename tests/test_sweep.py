@@ -1,0 +1,171 @@
+"""``trc sweep``: workers sharing a study (journal file and PostgreSQL), dead workers, the report.
+
+Workers are real processes (``python -m trc.cli sweep``) on a tiny dataset with one- or two-epoch
+trials.  The PostgreSQL test starts a throwaway server from Debian's ``postgresql``; where that is
+missing it skips with the reason, unless ``TRC_REQUIRE_POSTGRES=1`` (set by ``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from trc import get_problem
+from trc.cli import main
+from trc.data.datasets import generate_dataset, save_dataset
+from trc.sweep import grid_results
+from trc.sweep.command import _train_parser
+from trc.sweep.grid import grid_cells, parse_grid
+from trc.sweep.objective import SLEEP_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ["--grid", "process_weight=0,1", "--grid", "seed=0,1,2"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "vdp.npz"
+    save_dataset(path, generate_dataset(get_problem("vanderpol", horizon=10), 24, seed=0))
+    return str(path)
+
+
+def sweep_argv(data, storage, out, *extra, study="s"):
+    return ["sweep", "--data", data, "--storage", storage, "--study_name", study, "--output_dir", str(out),
+            "--epochs", "1", "--batch_size", "8", "--heartbeat", "1", *extra]
+
+
+def worker(argv, sleep=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop(SLEEP_ENV, None)
+    if sleep is not None:
+        env[SLEEP_ENV] = str(sleep)
+    return subprocess.Popen([sys.executable, "-m", "trc.cli", *argv], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def two_workers_complete_the_grid(data, storage, out):
+    # Each trial sleeps a little after its epoch, so both workers are busy at once.
+    procs = [worker(sweep_argv(data, storage, out, *GRID), sleep=0.2) for _ in range(2)]
+    logs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    rows, cells = grid_results(storage, "s")
+    assert [r["state"] for r in rows] == ["complete"] * 6
+    assert sorted(json.dumps(r["flags"], sort_keys=True) for r in rows) == sorted(
+        json.dumps(c, sort_keys=True) for c in grid_cells({"process_weight": [0.0, 1.0], "seed": [0, 1, 2]}))
+    assert all("ran 0 trials" not in log for log in logs), logs  # both workers took trials
+    assert sorted(int(p.name) for p in out.iterdir() if p.name.isdigit()) == list(range(6))
+    assert sorted(c["seeds"] for c in cells) == [3, 3]
+    assert all(c["cost_std"] > 0 for c in cells)  # three seeds, three different runs
+
+
+def test_two_workers_share_a_journal_file(data, tmp_path):
+    two_workers_complete_the_grid(data, str(tmp_path / "sweep.journal"), tmp_path / "runs")
+
+
+def test_a_dead_workers_trial_is_retried_and_resumes(data, tmp_path, monkeypatch, capsys):
+    storage, out = str(tmp_path / "sweep.journal"), tmp_path / "runs"
+    argv = sweep_argv(data, storage, out, "--grid", "seed=0,1", "--epochs", "2")
+    doomed = worker(argv, sleep=300)  # sleeps after epoch 0 of its first trial
+    deadline = time.monotonic() + 60
+    while not (out / "0" / "last_model.pt").exists():
+        assert doomed.poll() is None and time.monotonic() < deadline, doomed.communicate()[0]
+        time.sleep(0.1)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    monkeypatch.delenv(SLEEP_ENV, raising=False)
+    assert main(argv) == 0  # a new worker: waits for the dead trial to go stale, then retries it
+    rows, _ = grid_results(storage, "s")
+    states = {r["number"]: (r["state"], r["flags"], r["retry_of"]) for r in rows}
+    assert states[0] == ("fail", {"seed": 0}, None)
+    retry = [r for r in rows if r["retry_of"] == 0]
+    assert [(r["state"], r["flags"]) for r in retry] == [("complete", {"seed": 0})]
+    assert sorted(r["flags"]["seed"] for r in rows if r["state"] == "complete") == [0, 1]
+    # The retry resumed the dead run's folder: epoch 0 came from its checkpoint.
+    assert [r["epoch"] for r in json.loads((out / "0" / "history.json").read_text())["epochs"]] == [0, 1]
+    study = optuna.load_study(storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)), study_name="s")
+    assert sorted(study.trials[retry[0]["number"]].intermediate_values) == [0, 1]
+    capsys.readouterr()
+    assert main(["sweep", "--report", "--storage", storage, "--study_name", "s", "--output_dir", str(out)]) == 0
+    assert "(retry of 0)" in capsys.readouterr().out
+    assert (out / "report.png").stat().st_size > 0 and json.loads((out / "report.json").read_text())["cells"]
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server on a free port, as the ``postgres`` user when run as root."""
+    required = os.environ.get("TRC_REQUIRE_POSTGRES") == "1"
+    missing = None
+    bindir = next((Path(p).parent for p in [shutil.which("initdb"), *sorted(
+        map(str, Path("/usr/lib/postgresql").glob("*/bin/initdb")))] if p), None)
+    if bindir is None:
+        missing = "PostgreSQL's initdb is not installed (Debian: apt-get install postgresql)"
+    else:
+        try:
+            import psycopg2  # noqa: F401
+        except ModuleNotFoundError:
+            missing = "psycopg2 is not installed (pip install -e '.[postgres]')"
+    if missing:
+        if required:
+            pytest.fail(missing)
+        pytest.skip(missing)
+    folder = Path(tempfile.mkdtemp(prefix="trc-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=60)  # noqa: E731
+    try:
+        run(str(bindir / "initdb"), "-D", str(folder / "db"), "-U", "trc", "--auth=trust")
+        run(str(bindir / "pg_ctl"), "-D", str(folder / "db"), "-l", str(folder / "log"), "-w", "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+        yield f"postgresql://trc@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(folder / "db"), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_database(data, tmp_path, postgres_url):
+    two_workers_complete_the_grid(data, postgres_url, tmp_path / "runs")
+
+
+def test_report_of_an_unknown_or_empty_study_is_one_sentence(tmp_path, capsys):
+    storage = str(tmp_path / "sweep.journal")
+    report = ["sweep", "--report", "--storage", storage, "--output_dir", str(tmp_path)]
+    assert main([*report, "--study_name", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no study 'nope'" in err
+    optuna.create_study(storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)), study_name="empty")
+    assert main([*report, "--study_name", "empty"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no trials" in err
+
+
+def test_grid_values_take_the_train_flags_types_and_bad_ones_are_refused(data, tmp_path, capsys):
+    grid = parse_grid(["seed=0,1", "use_two_level=true,false", "model_size=small", "lr=1e-3"], _train_parser())
+    assert grid == {"seed": [0, 1], "use_two_level": [True, False], "model_size": ["small"], "lr": [0.001]}
+    assert len(grid_cells(grid)) == 4
+    for spec, words in [("nonsense=1", "not a train flag"), ("data=x", "not a train flag"),
+                        ("seed=a", "not a valid int"), ("model_size=huge", "not one of"),
+                        ("seed", "name=v1,v2"), ("lr=-1", "--lr must be a positive number")]:
+        assert main(sweep_argv(data, str(tmp_path / "j"), tmp_path, "--grid", spec)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, (spec, err)
+    assert main(sweep_argv(data, str(tmp_path / "j"), tmp_path)) == 2  # no grid and no --n_trials
+    assert "--n_trials is required" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""``trc sweep``: many ``trc train`` runs as one Optuna study, on one machine or many.
+
+    trc sweep --data D --problem vanderpol --storage sweep.journal --study_name lambda \
+        --grid process_weight=0,0.1,1 --grid seed=0,1,2 --epochs 50
+    trc sweep --report --storage sweep.journal --study_name lambda
+
+Every ``trc train`` flag is also a sweep flag: it sets what every trial shares.  See
+:mod:`trc.sweep.worker` for how workers share a study and :mod:`trc.sweep.storage` for storages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from trc.errors import TRCError
+
+HEARTBEAT_S = 30.0
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    """A private copy of ``trc train``'s parser, whose flags the sweep parser inherits."""
+    from trc.training.train import add_train_command
+
+    sub = argparse.ArgumentParser(add_help=False).add_subparsers()
+    add_train_command(sub)
+    parser = sub.choices["train"]
+    for action in parser._actions:
+        if action.dest in ("data", "output_dir"):
+            action.required, action.default = False, None
+        if action.dest == "output_dir":
+            action.help = "trial n trains in OUTPUT_DIR/n; the report goes here too (default sweeps/STUDY_NAME)"
+        if action.dest in ("resume", "quiet"):
+            action.help = argparse.SUPPRESS  # a sweep always resumes its trials and trains quietly
+    return parser
+
+
+def add_sweep_command(sub) -> None:
+    """Add ``trc sweep`` to the CLI's subparsers."""
+    p = sub.add_parser(
+        "sweep", parents=[_train_parser()], add_help=False, conflict_handler="resolve",
+        help="run many trc train trials as an Optuna study, across processes and machines",
+        description="Run trials of trc train + validation as an Optuna study. With --grid, every cell of "
+                    "a grid over named train flags, once each; without it, a TPE search over learning rate, "
+                    "process weight (0 included), model size and iterations. The objective is the best "
+                    "epoch's validation cost; success is reported beside it. Run the same command on every "
+                    "machine: the workers share the study, a dead worker's trial is retried and resumes its "
+                    "run, and a killed sweep resumes where it stopped. Every train flag sets what all trials "
+                    "share. Trial n trains in --output_dir/n.")
+    p.add_argument("-h", "--help", action="help", help="show this help message and exit")
+    p.add_argument("--storage", required=True,
+                   help="an Optuna journal file path (default choice: no server; one machine, or machines "
+                        "sharing a file system), or a database URL such as postgresql://user:pw@host/db")
+    p.add_argument("--study_name", required=True, help="the study every worker joins")
+    p.add_argument("--grid", action="append", default=[], metavar="FLAG=V1,V2,...",
+                   help="a train flag and its values (repeat for a grid over several flags)")
+    p.add_argument("--n_trials", type=int, default=None,
+                   help="trials in the study: required without --grid; with it, the first N cells "
+                        "(default: all)")
+    p.add_argument("--pruner", choices=("median", "none"), default=None,
+                   help="stop trials whose validation cost is worse than the median of earlier trials at the "
+                        "same epoch (default: median for a search, none for a grid, whose every cell is wanted)")
+    p.add_argument("--heartbeat", type=float, default=HEARTBEAT_S,
+                   help="seconds between a running trial's heartbeats; a trial silent for twice this is "
+                        "retried by another worker (default %(default)s)")
+    p.add_argument("--report", action="store_true",
+                   help="print the study's table and write report.png and report.json into --output_dir")
+    p.set_defaults(func=sweep_command)
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """``trc sweep``: run this worker's trials, or ``--report``."""
+    output_dir = args.output_dir or str(Path("sweeps") / args.study_name)
+    if args.report:
+        from trc.sweep.report import write_report
+
+        print(write_report(args.storage, args.study_name, output_dir))
+        return 0
+    from trc.sweep.grid import NOT_SWEPT, grid_cells, parse_grid
+    from trc.sweep.objective import train_args
+    from trc.sweep.worker import run_worker
+    from trc.training.train import _check_args
+
+    if args.data is None:
+        raise TRCError("--data is required (except with --report)")
+    if not (math.isfinite(args.heartbeat) and args.heartbeat > 0):
+        raise TRCError(f"--heartbeat must be a positive number of seconds, got {args.heartbeat}")
+    grid = parse_grid(args.grid, _train_parser())
+    if args.n_trials is None and not grid:
+        raise TRCError("--n_trials is required without --grid")
+    if args.n_trials is not None and args.n_trials < 1:
+        raise TRCError(f"--n_trials must be >= 1, got {args.n_trials}")
+    n_trials = args.n_trials or len(grid_cells(grid))
+    for cell in grid_cells(grid)[:n_trials] if grid else [{}]:  # every trial's flags checked at the door
+        _check_args(train_args(args, cell, Path(output_dir)))
+    shared = {a.dest: getattr(args, a.dest) for a in _train_parser()._actions
+              if a.option_strings and a.dest not in NOT_SWEPT and a.dest not in grid}
+    spec = {"grid": grid or None, "n_trials": n_trials, "flags": shared, "problem": args.problem}
+    prune = (args.pruner or ("none" if grid else "median")) == "median"
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    done = run_worker(args, spec, args.heartbeat, prune, output_dir)
+    print(f"trc sweep: this worker ran {sum(done.values())} trials ({done['complete']} complete, "
+          f"{done['pruned']} pruned, {done['fail']} failed); nothing is left to run in study "
+          f"{args.study_name!r}. Report: trc sweep --report --storage {args.storage} "
+          f"--study_name {args.study_name}")
+    return 0

@@ -1,0 +1,134 @@
+"""Where a sweep's study lives, and how a dead worker's trial is noticed and retried.
+
+``--storage`` is either a plain path, an Optuna journal file (``JournalFileBackend``: no server,
+what Optuna recommends for several processes on one machine, and fine for machines sharing a file
+system), or any database URL Optuna accepts (``postgresql://user:pass@host/db``, ``sqlite:///f.db``),
+for machines without a shared file system.
+
+Every running trial beats a heartbeat every ``heartbeat`` seconds.  A trial whose worker has not
+beaten for two intervals is stale: the next worker to look marks it failed and enqueues a copy of
+it (same flags, same run folder), which the first free worker takes and resumes from its last
+checkpoint.  A database storage uses Optuna's own heartbeat (``RDBStorage(heartbeat_interval=...)``
+with ``RetryHeartbeatStaleTrialCallback``, the successor of ``RetryFailedTrialCallback``); a journal
+file, which has none, keeps the beat as a trial system attribute and is checked here the same way.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from trc.errors import TRCError
+
+BEAT = "trc_heartbeat"   # the journal file's heartbeat: a trial system attribute, seconds since the epoch
+MAX_RETRY = 3            # a trial whose workers die this many times is left failed
+
+
+def _retry() -> RetryHeartbeatStaleTrialCallback:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY, inherit_intermediate_values=True)
+
+
+def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
+    """The Optuna storage ``url`` names: a journal file for a plain path, else a database.
+
+    Args:
+        url: a file path (journal) or a database URL containing ``://``.
+        heartbeat: seconds between a running trial's heartbeats (None: no heartbeat, for reading).
+
+    Raises:
+        TRCError: the URL cannot be opened (one sentence, with the driver to install if one is missing).
+    """
+    if "://" not in url:
+        path = Path(url)
+        if not path.parent.is_dir():
+            raise TRCError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith(("postgresql://", "postgres://")):
+        # The postgres extra's driver (psycopg 3), whichever driver SQLAlchemy picks for the bare scheme.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    kwargs = {}
+    if heartbeat is not None:
+        kwargs = dict(heartbeat_interval=max(1, round(heartbeat)), grace_period=max(2, round(2 * heartbeat)),
+                      heartbeat_stale_trial_callback=_retry())
+    for attempt in range(5):  # workers opening a new database race to create its tables
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+        except ImportError as e:
+            cause = e if isinstance(e, ModuleNotFoundError) else e.__cause__ or e.__context__
+            driver = getattr(cause, "name", None) or "its database driver"
+            raise TRCError(f"--storage {url!r} needs {driver!r}, which is not installed; for PostgreSQL: "
+                           f"pip install 'trc[postgres]'") from None
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors are many; one sentence for all
+            if attempt < 4 and ("already exists" in str(e) or "duplicate key" in str(e)):
+                time.sleep(0.5 + random.random())
+                continue
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TRCError(f"cannot open --storage {url!r}: {first}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def fail_stale_trials(study: optuna.Study, interval: float) -> None:
+    """Mark failed every running trial that has not beaten for ``2 * interval`` s, and enqueue its retry.
+
+    Safe with many workers: only the one whose state change wins enqueues the retry.
+    """
+    storage = study._storage
+    if isinstance(storage, RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+        return
+    now = time.time()
+    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.system_attrs.get(BEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
+        if now - beat <= 2 * interval:
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        _retry()(study, storage.get_trial(trial._trial_id))
+
+
+class Heartbeat:
+    """A thread that beats for one running trial until stopped (use as a context manager)."""
+
+    def __init__(self, study: optuna.Study, trial_id: int, interval: float | None):
+        self.storage, self.trial_id, self.interval = study._storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def beat(self) -> None:
+        if isinstance(self.storage, RDBStorage):
+            self.storage.record_heartbeat(self.trial_id)
+        else:
+            self.storage.set_trial_system_attr(self.trial_id, BEAT, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # noqa: BLE001 - a missed beat only makes the trial look stale later
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        if self.interval is not None:
+            self.beat()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

@@ -1,0 +1,127 @@
+"""A sweep worker: join (or create) the study, then take trials until the sweep is done.
+
+Every machine runs the same ``trc sweep`` command; each is a worker of one shared study.
+
+- The worker that creates the study writes down what is swept (the study's ``trc_sweep`` user
+  attribute) and, for a grid, enqueues every cell once as a waiting trial.  Workers joining later
+  wait for that record and refuse to join a study swept over something else.
+- A grid worker only ever takes a *waiting* trial; taking one is a single state change in the
+  storage that exactly one worker wins, so no cell is ever trained twice.  A search worker asks the
+  TPE sampler for a new trial while the study has fewer than ``n_trials``.
+- Before each trial, trials whose worker stopped beating are failed and re-enqueued
+  (:mod:`trc.sweep.storage`); their retry resumes the dead worker's run folder.  A worker stops when
+  nothing is waiting and nothing is running elsewhere, so a dead worker's trial is never lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from trc.errors import TRCError
+from trc.sweep.grid import grid_cells
+from trc.sweep.objective import objective
+from trc.sweep.storage import Heartbeat, fail_stale_trials, open_storage
+
+SPEC = "trc_sweep"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _sampler_and_pruner(grid: dict | None, prune: bool):
+    # Unseeded: workers with one seed would draw the same start-up samples.
+    sampler = None if grid else optuna.samplers.TPESampler()
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1) if prune else optuna.pruners.NopPruner()
+    return sampler, pruner
+
+
+def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: float = 60.0) -> optuna.Study:
+    """Create the study ``name`` with ``spec`` (enqueuing a grid's cells) or join it if it exists.
+
+    Raises:
+        TRCError: the existing study sweeps something else, or its creator never finished creating it.
+    """
+    sampler, pruner = _sampler_and_pruner(spec["grid"], prune)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
+                                    sampler=sampler, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+        deadline = time.monotonic() + wait_s
+        while SPEC not in study.user_attrs:
+            if time.monotonic() > deadline:
+                raise TRCError(f"study {name!r} exists but is not a trc sweep (or its creator died while "
+                               f"creating it); choose another --study_name") from None
+            time.sleep(0.2)
+        theirs = study.user_attrs[SPEC]
+        if theirs != spec:
+            diff = next(k for k in spec if theirs.get(k) != spec[k])
+            raise TRCError(f"study {name!r} sweeps with {diff} = {theirs.get(diff)!r}, not {spec[diff]!r}; "
+                           f"run the same command on every worker, or choose another --study_name") from None
+        return study
+    for cell in grid_cells(spec["grid"] or {})[:spec["n_trials"]]:
+        study.enqueue_trial(cell)
+    study.set_user_attr(SPEC, spec)
+    return study
+
+
+def _take_waiting(study: optuna.Study) -> optuna.Trial | None:
+    """Claim a waiting trial (exactly one worker wins each), or None when none is left."""
+    storage = study._storage
+    for frozen in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+            return optuna.Trial(study, frozen._trial_id)
+    return None
+
+
+def _count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study._storage.get_all_trials(study._study_id, deepcopy=False, states=states))
+
+
+def _next_trial(study: optuna.Study, spec: dict, heartbeat: float) -> optuna.Trial | None:
+    """The next trial for this worker; waits while others run the last ones; None when done."""
+    while True:
+        fail_stale_trials(study, heartbeat)
+        try:
+            trial = _take_waiting(study)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker took it between the listing and the claim
+        if trial is not None:
+            return trial
+        if not spec["grid"] and _count(study, *FINISHED, TrialState.RUNNING) < spec["n_trials"]:
+            return study.ask()
+        if _count(study, TrialState.RUNNING) == 0:
+            return None
+        time.sleep(min(heartbeat, 5.0))
+
+
+def run_worker(args: argparse.Namespace, spec: dict[str, Any], heartbeat: float, prune: bool,
+               output_dir: str) -> dict[str, int]:
+    """Join the study and run trials until none is left; returns this worker's counts by final state."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(args.storage, heartbeat)
+    study = join_study(storage, args.study_name, spec, prune)
+    done = {"complete": 0, "pruned": 0, "fail": 0}
+    while (trial := _next_trial(study, spec, heartbeat)) is not None:
+        with Heartbeat(study, trial._trial_id, heartbeat):
+            try:
+                value, state = objective(trial, args, spec["grid"], output_dir), TrialState.COMPLETE
+            except optuna.TrialPruned:
+                value, state = None, TrialState.PRUNED
+            except (TRCError, RuntimeError, ValueError) as e:
+                trial.set_user_attr("error", str(e))
+                print(f"trc sweep: trial {trial.number} failed: {e}")
+                value, state = None, TrialState.FAIL
+        try:
+            study.tell(trial, value, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:  # judged dead meanwhile; its retry counts
+            print(f"trc sweep: trial {trial.number} was taken for dead and is retried", flush=True)
+            continue
+        done[state.name.lower()] += 1
+        cost = "" if value is None else f", validation cost {value:.4g}"
+        print(f"trc sweep: trial {trial.number} {state.name.lower()}{cost}: {trial.user_attrs.get('flags')}",
+              flush=True)
+    return done
