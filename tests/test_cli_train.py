@@ -80,6 +80,38 @@ def test_training_flags_change_the_trained_weights(data, baseline, tmp_path, fla
     assert not torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path / "b", "last_model.pt"))
 
 
+@pytest.mark.parametrize("flags", [
+    ["--self_play", "off"], ["--fresh_starts", "4"], ["--explore", "0"], ["--explore_noise", "0.01"],
+    ["--curriculum_box", "0.2"], ["--curriculum_horizon", "0.5"],
+])
+def test_self_play_and_curriculum_flags_change_the_trained_weights(data, tmp_path_factory, tmp_path, flags):
+    reference = tmp_path_factory.getbasetemp() / "two_epochs"  # the archive first acts in the second epoch
+    if not (reference / "last_model.pt").exists():
+        assert train(data, reference, "--epochs", "2") == 0
+    assert train(data, tmp_path / "b", "--epochs", "2", *flags) == 0
+    assert not torch.equal(weights(reference, "last_model.pt"), weights(tmp_path / "b", "last_model.pt"))
+    settings = load_checkpoint(tmp_path / "b" / "best_model.pt").checkpoint_metadata["settings"]
+    name, value = flags[0][2:], flags[1]
+    assert str(settings[name]).lower() == {"off": "false"}.get(value, value)
+
+
+def test_curriculum_ramp_changes_the_trained_weights(data, tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out, ramp in zip(runs, ("1", "0.1")):
+        assert train(data, out, "--epochs", "2", "--curriculum_box", "0.2", "--curriculum_ramp", ramp) == 0
+    assert not torch.equal(*(weights(out, "last_model.pt") for out in runs))
+
+
+def test_recipe_defaults_are_recorded(data, tmp_path):
+    from trc.training.recipe import recipe
+
+    assert train(data, tmp_path) == 0
+    settings = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata["settings"]
+    assert {k: settings[k] for k in recipe("vanderpol")} == recipe("vanderpol")
+    assert train(data, tmp_path / "bc", "--process_weight", "0") == 0  # behavior cloning clones the teacher
+    assert load_checkpoint(tmp_path / "bc" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is False
+
+
 def test_same_flags_same_weights(data, baseline, tmp_path):
     assert train(data, tmp_path / "b") == 0
     assert torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path / "b", "last_model.pt"))
@@ -144,6 +176,9 @@ def test_quiet_hides_the_progress_bar(data, tmp_path, capsys):
     (["--value_weight", "0.1"], "--value_weight needs --use_value_predictor"),
     (["--L_cycles", "0"], "--L_cycles must be > 0"),
     (["--val_fraction", "1"], "--val_fraction must be between 0 and 1"),
+    (["--fresh_starts", "-1"], "--fresh_starts must be >= 0"),
+    (["--curriculum_box", "0"], "--curriculum_box must be in (0, 1]"),
+    (["--explore_noise", "nan"], "--explore_noise must be >= 0"),
     (["--process_weight", "0", "--loss_variant", "seed"], "--loss_variant has no effect"),
     (["--problem", "double_integrator"], "was made for problem 'vanderpol', not 'double_integrator'"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),

@@ -75,7 +75,9 @@ class ProcessSupervisionObjective:
     """``objective(model, batch) -> (loss, parts)`` for :class:`~trc.training.trainer.Trainer`.
 
     The model runs with all iterations; a value head, when the model carries
-    one as ``model.value_predictor``, is trained on every iterate's cost.
+    one as ``model.value_predictor``, is trained on every iterate's cost.  With
+    ``horizon`` set (a curriculum's progressive horizon), the loss charges only the
+    first ``horizon`` steps of every plan.
     """
 
     def __init__(self, problem, process_weight: float, variant: str = DEFAULT_VARIANT,
@@ -83,6 +85,7 @@ class ProcessSupervisionObjective:
                  value_weight: float = 0.01):
         self.problem, self.weight, self.variant = problem, process_weight, variant
         self.simulator, self.value_weight = simulator(problem, dynamics_fn, cost_params), value_weight
+        self.horizon: int | None = None
 
     def __call__(self, model: nn.Module, batch):
         batch = as_batch(batch, self.problem)
@@ -97,8 +100,11 @@ class ProcessSupervisionObjective:
         if "control_sequences" not in batch:
             raise TRCError("training batches need the expert's controls: (x0, U), (x0, target, U) "
                            "or a dict with 'control_sequences'")
+        U, expert = out.all_controls, batch["control_sequences"]
+        if self.horizon is not None and self.horizon < U.shape[2]:
+            U, expert = U[:, :, :self.horizon], expert[:, :self.horizon]
         return compute_process_supervision_loss(
-            self.simulator, out.all_controls, batch["control_sequences"], batch["initial_states"],
+            self.simulator, U, expert, batch["initial_states"],
             batch["target_states"], self.weight, variant=self.variant, value_predictor=value_predictor,
             all_latents=out.all_latents, value_weight=self.value_weight)
 
@@ -155,7 +161,9 @@ def train_with_process_supervision(
             bound, the cost and the simulator.
         train_loader: batches of start states and expert controls: the dicts of
             ``trc.data.datasets.make_loader``, or tuples ``(x0, U)`` / ``(x0, target, U)``
-            (``DataLoader(TensorDataset(x0, U))``; see :func:`trc.data.datasets.as_batch`).
+            (``DataLoader(TensorDataset(x0, U))``; see :func:`trc.data.datasets.as_batch`), or a
+            :class:`~trc.training.selfplay.SelfPlayData`, whose ``refresh(model, epoch)`` then runs
+            before every epoch and whose ``horizon`` the loss charges (self-play, curriculum).
         val_loader: batches for validation (the same kinds), or None (the best epoch is then the
             lowest training loss).
         dynamics_fn: ``(x0 [B, n_x], U [B, T, n_u]) -> X [B, T+1, n_x]`` replacing the problem's
@@ -196,6 +204,18 @@ def train_with_process_supervision(
                                             value_weight)
     val_fn = None if val_loader is None else (
         lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
+    hooks = dict(hooks or {})
+    if hasattr(train_loader, "refresh"):  # self-play data: refresh it, follow its curriculum
+        given = hooks.get("on_epoch_start")
+
+        def on_epoch_start(epoch: int) -> None:
+            train_loader.refresh(model, epoch)
+            objective.horizon = train_loader.horizon
+            if given is not None:
+                given(epoch)
+
+        hooks.update(on_epoch_start=on_epoch_start, state_dict=train_loader.state_dict,
+                     load_state_dict=train_loader.load_state_dict)
     history = Trainer(cfg, save_fn, load_fn).fit(model, objective, train_loader, val_fn, hooks=hooks,
                                                     resume=resume)
     model.training_history = history

@@ -71,7 +71,40 @@ def add_train_command(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from --output_dir/last_model.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_recipe_arguments(p)
     p.set_defaults(func=train_command)
+
+
+def add_recipe_arguments(p) -> None:
+    """The self-play and curriculum flags; unset, each takes the recipe's value (trc.training.recipe)."""
+    from trc.training.recipe import describe
+
+    g = p.add_argument_group(
+        "self-play and curriculum",
+        "Unset, each takes the default recipe's value for the problem (trc/training/recipe.py; where a "
+        "problem departs from it, the default names it); the checkpoint records the values used. "
+        "Self-play imitates, for every start, the cheapest plan seen so far (the teacher's, any iterate "
+        "of the model, or a perturbation of the model's plan, each re-simulated with the bound) instead "
+        "of the teacher's alone.")
+    g.add_argument("--self_play", choices=("on", "off"), default=None,
+                   help=f"imitate the archive of best plans (default {describe('self_play')}; off with "
+                        "--process_weight 0, which then clones the teacher)")
+    g.add_argument("--fresh_starts", type=int, default=None,
+                   help="start states drawn from the start box beyond the demonstrations, their first plan "
+                        f"the teacher's (default {describe('fresh_starts')})")
+    g.add_argument("--explore", type=int, default=None,
+                   help=f"perturbed copies of the model's plan tried per start and epoch (default {describe('explore')})")
+    g.add_argument("--explore_noise", type=float, default=None,
+                   help="size of the largest perturbation, a fraction of the control bound "
+                        f"(default {describe('explore_noise')})")
+    g.add_argument("--curriculum_box", type=float, default=None,
+                   help="fraction of the start box trained on at the first epoch, growing to 1 "
+                        f"(default {describe('curriculum_box')}; 1 is off)")
+    g.add_argument("--curriculum_horizon", type=float, default=None,
+                   help="fraction of the horizon the loss charges at the first epoch, growing to 1 "
+                        f"(default {describe('curriculum_horizon')}; 1 is off)")
+    g.add_argument("--curriculum_ramp", type=float, default=None,
+                   help=f"fraction of the epochs over which the curriculum grows (default {describe('curriculum_ramp')})")
 
 
 # The settings measured in benchmarks/vanderpol.py (Van der Pol, 1000 LQR demonstrations): a small
@@ -81,7 +114,8 @@ DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "proces
                             "model_size": "small", "iterations": 2, "val_fraction": 0.1}
 RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight", "loss_variant", "model_size",
                "use_two_level", "H_cycles", "L_cycles", "iterations", "use_value_predictor", "value_weight",
-               "val_fraction", "seed")
+               "val_fraction", "seed", "self_play", "fresh_starts", "explore", "explore_noise",
+               "curriculum_box", "curriculum_horizon", "curriculum_ramp")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -103,6 +137,15 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         checks.append((value is None or value > 0, f"--{name} must be > 0, got {value}"))
     checks.append((args.iterations > 0, f"--iterations must be > 0, got {args.iterations}"))
+    for name in ("fresh_starts", "explore"):
+        value = getattr(args, name)
+        checks.append((value is None or value >= 0, f"--{name} must be >= 0, got {value}"))
+    for name in ("curriculum_box", "curriculum_horizon", "curriculum_ramp"):
+        value = getattr(args, name)
+        checks.append((value is None or (math.isfinite(value) and 0 < value <= 1),
+                       f"--{name} must be in (0, 1], got {value}"))
+    checks.append((args.explore_noise is None or (math.isfinite(args.explore_noise) and args.explore_noise >= 0),
+                   f"--explore_noise must be >= 0, got {args.explore_noise}"))
     for ok, message in checks:
         if not ok:
             raise TRCError(message)
@@ -136,6 +179,12 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         problem = get_problem(args.problem)
     check_dataset(data, f"dataset {args.data!r}", problem)
     out = Path(args.output_dir)
+    from trc.training.recipe import RECIPE, build_training_data, recipe
+
+    flags = {k: getattr(args, k) for k in RECIPE}
+    flags["self_play"] = (args.process_weight > 0 and None) if args.self_play is None else args.self_play == "on"
+    for key, value in recipe(problem.name, **flags).items():
+        setattr(args, key, value)
     settings = {k: getattr(args, k) for k in RESUME_KEYS}
     settings["problem"] = problem.to_dict()
     if args.resume and (out / "last_model.pt").exists():
@@ -151,8 +200,10 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     torch.manual_seed(args.seed)
     model = build_model(problem, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, args.iterations)
     value_predictor = create_value_predictor(model.config.latent_dim) if args.use_value_predictor else None
+    loader = build_training_data(problem, train, args.batch_size, settings, args.seed, args.epochs) \
+        or make_loader(train, args.batch_size, shuffle=True, seed=args.seed)
     model = train_with_process_supervision(
-        model, make_loader(train, args.batch_size, shuffle=True, seed=args.seed),
+        model, loader,
         make_loader(val, 256, shuffle=False), epochs=args.epochs, lr=args.lr,
         process_weight=args.process_weight, value_predictor=value_predictor,
         value_weight=0.01 if args.value_weight is None else args.value_weight, variant=args.loss_variant,

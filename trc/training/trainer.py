@@ -179,7 +179,9 @@ class Trainer:
             val_fn: ``val_fn(module) -> {metric: float}`` run after every epoch in eval mode without
                 gradients, or None (the epoch is not validated).
             hooks: optional callbacks ``on_epoch_start(epoch)``, ``on_batch_end(step, loss, parts)`` and
-                ``on_epoch_end(record)``.
+                ``on_epoch_end(record)``; and ``state_dict() -> dict`` with ``load_state_dict(dict)``,
+                whose state (e.g. data the callbacks refresh) is checkpointed with the trainer's and
+                restored on resume.
             resume: continue from ``checkpoint_dir/last_model.pt`` if it exists.
 
         Returns:
@@ -206,6 +208,8 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             history, bad_epochs, start = state["history"], state["bad_epochs"], state["epoch"] + 1
+            if "load_state_dict" in hooks and "hooks" in state:
+                hooks["load_state_dict"](state["hooks"])
             if (folder / BEST).exists():
                 best_state = self.load_fn(folder / BEST)[0]
             if history["stop_reason"] is not None:  # it had stopped early: nothing left to do
@@ -265,13 +269,14 @@ class Trainer:
                     best_state = copy.deepcopy(module.state_dict())
                     if folder is not None:
                         self.save_fn(module, folder / BEST, self._state(epoch, optimizer, scheduler,
-                                                                        history, bad_epochs))
+                                                                        history, bad_epochs, hooks))
                 else:
                     bad_epochs += 1
             if cfg.patience is not None and bad_epochs >= cfg.patience:
                 history["stop_reason"] = f"no better {cfg.monitor} for {cfg.patience} epochs"
             if folder is not None:
-                self.save_fn(module, folder / LAST, self._state(epoch, optimizer, scheduler, history, bad_epochs))
+                self.save_fn(module, folder / LAST, self._state(epoch, optimizer, scheduler, history, bad_epochs,
+                                                                hooks))
             bar.set_postfix({"loss": train["loss"],
                              **({cfg.monitor: metrics[cfg.monitor]} if metrics is not None else {})})
             if "on_epoch_end" in hooks:
@@ -284,6 +289,9 @@ class Trainer:
         return history
 
     @staticmethod
-    def _state(epoch: int, optimizer, scheduler, history: dict, bad_epochs: int) -> dict:
-        return {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "history": copy.deepcopy(history), "bad_epochs": bad_epochs}
+    def _state(epoch: int, optimizer, scheduler, history: dict, bad_epochs: int, hooks: Mapping) -> dict:
+        state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "history": copy.deepcopy(history), "bad_epochs": bad_epochs}
+        if "state_dict" in hooks:
+            state["hooks"] = hooks["state_dict"]()
+        return state

@@ -1,0 +1,102 @@
+"""Self-play and curriculum: the archive keeps only cheaper plans, the schedules, a short run learns."""
+
+import math
+
+import pytest
+import torch
+
+from trc import get_problem
+from trc.data.datasets import generate_dataset, make_loader
+from trc.errors import TRCError
+from trc.training.curriculum import Curriculum, difficulty
+from trc.training.selfplay import PlanArchive, SelfPlayConfig, SelfPlayData, smooth_noise
+from trc.training.train import build_model
+
+HORIZON = 20
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return get_problem("vanderpol_constrained", horizon=HORIZON)
+
+
+@pytest.fixture(scope="module")
+def data(problem):
+    return generate_dataset(problem, 48, seed=0)
+
+
+def test_archive_only_ever_replaces_a_plan_by_a_cheaper_one(problem, data):
+    x0 = torch.as_tensor(data["initial_states"])
+    archive = PlanArchive(problem, x0, problem.target_like(x0), torch.as_tensor(data["control_sequences"]))
+    g = torch.Generator().manual_seed(0)
+    replaced = 0
+    for _ in range(20):
+        before_U, before_cost = archive.U.clone(), archive.cost.clone()
+        idx = torch.randint(len(archive), (100,), generator=g)  # repeated starts compete among themselves
+        candidates = archive.U[idx] + 0.5 * smooth_noise((100, HORIZON, 1), 5, g)
+        n = archive.offer(candidates, idx)
+        changed = (archive.U != before_U).any(-1).any(-1)
+        assert int(changed.sum()) == n
+        assert (archive.cost <= before_cost).all() and (archive.cost[changed] < before_cost[changed]).all()
+        assert torch.equal(archive.U[~changed], before_U[~changed])
+        replaced += n
+    assert replaced > 0                               # the test did exercise replacements
+    assert archive.U.abs().max() <= problem.u_max     # stored plans are clipped
+    again = problem.evaluate(archive.x0, archive.U, archive.target)["cost"]
+    torch.testing.assert_close(archive.cost, again)   # costs are the re-simulated ones
+    assert archive.offer(archive.U + 0.0) == 0        # the same plans replace nothing
+
+
+def test_curriculum_schedule():
+    c = Curriculum(box_start=0.2, horizon_start=0.25, ramp=0.5)
+    assert c.box_scale(0, 100) == pytest.approx(0.2) and c.box_scale(25, 100) == pytest.approx(0.6)
+    assert c.box_scale(50, 100) == 1.0 and c.box_scale(99, 100) == 1.0
+    assert [c.horizon(e, 100, 100) for e in (0, 25, 50, 80)] == [25, 63, 100, 100]
+    scales = [c.box_scale(e, 100) for e in range(100)]
+    assert all(a <= b for a, b in zip(scales, scales[1:]))
+    assert not Curriculum().active and Curriculum().horizon(0, 10, 100) == 100
+    with pytest.raises(TRCError, match="box_start"):
+        Curriculum(box_start=0)
+
+
+def test_curriculum_draws_near_starts_first(problem, data):
+    c = Curriculum(box_start=0.3)
+    loader = SelfPlayData(problem, data, 8, None, c, epochs=10)
+    d = difficulty(problem, loader.archive.x0)
+    early = torch.cat([b["initial_states"] for b in loader])
+    assert difficulty(problem, early).max() <= max(0.3, d.sort().values[7]) + 1e-6
+    loader.epoch = 9
+    late = torch.cat([b["initial_states"] for b in loader])
+    assert difficulty(problem, late).max() > 0.5
+
+
+def test_selfplay_data_batches_and_fresh_starts(problem, data):
+    loader = SelfPlayData(problem, data, 16, SelfPlayConfig(fresh_starts=32, explore=2), seed=0)
+    assert len(loader.archive) == 48 + 32 and len(loader) == 3
+    batch = next(iter(loader))
+    assert set(batch) == {"initial_states", "target_states", "control_sequences", "costs"}
+    assert batch["control_sequences"].shape == (16, HORIZON, 1)
+    with pytest.raises(TRCError, match="explore"):
+        SelfPlayConfig(explore=-1)
+
+
+def test_short_self_play_run_lowers_the_cost(problem, data):
+    from trc.training.supervised_trainer import train_with_process_supervision
+
+    torch.manual_seed(0)
+    model = build_model(problem)
+    loader = SelfPlayData(problem, data, 16, SelfPlayConfig(fresh_starts=16, explore=4), seed=0, epochs=4)
+    start = loader.archive.cost.clone()
+    train_with_process_supervision(model, loader, make_loader(data, 48, shuffle=False), epochs=4, lr=3e-3,
+                                   variant="ratio", progress=False)
+    assert len(loader.log) == 4 and loader.archive.improved > 0
+    assert (loader.archive.cost <= start).all() and loader.archive.cost.mean() < start.mean()
+
+
+def test_selfplay_state_round_trips(problem, data):
+    a = SelfPlayData(problem, data, 16, SelfPlayConfig(fresh_starts=8, explore=2), seed=0)
+    a.refresh(build_model(problem), 0)
+    b = SelfPlayData(problem, data, 16, SelfPlayConfig(fresh_starts=8, explore=2), seed=5)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.archive.U, b.archive.U) and torch.equal(a.archive.cost, b.archive.cost)
+    assert math.isclose(a.log[0]["mean_cost"], b.log[0]["mean_cost"])

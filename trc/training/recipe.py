@@ -1,0 +1,72 @@
+"""The default recipe: the self-play and curriculum settings ``trc train`` uses when no flag is given.
+
+One recipe serves every problem; where a problem needs another value, :data:`PROBLEM_RECIPES`
+says so, and the checkpoint records the values a run used (its ``settings``).  Measured in
+``benchmarks/beyond_teacher.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from trc.errors import TRCError
+
+# The recipe for every problem (trc train's flags of the same names).
+RECIPE: dict[str, Any] = {
+    "self_play": True,        # imitate the archive of the best plans seen, not only the teacher
+    "fresh_starts": 1000,     # start states drawn from the box beyond the demonstrations
+    "explore": 8,             # perturbed copies of the model's plan tried per start and epoch
+    "explore_noise": 0.3,     # the largest perturbation, a fraction of u_max
+    "curriculum_box": 1.0,    # fraction of the start box in play at the first epoch (1: off)
+    "curriculum_horizon": 1.0,  # fraction of the horizon charged at the first epoch (1: off)
+    "curriculum_ramp": 0.5,   # fraction of the epochs over which both grow to 1
+}
+
+# Where a problem departs from RECIPE.
+PROBLEM_RECIPES: dict[str, dict[str, Any]] = {}
+
+
+def recipe(problem: str, **given: Any) -> dict[str, Any]:
+    """The recipe's settings for ``problem``, with every ``given`` value that is not None instead."""
+    unknown = sorted(set(given) - set(RECIPE))
+    if unknown:
+        raise TRCError(f"the recipe has no setting {unknown[0]!r}; known: {', '.join(RECIPE)}")
+    out = {**RECIPE, **PROBLEM_RECIPES.get(problem, {})}
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
+def describe(key: str) -> str:
+    """``"X (default), Y for pendulum"``: the default of ``key`` and where a problem departs from it."""
+    text = _show(RECIPE[key])
+    others = [f"{_show(r[key])} for {name}" for name, r in sorted(PROBLEM_RECIPES.items()) if key in r]
+    return text + (" (" + ", ".join(others) + ")" if others else "")
+
+
+def _show(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def build_training_data(problem, data: Mapping, batch_size: int, settings: Mapping[str, Any], seed: int,
+                        epochs: int, visit=None):
+    """The training batches the recipe's ``settings`` describe.
+
+    Returns:
+        A :class:`~trc.training.selfplay.SelfPlayData` when self-play or a curriculum is on, else
+        None (the caller then uses plain demonstrations, :func:`trc.data.datasets.make_loader`).
+    """
+    from trc.training.curriculum import Curriculum
+    from trc.training.selfplay import SelfPlayConfig, SelfPlayData
+
+    curriculum = Curriculum(settings["curriculum_box"], settings["curriculum_horizon"], settings["curriculum_ramp"])
+    config = SelfPlayConfig(fresh_starts=settings["fresh_starts"], explore=settings["explore"],
+                            noise=settings["explore_noise"],
+                            visited_starts=settings.get("visited_starts", 0) if visit is not None else 0) \
+        if settings["self_play"] else None
+    if config is None and not curriculum.active:
+        return None
+    return SelfPlayData(problem, data, batch_size, config, curriculum if curriculum.active else None,
+                        seed=seed, visit=visit, epochs=epochs)
+
+
+__all__ = ["PROBLEM_RECIPES", "RECIPE", "build_training_data", "describe", "recipe"]
