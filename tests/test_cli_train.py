@@ -87,11 +87,11 @@ def test_training_flags_change_the_trained_weights(data, baseline, tmp_path, fla
 def test_self_play_and_curriculum_flags_change_the_trained_weights(data, tmp_path_factory, tmp_path, flags):
     reference = tmp_path_factory.getbasetemp() / "two_epochs"  # the archive first acts in the second epoch
     if not (reference / "last_model.pt").exists():
-        assert train(data, reference, "--epochs", "2") == 0
-    assert train(data, tmp_path / "b", "--epochs", "2", *flags) == 0
+        assert train(data, reference, "--epochs", "2", "--self_play", "on") == 0
+    assert train(data, tmp_path / "b", "--epochs", "2", "--self_play", "on", *flags) == 0
     assert not torch.equal(weights(reference, "last_model.pt"), weights(tmp_path / "b", "last_model.pt"))
     settings = load_checkpoint(tmp_path / "b" / "best_model.pt").checkpoint_metadata["settings"]
-    name, value = flags[0][2:], flags[1]
+    name, value = flags[-2][2:], flags[-1]
     assert str(settings[name]).lower() == {"off": "false"}.get(value, value)
 
 
@@ -107,8 +107,10 @@ def test_recipe_defaults_are_recorded(data, tmp_path):
 
     assert train(data, tmp_path) == 0
     settings = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata["settings"]
-    assert {k: settings[k] for k in recipe("vanderpol")} == recipe("vanderpol")
-    assert train(data, tmp_path / "bc", "--process_weight", "0") == 0  # behavior cloning clones the teacher
+    assert {k: settings[k] for k in recipe("vanderpol")} == recipe("vanderpol", epochs=1)
+    assert train(data, tmp_path / "bc", "--process_weight", "0", "--fresh_starts", "8") == 0
+    assert train(data, tmp_path / "sp", "--self_play", "on", "--fresh_starts", "8") == 0
+    assert load_checkpoint(tmp_path / "sp" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is True
     assert load_checkpoint(tmp_path / "bc" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is False
 
 

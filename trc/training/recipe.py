@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from trc.errors import TRCError
+from trc.training.process_supervision import DEFAULT_VARIANT
 
 # The recipe for every problem (trc train's flags of the same names).
 RECIPE: dict[str, Any] = {
-    "self_play": True,        # imitate the archive of the best plans seen, not only the teacher
+    "epochs": 250,            # passes over the demonstrations
+    "loss_variant": DEFAULT_VARIANT,
+    "self_play": False,       # imitate the archive of the best plans seen, not only the teacher
     "fresh_starts": 1000,     # start states drawn from the box beyond the demonstrations
     "explore": 8,             # perturbed copies of the model's plan tried per start and epoch
     "explore_noise": 0.3,     # the largest perturbation, a fraction of u_max
@@ -23,7 +26,10 @@ RECIPE: dict[str, Any] = {
 }
 
 # Where a problem departs from RECIPE.
-PROBLEM_RECIPES: dict[str, dict[str, Any]] = {}
+PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
+    # the weak teacher: self-play and the 'ratio' term, whose refinements may move far from it
+    "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 100},
+}
 
 
 def recipe(problem: str, **given: Any) -> dict[str, Any]:

@@ -34,6 +34,8 @@ def build_model(problem, model_size: str = "small", use_two_level: bool = False,
 
 def add_train_command(sub) -> None:
     """Add ``trc train`` to the CLI's subparsers."""
+    from trc.training.recipe import describe
+
     p = sub.add_parser(
         "train", help="train a model by behavior cloning or process supervision",
         description="Train a Tiny Recursive Control model on a dataset of expert demonstrations. "
@@ -45,13 +47,14 @@ def add_train_command(sub) -> None:
     p.add_argument("--data", required=True, help="dataset .npz written by trc generate")
     p.add_argument("--problem", default=None, help="problem name (default: the dataset's); must match the dataset")
     p.add_argument("--output_dir", required=True, help="folder for best_model.pt, last_model.pt, history.json")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="passes over the training data (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training data (default {describe('epochs')})")
     p.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"], help="samples per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate, AdamW with warmup and cosine decay (default %(default)s)")
     p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
                    help="lambda >= 0, weight of the process term (0: behavior cloning; default %(default)s)")
-    p.add_argument("--loss_variant", choices=sorted(PROCESS_VARIANTS), default=DEFAULT_VARIANT,
-                   help="'monotone' (default): the expert teaches the first guess, the cost every refinement, "
+    p.add_argument("--loss_variant", choices=sorted(PROCESS_VARIANTS), default=None,
+                   help=f"default {describe('loss_variant')}. 'monotone': the expert teaches the first guess, the cost every refinement, "
                         "each iterate relative to the one before, and every sample is charged for a refinement "
                         "that does not improve it; 'ratio': the same without that charge, which goes further "
                         "where the teacher is weak; "
@@ -121,7 +124,7 @@ RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight"
 def _check_args(args: argparse.Namespace) -> None:
     """One sentence for the first bad flag."""
     checks = [
-        (args.epochs > 0, f"--epochs must be > 0, got {args.epochs}"),
+        (args.epochs is None or args.epochs > 0, f"--epochs must be > 0, got {args.epochs}"),
         (args.batch_size > 0, f"--batch_size must be > 0, got {args.batch_size}"),
         (math.isfinite(args.lr) and args.lr > 0, f"--lr must be a positive number, got {args.lr}"),
         (math.isfinite(args.process_weight) and args.process_weight >= 0,
@@ -130,7 +133,7 @@ def _check_args(args: argparse.Namespace) -> None:
         (args.value_weight is None or (math.isfinite(args.value_weight) and args.value_weight >= 0),
          f"--value_weight must be a finite number >= 0, got {args.value_weight}"),
         (0 < args.val_fraction < 1, f"--val_fraction must be between 0 and 1, got {args.val_fraction}"),
-        (args.loss_variant == DEFAULT_VARIANT or args.process_weight > 0,
+        (args.loss_variant in (None, DEFAULT_VARIANT) or args.process_weight > 0,
          "--loss_variant has no effect with --process_weight 0"),
     ]
     for name in ("H_cycles", "L_cycles"):
