@@ -140,9 +140,12 @@ class RefinementEvaluator:
                 raise TRCError(f"got {optimal_costs.shape[0]} optimal costs for "
                                f"{arrays['costs'].shape[0]} test samples")
         meta = getattr(model, "checkpoint_metadata", None) or {}
+        final_only = bool(meta.get("final_only"))  # the seed's baseline: no λ to show
         return RefinementMetrics(
-            **arrays, optimal_costs=optimal_costs, problem=p.name, label=self.label,
-            process_weight=meta.get("process_weight"), train_iterations=getattr(model, "num_iterations", None),
+            **arrays, optimal_costs=optimal_costs, problem=p.name,
+            label=f"{self.label} (BC, final only)" if final_only else self.label,
+            process_weight=None if final_only else meta.get("process_weight"),
+            train_iterations=getattr(model, "num_iterations", None),
         )
 
     def _evaluate_batch(self, batch: Mapping[str, Tensor], iterations: int | None,

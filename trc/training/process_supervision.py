@@ -8,7 +8,9 @@ from ``x0``); ``U*`` the expert's controls; ``sg`` stops the gradient.
 
 **Behavior cloning** (``process_weight = 0``, every variant): every iterate
 imitates the expert, ``mean_k MSE(U_k, U*)`` (TRM's deep supervision: with
-gradient truncation each iteration is trained as a step of its own).
+gradient truncation each iteration is trained as a step of its own).  With
+``final_only=True`` only the last iterate does, ``MSE(U_K, U*)``: the seed's
+baseline (``train_trc.py``), whose gradient reaches the network only through ``U_K``.
 
 **Process supervision** (``process_weight = lambda > 0``) is an imitation
 term plus ``lambda`` times a term on the costs; the pair is a *variant*:
@@ -239,6 +241,7 @@ def compute_process_supervision_loss(
     value_predictor: Callable | None = None,
     all_latents: Tensor | None = None,
     value_weight: float = 0.01,
+    final_only: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Behavior cloning (``process_weight = 0``) or process supervision: see the module docstring.
 
@@ -257,6 +260,8 @@ def compute_process_supervision_loss(
             predict every iterate's cost (on its own ``target`` scale when it has one).
         all_latents: the latent behind every iterate, ``[B, K+1, d]`` (needed with a value head).
         value_weight: weight of the value loss.
+        final_only: behavior cloning of the final iterate only, ``MSE(U_K, U*)`` (the seed's
+            baseline); needs ``process_weight = 0``.
 
     Returns:
         The loss (scalar) and detached parts: ``bc`` (the imitation term), ``process`` (the
@@ -272,8 +277,11 @@ def compute_process_supervision_loss(
                        f"got shape {tuple(all_controls.shape)}")
     term, imitated = PROCESS_VARIANTS[variant]
     T = all_controls.shape[2]
+    if final_only and process_weight != 0:
+        raise TRCError(f"final_only is behavior cloning of the final controls: it needs process_weight 0, "
+                       f"got {process_weight}")
     if process_weight == 0:  # behavior cloning: report costs without a graph through the simulator
-        bc = behavior_cloning_loss(all_controls, expert_controls)
+        bc = behavior_cloning_loss(all_controls[:, -1] if final_only else all_controls, expert_controls)
         with torch.no_grad():
             costs, errors = iteration_costs(problem, all_controls, initial_states, target_states,
                                             dynamics_fn, cost_params)

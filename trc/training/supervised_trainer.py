@@ -82,8 +82,8 @@ class ProcessSupervisionObjective:
 
     def __init__(self, problem, process_weight: float, variant: str = DEFAULT_VARIANT,
                  dynamics_fn: Callable | None = None, cost_params: Mapping | None = None,
-                 value_weight: float = 0.01):
-        self.problem, self.weight, self.variant = problem, process_weight, variant
+                 value_weight: float = 0.01, final_only: bool = False):
+        self.problem, self.weight, self.variant, self.final_only = problem, process_weight, variant, final_only
         self.simulator, self.value_weight = simulator(problem, dynamics_fn, cost_params), value_weight
         self.horizon: int | None = None
 
@@ -106,7 +106,7 @@ class ProcessSupervisionObjective:
         return compute_process_supervision_loss(
             self.simulator, U, expert, batch["initial_states"],
             batch["target_states"], self.weight, variant=self.variant, value_predictor=value_predictor,
-            all_latents=out.all_latents, value_weight=self.value_weight)
+            all_latents=out.all_latents, value_weight=self.value_weight, final_only=self.final_only)
 
 
 def checkpoint_io(metadata: Mapping[str, Any]):
@@ -144,6 +144,7 @@ def train_with_process_supervision(
     resume: bool = False,
     metadata: Mapping[str, Any] | None = None,
     hooks: Mapping[str, Callable] | None = None,
+    final_only: bool = False,
     **config: Any,
 ) -> nn.Module:
     """Train ``model`` on expert demonstrations plus the cost of every refinement iterate.
@@ -181,6 +182,8 @@ def train_with_process_supervision(
         metadata: extra JSON-able entries stored in the checkpoints.
         hooks: the trainer's callbacks (:meth:`~trc.training.trainer.Trainer.fit`), e.g.
             ``on_epoch_end(record)``, which sees each epoch's validation metrics in ``record["val"]``.
+        final_only: with ``process_weight = 0``, imitate the final iterate only (the seed's baseline;
+            see :func:`train_behavior_cloning`).
         **config: further :class:`~trc.training.trainer.TrainConfig` fields (``weight_decay``,
             ``grad_clip``, ``patience``, ``seed``, ``device``, ``progress`` ...).
 
@@ -197,11 +200,14 @@ def train_with_process_supervision(
     monitor = "cost" if val_loader is not None else "loss"
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
                       checkpoint_dir=None if output_dir is None else str(output_dir), **config)
+    if final_only and process_weight != 0:
+        raise TRCError(f"final_only is behavior cloning of the final controls: it needs process_weight 0, "
+                       f"got {process_weight}")
     meta = {"process_weight": process_weight, "variant": variant, "value_weight": value_weight,
-            "epochs": epochs, "lr": lr, **(metadata or {})}
+            "final_only": bool(final_only), "epochs": epochs, "lr": lr, **(metadata or {})}
     save_fn, load_fn = checkpoint_io(meta)
     objective = ProcessSupervisionObjective(problem, process_weight, variant, dynamics_fn, cost_params,
-                                            value_weight)
+                                            value_weight, final_only)
     val_fn = None if val_loader is None else (
         lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
     hooks = dict(hooks or {})
@@ -224,14 +230,19 @@ def train_with_process_supervision(
 
 
 def train_behavior_cloning(model: nn.Module, train_loader, val_loader=None, epochs: int = 250,
-                           lr: float = 3e-3, **kwargs: Any) -> nn.Module:
-    """Train ``model`` to imitate the expert's controls at every iterate (``mean_k MSE(U_k, expert)``).
+                           lr: float = 3e-3, final_only: bool = False, **kwargs: Any) -> nn.Module:
+    """Train ``model`` to imitate the expert's controls.
 
-    The same trainer, validation and checkpoints as :func:`train_with_process_supervision`
-    with ``process_weight = 0`` (which also takes the remaining keyword arguments).
+    ``final_only=False`` (trc's behavior cloning): every iterate imitates the expert,
+    ``mean_k MSE(U_k, U*)``.  ``final_only=True`` (the seed's baseline, ``train_trc.py``; ``trc
+    train --baseline``): only the final controls do, ``MSE(U_K, U*)``, and the gradient reaches
+    the network only through ``U_K`` (with gradient truncation only the last iteration and the
+    encoder learn).  The same trainer, validation and checkpoints as
+    :func:`train_with_process_supervision` with ``process_weight = 0`` (which also takes the
+    remaining keyword arguments); the checkpoints record ``final_only``.
     """
     return train_with_process_supervision(model, train_loader, val_loader, epochs=epochs, lr=lr,
-                                          process_weight=0.0, **kwargs)
+                                          process_weight=0.0, final_only=final_only, **kwargs)
 
 
 __all__ = ["ProcessSupervisionObjective", "simulate_vanderpol_torch", "train_behavior_cloning",

@@ -17,19 +17,24 @@ from trc.training.supervised_trainer import train_with_process_supervision
 
 
 def build_model(problem, model_size: str = "small", use_two_level: bool = False, H_cycles: int | None = None,
-                L_cycles: int | None = None, iterations: int | None = None):
+                L_cycles: int | None = None, iterations: int | None = None,
+                gradient_truncation: bool | None = True):
     """The model the ``trc train`` flags describe: a preset, with the cycles and K changed if given.
 
-    Gradient truncation is always on: each refinement iteration is then trained as a step of
+    Gradient truncation is on by default: each refinement iteration is then trained as a step of
     its own (TRM's deep supervision), which is what makes the per-iterate losses of
-    :mod:`trc.training.process_supervision` exact: the simulator feedback an iteration reads carries no gradient.
+    :mod:`trc.training.process_supervision` exact: the simulator feedback an iteration reads carries
+    no gradient.  ``gradient_truncation=None`` keeps the preset's own setting (off for the
+    single-latent presets), as the seed's baseline does.
     """
     from trc.models.tiny_recursive_control import TinyRecursiveControl
 
     preset = f"two_level_{model_size}" if use_two_level else model_size
     overrides = {k: v for k, v in (("H_cycles", H_cycles), ("L_cycles", L_cycles),
                                    ("num_outer_cycles", iterations)) if v is not None}
-    return TinyRecursiveControl.from_preset(preset, problem, use_gradient_truncation=True, **overrides)
+    if gradient_truncation is not None:
+        overrides["use_gradient_truncation"] = gradient_truncation
+    return TinyRecursiveControl.from_preset(preset, problem, **overrides)
 
 
 def add_train_command(sub) -> None:
@@ -40,6 +45,7 @@ def add_train_command(sub) -> None:
         "train", help="train a model by behavior cloning or process supervision",
         description="Train a Tiny Recursive Control model on a dataset of expert demonstrations. "
                     "With --process_weight 0 every iterate imitates the expert (behavior cloning); "
+                    "with --baseline only the final controls do (the seed's train_trc.py baseline); "
                     "otherwise an imitation term plus --process_weight times a term on every refinement "
                     "iterate's cost (see --loss_variant). The defaults are the settings measured in "
                     "benchmarks/vanderpol.py. Writes best_model.pt, last_model.pt and history.json "
@@ -52,7 +58,13 @@ def add_train_command(sub) -> None:
     p.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"], help="samples per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate, AdamW with warmup and cosine decay (default %(default)s)")
     p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
-                   help="lambda >= 0, weight of the process term (0: behavior cloning; default %(default)s)")
+                   help="lambda >= 0, weight of the process term (0: behavior cloning of every iterate, "
+                        "mean_k MSE(U_k, expert); default %(default)s)")
+    p.add_argument("--baseline", action="store_true",
+                   help="the seed's baseline (train_trc.py): behavior cloning of the final controls only, "
+                        "MSE(U_K, expert), with the preset's own gradient flow (single-latent presets: through "
+                        "every iteration); implies --process_weight 0. Without it, --process_weight 0 "
+                        "imitates every iterate")
     p.add_argument("--loss_variant", choices=sorted(PROCESS_VARIANTS), default=None,
                    help=f"default {describe('loss_variant')}. 'monotone': the expert teaches the first guess, the cost every refinement, "
                         "each iterate relative to the one before, and every sample is charged for a refinement "
@@ -115,7 +127,8 @@ def add_recipe_arguments(p) -> None:
 # iteration than K = 3 at the same cost; behavior cloning needs the 250 epochs to pass 95 % success.
 DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "process_weight": 1.0,
                             "model_size": "small", "iterations": 2, "val_fraction": 0.1}
-RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight", "loss_variant", "model_size",
+RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight", "baseline", "loss_variant",
+               "model_size",
                "use_two_level", "H_cycles", "L_cycles", "iterations", "use_value_predictor", "value_weight",
                "val_fraction", "seed", "self_play", "fresh_starts", "explore", "explore_noise",
                "curriculum_box", "curriculum_horizon", "curriculum_ramp")
@@ -149,6 +162,11 @@ def _check_args(args: argparse.Namespace) -> None:
                        f"--{name} must be in (0, 1], got {value}"))
     checks.append((args.explore_noise is None or (math.isfinite(args.explore_noise) and args.explore_noise >= 0),
                    f"--explore_noise must be >= 0, got {args.explore_noise}"))
+    if args.baseline:
+        checks.append((args.process_weight in (0, DEFAULTS["process_weight"]),
+                       f"--baseline is behavior cloning (process weight 0); it takes no --process_weight "
+                       f"{args.process_weight}"))
+        checks.append((not args.use_value_predictor, "--baseline trains no value head (--use_value_predictor)"))
     for ok, message in checks:
         if not ok:
             raise TRCError(message)
@@ -171,6 +189,8 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     from trc.models.value_predictor import create_value_predictor
 
     _check_args(args)
+    if args.baseline:
+        args.process_weight = 0.0
     data = load_dataset(args.data)
     if "problem" in data["metadata"]:
         problem = dataset_problem(data)
@@ -201,7 +221,8 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
     torch.manual_seed(args.seed)
-    model = build_model(problem, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, args.iterations)
+    model = build_model(problem, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, args.iterations,
+                        gradient_truncation=None if args.baseline else True)
     value_predictor = create_value_predictor(model.config.latent_dim) if args.use_value_predictor else None
     loader = build_training_data(problem, train, args.batch_size, settings, args.seed, args.epochs) \
         or make_loader(train, args.batch_size, shuffle=True, seed=args.seed)
@@ -210,7 +231,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         make_loader(val, 256, shuffle=False), epochs=args.epochs, lr=args.lr,
         process_weight=args.process_weight, value_predictor=value_predictor,
         value_weight=0.01 if args.value_weight is None else args.value_weight, variant=args.loss_variant,
-        output_dir=out, resume=args.resume, metadata={"settings": settings}, seed=args.seed,
+        output_dir=out, resume=args.resume, metadata={"settings": settings}, seed=args.seed, final_only=args.baseline,
         device=args.device, progress=not args.quiet, hooks=hooks)
     history = model.training_history
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
