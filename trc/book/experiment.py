@@ -162,14 +162,15 @@ class Experiment:
         from trc.models.config import PRESETS
         from trc.data.experts import EXPERTS
         from trc.training.process_supervision import DEFAULT_VARIANT, PROCESS_VARIANTS
-        from trc.problems import PROBLEMS
+        from trc.problems import get_problem
+
+        get_problem(self.problem)  # a name it does not know is one sentence, as everywhere
 
         object.__setattr__(self, "options", _pairs(self.options))
         preset = ("two_level_" if self.use_two_level else "") + str(self.model_size)
         count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
         number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
         checks = [
-            (self.problem in PROBLEMS, f"unknown problem {self.problem!r}; known: {', '.join(sorted(PROBLEMS))}"),
             (self.expert in EXPERTS, f"unknown expert {self.expert!r}; known: {', '.join(sorted(EXPERTS))}"),
             (self.variant in PROCESS_VARIANTS,
              f"unknown loss variant {self.variant!r}; known: {', '.join(sorted(PROCESS_VARIANTS))}"),

@@ -15,7 +15,10 @@ def add_generate_command(sub) -> None:
     """Add ``trc generate`` to the CLI's subparsers."""
     p = sub.add_parser("generate", help="write expert demonstrations to an .npz dataset",
                        description="Draw start states, solve each with an expert, write an .npz dataset.")
-    p.add_argument("--problem", default="vanderpol", help=f"one of: {', '.join(sorted(PROBLEMS))} (default vanderpol)")
+    p.add_argument("--problem", default="vanderpol",
+                   help=f"one of: {', '.join(sorted(PROBLEMS))}, a name an installed package registers "
+                        f"(entry points 'trc.problems'), or module:Name for a ControlProblem in your own "
+                        f"module (default vanderpol)")
     p.add_argument("--num_samples", type=int, default=10000, help="number of demonstrations (default 10000)")
     p.add_argument("--output", required=True, help="the .npz file to write, e.g. data/vanderpol_lqr_10k.npz")
     p.add_argument("--expert", default="lqr", help=f"one of: {', '.join(sorted(EXPERTS))} (default lqr)")

@@ -51,7 +51,7 @@ def add_train_command(sub) -> None:
                     "benchmarks/vanderpol.py. Writes best_model.pt, last_model.pt and history.json "
                     "into --output_dir.")
     p.add_argument("--data", required=True, help="dataset .npz written by trc generate")
-    p.add_argument("--problem", default=None, help="problem name (default: the dataset's); must match the dataset")
+    p.add_argument("--problem", default=None, help="problem name or module:Name (default: the dataset's); must match the dataset")
     p.add_argument("--output_dir", required=True, help="folder for best_model.pt, last_model.pt, history.json")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"passes over the training data (default {describe('epochs')})")
