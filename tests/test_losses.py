@@ -159,6 +159,16 @@ def test_under_process_supervision_one_iterate_imitates_the_expert(variant, imit
     torch.testing.assert_close(parts["bc"], behavior_cloning_loss(all_U[:, imitated], expert).detach())
 
 
+def test_cost_variant_ignores_the_expert():
+    problem, all_U, expert, x0, target = random_case()
+    losses = [compute_process_supervision_loss(problem, all_U, e, x0, target, 1.0, variant="cost")[0]
+              for e in (expert, expert + 1.0)]
+    torch.testing.assert_close(losses[0], losses[1])               # the loss does not see the expert's plans
+    ratio, _ = compute_process_supervision_loss(problem, all_U, expert, x0, target, 1.0, variant="ratio")
+    _, parts = compute_process_supervision_loss(problem, all_U, expert, x0, target, 1.0, variant="cost")
+    torch.testing.assert_close(losses[0], ratio - parts["bc"])     # the ratio variant less its imitation term
+
+
 def test_ratio_term_is_per_step_and_one_without_improvement():
     costs = torch.full((3, 4), 7.0, dtype=D)
     assert ratio_process_term(costs, horizon=50).item() == pytest.approx(1 / 50)

@@ -232,3 +232,16 @@ def test_latent_cycles_figure(model):
     np.testing.assert_allclose(steps, expected, rtol=1e-6)
     boundaries = [line for line in ax_step.lines if line.get_linestyle() == ":"]
     assert len(boundaries) == K - 1                         # where new feedback comes in
+
+
+def test_sweep_axes_zoom_on_the_values_not_on_zero():
+    # 99.6 % against 99.4 % must be visible: the success axis must not start at 0
+    results = {lam: SweepResult(success_rate=s, cost_ratio=r, mean_cost_per_iteration=(500.0, 400.0))
+               for lam, s, r in ((0.1, 97.9, 1.0139), (1.0, 99.6, 1.0115), (10.0, 99.4, 1.0124))}
+    ex = LambdaExplorer(results, baseline=SweepResult(83.8, 1.0200, (600.0, 390.0)))
+    ax_s, ax_r = ex.figure.axes[:2]
+    low, high = ax_s.get_ylim()
+    assert 70 < low < 83.8 and 99.6 < high
+    low, high = ax_r.get_ylim()
+    assert 1.0 < low < 1.0115 and 1.0200 < high
+    assert [t.get_text() for t in ax_s.texts] == ["97.9", "99.6", "99.4"]

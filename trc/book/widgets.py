@@ -317,15 +317,21 @@ class LambdaExplorer:
                 (ax_s, [self.results[lam].success_rate for lam in self.lambdas], "success (%)", "Success per λ"),
                 (ax_r, [self.results[lam].cost_ratio for lam in self.lambdas], f"mean cost / {self.ratio_of}",
                  f"Cost over the {self.ratio_of} per λ")):
-            ax.bar(pos, values, color=colors)
+            bars = ax.bar(pos, values, color=colors)
+            ax.bar_label(bars, fmt="%.1f" if ax is ax_s else "%.4f", fontsize="small")
+            shown = list(values)
             if self.baseline is not None:
                 base = self.baseline.success_rate if ax is ax_s else self.baseline.cost_ratio
                 ax.axhline(base, color=BASELINE_COLOR, ls="--", lw=1.5, label=self.baseline_label)
                 ax.legend(fontsize="small")
+                shown.append(base)
+            # zoom on the values: bars from zero would hide differences of a fraction of a point
+            low, high = min(shown), max(shown)
+            pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
+            ax.set_ylim(low - pad, high + 2 * pad)
             ax.set_xticks(pos, [f"{lam:g}" for lam in self.lambdas])
             ax.set(title=title, xlabel="process weight λ", ylabel=ylabel)
             ax.grid(alpha=0.3, axis="y")
-        ax_r.axhline(1.0, color="k", lw=0.8)
 
     def _draw_curve(self, ax, lam: float, color: str = MODEL_COLOR, **style: Any) -> None:
         curve = self.results[lam].mean_cost_per_iteration

@@ -41,6 +41,10 @@ term plus ``lambda`` times a term on the costs; the pair is a *variant*:
     move far from a weak teacher's plans (``vanderpol_constrained``) that caution
     costs more: there ``"ratio"`` ends closer to the optimum (chapters 3 and 8 of
     the book).
+``"cost"``
+    The ratio term alone, ``lambda * P_ratio``: no imitation at all (the imitation
+    term of ``U_0`` is still reported).  The expert's plans are not used by the loss;
+    the ablation that shows what the teacher contributes (chapter 8 of the book).
 """
 
 from __future__ import annotations
@@ -162,11 +166,13 @@ def monotone_process_term(costs: Tensor, horizon: int = 1, weight: float = 10.0,
     return (ratios.mean() + weight * hinge) / horizon
 
 
-# variant -> (process term of the costs [B, K+1] and the horizon T, iterate that imitates the expert)
-PROCESS_VARIANTS: dict[str, tuple[Callable[[Tensor, int], Tensor], int]] = {
+# variant -> (process term of the costs [B, K+1] and the horizon T, iterate that imitates the expert,
+# or None: no imitation)
+PROCESS_VARIANTS: dict[str, tuple[Callable[[Tensor, int], Tensor], int | None]] = {
     "seed": (lambda costs, horizon: seed_process_term(costs), -1),
     "ratio": (ratio_process_term, 0),
     "monotone": (monotone_process_term, 0),
+    "cost": (ratio_process_term, None),
 }
 DEFAULT_VARIANT = "monotone"
 
@@ -287,11 +293,11 @@ def compute_process_supervision_loss(
                                             dynamics_fn, cost_params)
         process, loss = term(costs, T), bc
     else:
-        bc = behavior_cloning_loss(all_controls[:, imitated], expert_controls)
+        bc = behavior_cloning_loss(all_controls[:, 0 if imitated is None else imitated], expert_controls)
         costs, errors = iteration_costs(problem, all_controls, initial_states, target_states,
                                         dynamics_fn, cost_params)
         process = term(costs, T)
-        loss = bc + process_weight * process
+        loss = process_weight * process if imitated is None else bc + process_weight * process
     parts = {
         "bc": bc.detach(),
         "process": process.detach(),

@@ -69,7 +69,7 @@ def add_train_command(sub) -> None:
                    help=f"default {describe('loss_variant')}. 'monotone': the expert teaches the first guess, the cost every refinement, "
                         "each iterate relative to the one before, and every sample is charged for a refinement "
                         "that does not improve it; 'ratio': the same without that charge, which goes further "
-                        "where the teacher is weak; "
+                        "where the teacher is weak; 'cost': the ratio term alone, without imitation; "
                         "'seed': the seed document's formula")
     p.add_argument("--model_size", choices=("small", "medium", "large"), default=DEFAULTS["model_size"],
                    help="model preset size (default %(default)s)")
