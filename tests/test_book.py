@@ -102,6 +102,17 @@ def test_every_glued_number_the_prose_uses_is_in_the_saved_outputs():
         assert not missing, f"{path.name}: the prose pastes {missing}, which no saved output glues"
 
 
+def test_every_citation_is_in_the_bibliography():
+    """A ``{cite}`` key missing from references.bib is a build warning, and -W makes it an error."""
+    known = set(re.findall(r"^@\w+\{([^,\s]+),", (ROOT / "references.bib").read_text(), flags=re.MULTILINE))
+    sources = [*(ROOT / "notebooks").glob("*.ipynb"), *(ROOT / "book").glob("*.md")]
+    cited = {key.strip() for path in sources
+             for keys in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", path.read_text()) for key in keys.split(",")}
+    assert cited, "the book cites nothing"
+    assert not cited - known, f"cited but not in references.bib: {sorted(cited - known)}"
+    assert "book/bibliography" in toc_pages()
+
+
 def test_offline_assets_refuse_remote_scripts(tmp_path):
     pytest.importorskip("sphinx")
     sys.path.insert(0, str(ROOT / "book" / "_ext"))
