@@ -187,7 +187,7 @@ def test_cost_params_override_the_problem_costs():
 @pytest.mark.parametrize("kwargs, message", [
     ({"cost_params": {"Qf": torch.eye(2)}}, "unknown key 'Qf'"),
     ({"cost_params": {"R": torch.eye(2)}}, "must have shape"),
-    ({"variant": "nope"}, "unknown process-supervision variant"),
+    ({"variant": "nope"}, "unknown loss variant"),
 ])
 def test_bad_arguments_are_one_sentence(kwargs, message):
     problem, all_U, expert, x0, target = random_case()

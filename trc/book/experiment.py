@@ -46,7 +46,6 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from trc.errors import TRCError
+from trc.errors import TRCError, check
 
 # Which modules can change a cached file (see the module docstring).
 # Paths relative to trc/, without .py; a name ending in "/" is a whole sub-package.
@@ -161,33 +160,27 @@ class Experiment:
     def __post_init__(self) -> None:
         from trc.models.config import PRESETS
         from trc.data.experts import EXPERTS
-        from trc.training.process_supervision import DEFAULT_VARIANT, PROCESS_VARIANTS
+        from trc.training.process_supervision import DEFAULT_VARIANT, check_loss_settings
         from trc.problems import get_problem
 
         get_problem(self.problem)  # a name it does not know is one sentence, as everywhere
 
         object.__setattr__(self, "options", _pairs(self.options))
         preset = ("two_level_" if self.use_two_level else "") + str(self.model_size)
-        count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
-        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        try:
+            for name in ("num_train", "num_test", "epochs", "batch_size", "iterations", "lr", "val_fraction"):
+                check(name, getattr(self, name))
+            for name in ("H_cycles", "L_cycles"):
+                if getattr(self, name) is not None:  # None keeps the preset's
+                    check(name, getattr(self, name))
+            check_loss_settings(self.process_weight, self.variant, self.value_weight)
+        except TRCError as e:
+            raise TRCError(f"experiment: {e}") from None
         checks = [
             (self.expert in EXPERTS, f"unknown expert {self.expert!r}; known: {', '.join(sorted(EXPERTS))}"),
-            (self.variant in PROCESS_VARIANTS,
-             f"unknown loss variant {self.variant!r}; known: {', '.join(sorted(PROCESS_VARIANTS))}"),
             (preset in PRESETS, f"unknown model preset {preset!r}; known: {', '.join(PRESETS)}"),
-            *((count(getattr(self, n)), f"{n} must be a positive integer, got {getattr(self, n)!r}")
-              for n in ("num_train", "num_test", "epochs", "batch_size", "iterations")),
-            *((getattr(self, n) is None or count(getattr(self, n)),
-               f"{n} must be a positive integer or None, got {getattr(self, n)!r}") for n in ("H_cycles", "L_cycles")),
-            (number(self.process_weight) and self.process_weight >= 0,
-             f"process_weight must be a finite number >= 0, got {self.process_weight!r}"),
-            (number(self.value_weight) and self.value_weight >= 0,
-             f"value_weight must be a finite number >= 0, got {self.value_weight!r}"),
-            (number(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}"),
             (self.process_weight > 0 or self.variant == DEFAULT_VARIANT,
              f"loss variant {self.variant!r} has no effect with process_weight 0 (behavior cloning)"),
-            (number(self.val_fraction) and 0 < self.val_fraction < 1,
-             f"val_fraction must be a fraction in (0, 1), got {self.val_fraction!r}"),
         ]
         for ok, message in checks:
             if not ok:

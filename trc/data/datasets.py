@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from trc.errors import TRCError
+from trc.errors import TRCError, check
 from trc.data.experts import EXPERTS
 from trc.io import atomic_write
 from trc.problems import ControlProblem, get_problem
@@ -54,8 +54,7 @@ def generate_dataset(problem: ControlProblem | str, num_samples: int, expert: st
     Returns:
         The dataset dict (see the module docstring) with a ``metadata`` dict.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
-        raise TRCError(f"the number of samples must be a positive integer, got {num_samples!r}")
+    check("num_samples", num_samples)
     if expert not in EXPERTS:
         raise TRCError(f"unknown expert {expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
     if isinstance(problem, str):
@@ -227,6 +226,7 @@ def split_dataset(data: dict[str, Any], val_fraction: float, seed: int = 0) -> t
     Returns:
         Two dicts of the :data:`REQUIRED` arrays, disjoint, together every sample.
     """
+    check("val_fraction", val_fraction)
     n = len(data["initial_states"])
     n_val = max(1, round(val_fraction * n))
     if n - n_val < 1:
@@ -296,8 +296,7 @@ def make_loader(data: dict[str, Any], batch_size: int = 64, shuffle: bool = True
     Shuffling draws from a generator seeded with ``seed``: the same seed gives the same
     sequence of epochs.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise TRCError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check("batch_size", batch_size)
     missing = [k for k in LOADER_KEYS if k not in data]
     if missing:
         raise TRCError(f"the dataset lacks the array '{missing[0]}' (a loader needs {', '.join(LOADER_KEYS)})")

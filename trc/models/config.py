@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from trc.errors import TRCError
+from trc.errors import TRCError, check
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,9 @@ class TRCConfig:
     feedback_points: int = 10             # samples of the error trajectory fed back (0: final error only)
 
     def __post_init__(self) -> None:
-        for name in ("latent_dim", "hidden_dim", "num_layers", "num_outer_cycles", "H_cycles", "L_cycles"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TRCError(f"model config: {name} must be a positive integer, got {value!r}")
-        if isinstance(self.feedback_points, bool) or not isinstance(self.feedback_points, int) \
-                or self.feedback_points < 0:
-            raise TRCError(f"model config: feedback_points must be an integer >= 0, got {self.feedback_points!r}")
+        for name in ("latent_dim", "hidden_dim", "num_layers", "num_outer_cycles", "H_cycles", "L_cycles",
+                     "feedback_points"):
+            check(name, getattr(self, name), "model config: ")
 
     def resolve(self, problem) -> "TRCConfig":
         """This config with the problem fields filled in from ``problem``.

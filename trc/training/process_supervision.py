@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from trc.cost import trajectory_cost
-from trc.errors import TRCError
+from trc.errors import TRCError, check
 from trc.simulator import simulator
 
 Tensor = torch.Tensor
@@ -177,6 +177,25 @@ PROCESS_VARIANTS: dict[str, tuple[Callable[[Tensor, int], Tensor], int | None]] 
 DEFAULT_VARIANT = "monotone"
 
 
+def check_loss_settings(process_weight: float, variant: str = DEFAULT_VARIANT, value_weight: float = 0.01,
+                        final_only: bool = False, prefix: str = "") -> None:
+    """The one check of the loss's settings (the losses, the trainers, ``trc train``, the book's experiments).
+
+    Raises:
+        TRCError: ``process_weight`` or ``value_weight`` not a finite number >= 0, an unknown
+            ``variant``, or ``final_only`` with ``process_weight > 0``.  ``prefix`` goes before the
+            names (``"--"`` for flags).
+    """
+    check("process_weight", process_weight, prefix)
+    check("value_weight", value_weight, prefix)
+    if variant not in PROCESS_VARIANTS:
+        raise TRCError(f"unknown loss variant {variant!r}; "
+                       f"known: {', '.join(sorted(PROCESS_VARIANTS))}")
+    if final_only and process_weight != 0:
+        raise TRCError(f"final_only is behavior cloning of the final controls: it needs {prefix}process_weight 0, "
+                       f"got {process_weight}")
+
+
 class _ProjectedClip(torch.autograd.Function):
     """Clip to ``[-bound, bound]``; backward keeps only gradients whose descent step points inside.
 
@@ -275,17 +294,12 @@ def compute_process_supervision_loss(
         iterates within tolerance), ``iteration_costs`` (mean cost per iterate, ``[K+1]``)
         and, with a value head, ``value``.
     """
-    if variant not in PROCESS_VARIANTS:
-        raise TRCError(f"unknown process-supervision variant {variant!r}; "
-                       f"known: {', '.join(sorted(PROCESS_VARIANTS))}")
+    check_loss_settings(process_weight, variant, value_weight, final_only)
     if all_controls.dim() != 4 or all_controls.shape[1] < 2:
         raise TRCError("process supervision needs all iterations [B, K+1, T, n_u] with K >= 1, "
                        f"got shape {tuple(all_controls.shape)}")
     term, imitated = PROCESS_VARIANTS[variant]
     T = all_controls.shape[2]
-    if final_only and process_weight != 0:
-        raise TRCError(f"final_only is behavior cloning of the final controls: it needs process_weight 0, "
-                       f"got {process_weight}")
     if process_weight == 0:  # behavior cloning: report costs without a graph through the simulator
         bc = behavior_cloning_loss(all_controls[:, -1] if final_only else all_controls, expert_controls)
         with torch.no_grad():

@@ -21,7 +21,8 @@ from trc.data.datasets import as_batch
 from trc.errors import TRCError
 from trc.problems.vanderpol import simulate_vanderpol_torch  # the seed imports it from here
 from trc.simulator import simulated_by, simulator
-from trc.training.process_supervision import DEFAULT_VARIANT, compute_process_supervision_loss, iteration_costs
+from trc.training.process_supervision import (DEFAULT_VARIANT, check_loss_settings, compute_process_supervision_loss,
+                                              iteration_costs)
 from trc.training.trainer import TrainConfig, Trainer
 
 Tensor = torch.Tensor
@@ -190,19 +191,13 @@ def train_with_process_supervision(
     Returns:
         The trained model (best epoch's weights), with the history as ``model.training_history``.
     """
-    if not (math.isfinite(process_weight) and process_weight >= 0):
-        raise TRCError(f"process_weight must be a finite number >= 0, got {process_weight}")
-    if not (math.isfinite(value_weight) and value_weight >= 0):
-        raise TRCError(f"value_weight must be a finite number >= 0, got {value_weight}")
+    check_loss_settings(process_weight, variant, value_weight, final_only)
     if value_predictor is not None:
         model.value_predictor = value_predictor
     problem = model.problem
     monitor = "cost" if val_loader is not None else "loss"
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
                       checkpoint_dir=None if output_dir is None else str(output_dir), **config)
-    if final_only and process_weight != 0:
-        raise TRCError(f"final_only is behavior cloning of the final controls: it needs process_weight 0, "
-                       f"got {process_weight}")
     meta = {"process_weight": process_weight, "variant": variant, "value_weight": value_weight,
             "final_only": bool(final_only), "epochs": epochs, "lr": lr, **(metadata or {})}
     save_fn, load_fn = checkpoint_io(meta)

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from trc.errors import TRCError
+from trc.errors import TRCError, check
 from trc.io import atomic_write
-from trc.training.process_supervision import DEFAULT_VARIANT, PROCESS_VARIANTS
+from trc.training.process_supervision import DEFAULT_VARIANT, PROCESS_VARIANTS, check_loss_settings
 from trc.training.supervised_trainer import train_with_process_supervision
 
 
@@ -136,23 +136,16 @@ RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight"
 
 def _check_args(args: argparse.Namespace) -> None:
     """One sentence for the first bad flag."""
+    for name in ("epochs", "batch_size", "lr", "val_fraction", "H_cycles", "L_cycles", "iterations"):
+        if getattr(args, name) is not None:  # None: the recipe's or the preset's
+            check(name, getattr(args, name), "--")
+    check_loss_settings(args.process_weight, args.loss_variant or DEFAULT_VARIANT,
+                        0.01 if args.value_weight is None else args.value_weight, prefix="--")
     checks = [
-        (args.epochs is None or args.epochs > 0, f"--epochs must be > 0, got {args.epochs}"),
-        (args.batch_size > 0, f"--batch_size must be > 0, got {args.batch_size}"),
-        (math.isfinite(args.lr) and args.lr > 0, f"--lr must be a positive number, got {args.lr}"),
-        (math.isfinite(args.process_weight) and args.process_weight >= 0,
-         f"--process_weight must be a finite number >= 0, got {args.process_weight}"),
         (args.value_weight is None or args.use_value_predictor, "--value_weight needs --use_value_predictor"),
-        (args.value_weight is None or (math.isfinite(args.value_weight) and args.value_weight >= 0),
-         f"--value_weight must be a finite number >= 0, got {args.value_weight}"),
-        (0 < args.val_fraction < 1, f"--val_fraction must be between 0 and 1, got {args.val_fraction}"),
         (args.loss_variant in (None, DEFAULT_VARIANT) or args.process_weight > 0,
          "--loss_variant has no effect with --process_weight 0"),
     ]
-    for name in ("H_cycles", "L_cycles"):
-        value = getattr(args, name)
-        checks.append((value is None or value > 0, f"--{name} must be > 0, got {value}"))
-    checks.append((args.iterations > 0, f"--iterations must be > 0, got {args.iterations}"))
     for name in ("fresh_starts", "explore"):
         value = getattr(args, name)
         checks.append((value is None or value >= 0, f"--{name} must be >= 0, got {value}"))

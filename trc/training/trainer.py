@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from trc.errors import TRCError
+from trc.errors import TRCError, check
 from trc.io import atomic_write
 
 Tensor = torch.Tensor
@@ -80,9 +80,9 @@ class TrainConfig:
     restore_best: bool = True
 
     def __post_init__(self) -> None:
+        check("epochs", self.epochs)
+        check("lr", self.lr)
         checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0 or None, got {self.grad_clip}"),
             (0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), got {self.warmup}"),
