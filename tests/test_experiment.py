@@ -119,3 +119,18 @@ def test_defaults_are_the_training_defaults():
 def test_bad_settings_are_one_sentence(change, message):
     with pytest.raises(TRCError, match=message):
         Experiment(**change)
+
+
+def test_run_experiments_trains_in_other_processes_and_gives_the_same_models(tmp_path):
+    experiments = [Experiment(**TINY), Experiment(**TINY, process_weight=0.0), Experiment(**TINY)]
+    parallel = experiment.run_experiments(experiments, tmp_path / "parallel", workers=2)
+    serial = [e.run(tmp_path / "serial") for e in experiments[:2]]
+    assert not any(r.cached for r in parallel)  # trained by the workers (and loaded here)
+    assert experiment.run_experiments(experiments[:1], tmp_path / "parallel")[0].cached
+    assert [r.experiment for r in parallel] == experiments
+    for p, s in zip(parallel, serial):
+        for (name, a), b in zip(p.model.state_dict().items(), s.model.state_dict().values()):
+            assert torch.equal(a, b), name
+        np.testing.assert_array_equal(p.metrics.costs, s.metrics.costs)
+    with pytest.raises(TRCError, match="cache_dir"):
+        experiment.run_experiments(experiments, None)

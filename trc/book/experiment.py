@@ -46,12 +46,14 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import multiprocessing
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -346,6 +348,51 @@ class Experiment:
                                 meta["train_seconds"], time.perf_counter() - start, cached)
 
 
+def run_experiments(experiments: Sequence[Experiment], cache_dir: str | Path,
+                    workers: int | None = None) -> list["ExperimentResult"]:
+    """:meth:`Experiment.run` of each, the uncached trainings ``workers`` at a time in other processes.
+
+    Each training runs on one thread, as in :meth:`Experiment.run`, and gives the same
+    model as there (same seeds, same code); on a machine with ``workers`` idle cores,
+    ``n`` trainings take about ``ceil(n / workers)`` times one.  Then every experiment
+    is run here, from the cache (loading and evaluating).
+
+    Args:
+        experiments: the experiments, in the order of the results.
+        cache_dir: the cache (required: it is how the trained models come back).
+        workers: processes that train at once; 1 trains here, one after the other.  Default:
+            2 in full mode, 1 in fast mode (``TRC_FAST=1``), where a training takes less
+            time than starting a process.
+
+    Returns:
+        An :class:`ExperimentResult` per experiment; ``cached`` says whether its model was
+        in the cache before this call.
+    """
+    from trc.book.fast import pick
+
+    if cache_dir is None:
+        raise TRCError("run_experiments needs a cache_dir: the trained models come back through it")
+    workers = pick(2, 1) if workers is None else workers
+    todo = list(dict.fromkeys(e for e in experiments if e._load(e.model_path(cache_dir)) is None))
+    if workers > 1 and len(todo) > 1:
+        for experiment in todo:  # made here once, before the workers read them
+            experiment.train_data(cache_dir)
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_train_into_cache, todo, [str(cache_dir)] * len(todo)))
+    results = [experiment.run(cache_dir) for experiment in experiments]
+    return [dataclasses.replace(r, cached=False) if r.experiment in todo else r for r in results]
+
+
+def _train_into_cache(experiment: Experiment, cache_dir: str) -> None:
+    """Train ``experiment`` on one thread and keep the model in ``cache_dir`` (a worker of :func:`run_experiments`)."""
+    from trc.data.experts import one_thread
+    from trc.models.checkpoint import save_checkpoint
+
+    with one_thread():
+        model = experiment.train(cache_dir)
+        save_checkpoint(model, experiment.model_path(cache_dir), **model.checkpoint_metadata)
+
+
 @dataclass
 class ExperimentResult:
     """What :meth:`Experiment.run` returns.
@@ -400,4 +447,5 @@ def book_experiment(**changes: Any) -> Experiment:
     return base.replace(**changes)
 
 
-__all__ = ["BOOK_MAX_EPOCHS", "Experiment", "ExperimentResult", "book_experiment", "code_fingerprint"]
+__all__ = ["BOOK_MAX_EPOCHS", "Experiment", "ExperimentResult", "book_experiment", "code_fingerprint",
+           "run_experiments"]
