@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import trc.book.experiment as experiment
+import trc.book.cache as cache
 from trc.errors import TRCError
 from trc.book.experiment import Experiment
 
@@ -73,16 +73,16 @@ def test_a_changed_setting_misses_the_model_cache_but_shares_the_data(tmp_path, 
 
 def test_changed_code_misses_the_cache(tmp_path, monkeypatch):
     Experiment(**TINY).run(tmp_path)
-    real = experiment.code_fingerprint
-    monkeypatch.setattr(experiment, "code_fingerprint", lambda part: real(part) + ("x" if part == "model" else ""))
+    real = cache.code_fingerprint
+    monkeypatch.setattr(cache, "code_fingerprint", lambda part: real(part) + ("x" if part == "model" else ""))
     assert not Experiment(**TINY).run(tmp_path).cached
     assert len(list(tmp_path.glob("model-*.pt"))) == 2 and len(list(tmp_path.glob("*.npz"))) == 3
 
 
 def test_fingerprints_cover_the_right_modules():
-    assert experiment.code_fingerprint("data") != experiment.code_fingerprint("model")
+    assert cache.code_fingerprint("data") != cache.code_fingerprint("model")
     with pytest.raises(TRCError, match="fingerprint part"):
-        experiment.code_fingerprint("plots")
+        cache.code_fingerprint("plots")
 
 
 def test_a_corrupt_cached_model_is_trained_again(tmp_path):

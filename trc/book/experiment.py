@@ -15,56 +15,28 @@ optimum is known::
     result = Experiment(num_train=1000, num_test=1000).run(cache_dir="runs/cache")
     result.summary["success_rate"], result.summary["cost_over_optimum"]
 
-**The cache.**  With ``cache_dir`` set, four kinds of file are kept there, each
-written atomically and named after a hash of exactly what produced it:
-
-==================================  ===========================================
-file                                what
-==================================  ===========================================
-``train-<problem>-<expert>-…npz``   the demonstrations (``trc.data.datasets`` format)
-``test-<problem>-<expert>-…npz``    the expert's plans from the test states
-``test-<problem>-optimal-…npz``     the optimum from the same test states
-``model-<problem>-<label>-…pt``     the trained model and its history
-==================================  ===========================================
-
-A later run with the same settings loads them (``trc.data.datasets.load_dataset``,
-``trc.models.checkpoint.load_checkpoint``: nothing is unpickled) and only evaluates,
-which takes seconds; a changed setting misses.  Each hash also covers a
-*fingerprint of the code* that made the file (:func:`code_fingerprint`): the
-source of every ``trc`` module that can change it, and the torch version.  Edit
-the losses, the trainer or a default, and every cached model is trained again;
-edit the experts or a problem, and the data are made again too.  No version
-number has to be remembered, and no cached result outlives the code that made
-it.  Modules that only present results (plots, widgets, the CLI, the
-evaluation) are left out.  A cached file that cannot be read, or that belongs to
-other settings, is replaced with a warning.
+With ``cache_dir`` set, the data and the trained model are kept in
+:mod:`trc.book.cache`, named after exactly what made them (every setting and a
+fingerprint of the code), so a later run with the same settings only evaluates.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
-import json
 import multiprocessing
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from trc.book.cache import cache_key, cached_dataset, cached_model
 from trc.errors import TRCError, check
 
-# Which modules can change a cached file (see the module docstring).
-# Paths relative to trc/, without .py; a name ending in "/" is a whole sub-package.
-PRESENTATION_MODULES = frozenset({"evaluation/", "book/widgets", "book/fast", "book/__init__", "cli",
-                                  "data/generate"})
-MODEL_MODULES = frozenset({"models/", "training/"})
 TEST_SEED_OFFSET = 1_000_000  # test states are drawn with data_seed + this: never the training states
 
 
@@ -79,35 +51,6 @@ def _training_defaults() -> dict[str, Any]:
 
 
 _DEFAULTS = _training_defaults()
-
-
-@lru_cache(maxsize=None)
-def code_fingerprint(part: str) -> str:
-    """A hash of the source of the ``trc`` modules that can change a cached ``part``, and torch's version.
-
-    Args:
-        part: ``"data"`` (demonstrations and optima: every module but the presentation and
-            model modules) or ``"model"`` (every module but the presentation ones).
-
-    Returns:
-        16 hex digits.
-    """
-    if part not in ("data", "model"):
-        raise TRCError(f"code fingerprint part must be 'data' or 'model', got {part!r}")
-    root = Path(__file__).resolve().parents[1]  # trc/
-    skip = PRESENTATION_MODULES | (MODEL_MODULES if part == "data" else frozenset())
-    digest = hashlib.sha256(f"torch {torch.__version__}".encode())
-    for path in sorted(root.rglob("*.py")):
-        name = path.relative_to(root).with_suffix("").as_posix()
-        if not any(name == s or (s.endswith("/") and name.startswith(s)) for s in skip):
-            digest.update(name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _key(fields: Mapping[str, Any], part: str) -> str:
-    """16 hex digits naming ``fields`` as made by the current code of ``part``."""
-    text = json.dumps({"fields": fields, "code": code_fingerprint(part)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _pairs(value: Mapping[str, Any] | tuple) -> tuple[tuple[str, Any], ...]:
@@ -213,25 +156,7 @@ class Experiment:
 
     def _dataset(self, cache_dir, role: str, expert: str, n: int, seed: int) -> dict[str, Any]:
         """Demonstrations of ``expert`` from ``n`` start states drawn with ``seed``, cached."""
-        from trc.data.datasets import generate_dataset, load_dataset, save_dataset
-
-        problem = self.get_problem()
-        key = _key({"problem": problem.to_dict(), "expert": expert, "n": n, "seed": seed}, "data")
-        if cache_dir is None:
-            return generate_dataset(problem, n, expert, seed)
-        path = Path(cache_dir) / f"{role}-{problem.name}-{expert}-n{n}-{key}.npz"
-        if path.exists():
-            try:
-                data = load_dataset(path, problem)
-                if data["metadata"].get("cache_key") == key:
-                    return data
-                warnings.warn(f"{path} belongs to other settings; making it again", stacklevel=3)
-            except TRCError as e:
-                warnings.warn(f"{e}; making it again", stacklevel=3)
-        data = generate_dataset(problem, n, expert, seed)
-        data["metadata"]["cache_key"] = key
-        save_dataset(path, data)
-        return data
+        return cached_dataset(cache_dir, role, self.get_problem(), expert, n, seed)
 
     def train_data(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
         """The ``num_train`` demonstrations (a ``trc.data.datasets`` dataset dict), cached in ``cache_dir``."""
@@ -249,27 +174,15 @@ class Experiment:
 
     def cache_key(self) -> str:
         """16 hex digits naming the trained model: every setting and the code fingerprint."""
-        return _key(self.to_dict(), "model")
+        return cache_key(self.to_dict(), "model")
 
     def model_path(self, cache_dir: str | Path) -> Path:
         """Where :meth:`run` keeps the trained model in ``cache_dir``."""
         return Path(cache_dir) / f"model-{self.problem}-{self.label}-{self.cache_key()}.pt"
 
-    def _load(self, path: Path):
-        """The cached model at ``path``, or None (missing, unreadable, or another experiment's)."""
-        from trc.models.checkpoint import load_checkpoint
-
-        if not path.exists():
-            return None
-        try:
-            model = load_checkpoint(path, problem=self.get_problem())
-        except TRCError as e:
-            warnings.warn(f"{e}; training again", stacklevel=3)
-            return None
-        if model.checkpoint_metadata.get("cache_key") != self.cache_key():
-            warnings.warn(f"{path} belongs to other settings; training again", stacklevel=3)
-            return None
-        return model
+    def load_cached(self, cache_dir: str | Path):
+        """The trained model cached in ``cache_dir``, or None (see :func:`trc.book.cache.cached_model`)."""
+        return cached_model(self.model_path(cache_dir), self.get_problem(), self.cache_key())
 
     def build_model(self):
         """The untrained model, as ``trc train`` builds it (seeded with ``seed``)."""
@@ -334,7 +247,7 @@ class Experiment:
         with one_thread():  # small operations: threads cost more than they save (10x on a busy 2-core CPU)
             test, optimal = self.test_data(cache_dir), self.optimal_data(cache_dir)
             path = None if cache_dir is None else self.model_path(cache_dir)
-            model = None if path is None else self._load(path)
+            model = None if path is None else self.load_cached(cache_dir)
             cached = model is not None
             if model is None:
                 model = self.train(cache_dir, progress)
@@ -373,7 +286,7 @@ def run_experiments(experiments: Sequence[Experiment], cache_dir: str | Path,
     if cache_dir is None:
         raise TRCError("run_experiments needs a cache_dir: the trained models come back through it")
     workers = pick(2, 1) if workers is None else workers
-    todo = list(dict.fromkeys(e for e in experiments if e._load(e.model_path(cache_dir)) is None))
+    todo = list(dict.fromkeys(e for e in experiments if e.load_cached(cache_dir) is None))
     if workers > 1 and len(todo) > 1:
         for experiment in todo:  # made here once, before the workers read them
             experiment.train_data(cache_dir)
@@ -447,5 +360,4 @@ def book_experiment(**changes: Any) -> Experiment:
     return base.replace(**changes)
 
 
-__all__ = ["BOOK_MAX_EPOCHS", "Experiment", "ExperimentResult", "book_experiment", "code_fingerprint",
-           "run_experiments"]
+__all__ = ["BOOK_MAX_EPOCHS", "Experiment", "ExperimentResult", "book_experiment", "run_experiments"]
