@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import trc.book.cache as cache
+import trc.book.experiment as experiment
 from trc.errors import TRCError
 from trc.book.experiment import Experiment
 
