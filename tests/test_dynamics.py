@@ -15,6 +15,7 @@ import torch
 import trc.adjoint
 from trc import get_problem, rk4, rollout
 from trc.adjoint import rk4_rollout
+from trc.errors import TRCError
 from trc.problems import PROBLEMS
 from trc.rk4_forward import rk4_forward, second_order_forward
 
@@ -120,6 +121,8 @@ def test_both_forward_loops_equal_the_plain_rollout():
         assert torch.allclose(X, expected, rtol=0, atol=1e-12)
     empty = second_order_forward(acceleration, 0.1, x0, U[:, :0])
     assert torch.equal(empty, x0.unsqueeze(1))
+    with pytest.raises(TRCError, match="n_x = 3"):
+        second_order_forward(acceleration, 0.1, torch.zeros(4, 3, dtype=F64), U)
 
 
 @pytest.mark.parametrize("wrt", ["both", "x0", "U"])

@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from trc.dynamics import Dynamics
+from trc.errors import TRCError
 
 Tensor = torch.Tensor
 # acceleration(q [m, B], v [m, B], u [n_u, B], out [m, B]) writes v' into out
@@ -67,6 +68,8 @@ def second_order_forward(acceleration: Acceleration, dt: float, x0: Tensor, U: T
     """
     B, T, _ = U.shape
     n = x0.shape[1]
+    if n % 2:
+        raise TRCError(f"a second-order state holds positions and velocities (n_x = 2 m), got n_x = {n}")
     m = n // 2
     h2, h6 = 0.5 * dt, dt / 6.0
     # rows (q_t, v_t, a_t) of every step: a_t = acceleration at x_t, the first stage's slope
