@@ -40,7 +40,7 @@ from trc.errors import TRCError
 
 # Which modules can change a cached file (see the module docstring).
 # Paths relative to trc/, without .py; a name ending in "/" is a whole sub-package.
-PRESENTATION_MODULES = frozenset({"evaluation/", "book/widgets", "book/fast", "book/__init__", "cli",
+PRESENTATION_MODULES = frozenset({"evaluation/", "book/widgets", "book/fast", "book/__init__", "cli", "sweep/",
                                   "data/generate"})
 MODEL_MODULES = frozenset({"models/", "training/"})
 

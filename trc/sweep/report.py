@@ -111,7 +111,7 @@ def plot_report(cells: list[dict], path: str | Path) -> None:
     from matplotlib.figure import Figure
 
     names = sorted({k for c in cells for k in c["flags"]}) or ["(none)"]
-    fig = Figure(figsize=(3.2 * len(names), 5.2), layout="constrained")
+    fig = Figure(figsize=(max(4.5, 3.4 * len(names)), 5.2), layout="constrained")
     axes = fig.subplots(2, len(names), squeeze=False)
     for j, name in enumerate(names):
         values = sorted({json.dumps(c["flags"].get(name)) for c in cells}, key=_order)
@@ -126,7 +126,7 @@ def plot_report(cells: list[dict], path: str | Path) -> None:
             ax.set_xlabel(name)
             ax.set_ylabel("validation cost" if metric == "cost" else "success (%)")
             ax.grid(alpha=0.3)
-    fig.suptitle("sweep: mean +- std over seeds, each point a setting of the other flags")
+    fig.suptitle("mean +- std over seeds")
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 

@@ -91,14 +91,17 @@ def fail_stale_trials(study: optuna.Study, interval: float) -> None:
     now = time.time()
     for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         beat = trial.system_attrs.get(BEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
-        if now - beat <= 2 * interval:
-            continue
-        try:
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
-        _retry()(study, storage.get_trial(trial._trial_id))
+        if now - beat > 2 * interval:
+            retry_now(study, trial._trial_id)
+
+
+def retry_now(study: optuna.Study, trial_id: int) -> None:
+    """Mark a running trial failed and enqueue its retry; only the worker whose change wins enqueues."""
+    try:
+        if study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            _retry()(study, study._storage.get_trial(trial_id))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
 
 
 class Heartbeat:

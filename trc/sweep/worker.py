@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from trc.errors import TRCError
 from trc.sweep.grid import grid_cells
 from trc.sweep.objective import objective
-from trc.sweep.storage import Heartbeat, fail_stale_trials, open_storage
+from trc.sweep.storage import Heartbeat, fail_stale_trials, open_storage, retry_now
 
 SPEC = "trc_sweep"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -111,6 +111,9 @@ def run_worker(args: argparse.Namespace, spec: dict[str, Any], heartbeat: float,
                 value, state = objective(trial, args, spec["grid"], output_dir), TrialState.COMPLETE
             except optuna.TrialPruned:
                 value, state = None, TrialState.PRUNED
+            except KeyboardInterrupt:  # hand the trial back at once instead of after two missed beats
+                retry_now(study, trial._trial_id)
+                raise
             except (TRCError, RuntimeError, ValueError) as e:
                 trial.set_user_attr("error", str(e))
                 print(f"trc sweep: trial {trial.number} failed: {e}")
