@@ -9,6 +9,13 @@ each from several starts (LQR, zero, +-u_max, two random), on a subset; the
 
 Needs ``casadi`` and ``scipy`` (``pip install casadi scipy``); neither is a
 dependency of trc.  Run: ``python benchmarks/experts.py [--num_ref 50]``.
+
+``--warm_start`` reports instead how much trc's plan helps IPOPT: on each problem of
+:data:`WARM_START_PROBLEMS`, IPOPT started from trc's plan, from clipped LQR and from zeros
+(iterations, wall time, whether it reaches the best optimum any start found), and trc's own time
+per start at batch 1 and 1024 against IPOPT's.  The model is ``--checkpoint PROBLEM=PATH``, or a
+small one trained here for ``--warm_epochs`` epochs (a few minutes on one CPU thread, cached in
+``--cache_dir``): ``python benchmarks/experts.py --warm_start [--warm_problems vanderpol]``.
 """
 
 from __future__ import annotations
@@ -23,36 +30,63 @@ from trc import get_problem
 from trc.data.experts import initial_guesses, lqr_controls, optimal_controls
 
 
-def casadi_cost(problem):
-    """The problem's cost ``J(U; x0, target)`` and gradient as CasADi functions (single shooting)."""
+def _casadi_model(problem):
+    """``(f(x, u), error(x, target))`` of ``problem`` in CasADi: dynamics and the cost's state error."""
     import casadi as ca
 
-    T, dt, m = problem.horizon, problem.dt, problem.n_u
-    Q, R, Qf = (np.array(M) for M in (problem.Q, problem.R, problem.Qf))
+    def error(x, tg):
+        return x - tg
+
     if problem.name.startswith("vanderpol"):
         def f(x, u):
             return ca.vertcat(x[1], problem.mu * (1 - x[0] ** 2) * x[1] - x[0] + u[0])
     elif problem.name == "double_integrator":
         def f(x, u):
             return ca.vertcat(x[1], u[0])
+    elif problem.name == "pendulum":  # its own cost: the chord of the angle error (trc/problems/pendulum.py)
+        ml2 = problem.m * problem.l ** 2
+
+        def f(x, u):
+            return ca.vertcat(x[1], problem.g / problem.l * ca.sin(x[0]) - problem.b / ml2 * x[1] + u[0] / ml2)
+
+        def error(x, tg):
+            return ca.vertcat(2 * ca.sin((x[0] - tg[0]) / 2), x[1] - tg[1])
     else:
         raise SystemExit(f"no CasADi dynamics for {problem.name}")
+    return f, error
+
+
+# IPOPT's options for a start that is already close: a small initial barrier parameter and little
+# pushing of the start into the box (its defaults, mu_init = 0.1, first move any start far from it).
+IPOPT_WARM = {"ipopt.mu_init": 1e-6, "ipopt.warm_start_init_point": "yes", "ipopt.bound_push": 1e-9,
+              "ipopt.bound_frac": 1e-9, "ipopt.warm_start_bound_push": 1e-9, "ipopt.warm_start_bound_frac": 1e-9}
+
+
+def casadi_cost(problem, tol: float = 1e-10, max_iter: int = 1000, options: dict | None = None):
+    """The problem's cost ``J(U; x0, target)`` and gradient as CasADi functions (single shooting)."""
+    import casadi as ca
+
+    T, dt, m = problem.horizon, problem.dt, problem.n_u
+    Q, R, Qf = (np.array(M) for M in (problem.Q, problem.R, problem.Qf))
+    f, error = _casadi_model(problem)
     U = ca.SX.sym("U", T * m)
     x0, tg = ca.SX.sym("x0", problem.n_x), ca.SX.sym("tg", problem.n_x)
     x, J = x0, 0
     for t in range(T):
         u = U[t * m:(t + 1) * m]
-        J += ca.mtimes([(x - tg).T, Q, x - tg]) + ca.mtimes([u.T, R, u])
+        e = error(x, tg)
+        J += ca.mtimes([e.T, Q, e]) + ca.mtimes([u.T, R, u])
         k1 = f(x, u)
         k2 = f(x + dt / 2 * k1, u)
         k3 = f(x + dt / 2 * k2, u)
         k4 = f(x + dt * k3, u)
         x = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    J += ca.mtimes([(x - tg).T, Qf, x - tg])
+    e = error(x, tg)
+    J += ca.mtimes([e.T, Qf, e])
     params = ca.vertcat(x0, tg)
     ipopt = ca.nlpsol("ipopt", "ipopt", {"x": U, "p": params, "f": J},
-                      {"ipopt.print_level": 0, "print_time": 0, "ipopt.tol": 1e-10,
-                       "ipopt.max_iter": 1000, "ipopt.sb": "yes"})
+                      {"ipopt.print_level": 0, "print_time": 0, "ipopt.tol": tol,
+                       "ipopt.max_iter": max_iter, "ipopt.sb": "yes", **(options or {})})
     fg = ca.Function("fg", [U, params], [J, ca.gradient(J, U)])
     return ipopt, fg
 
@@ -90,13 +124,97 @@ def reference_costs(problem, x0, target, methods, seed=0):
     return best, {k: v / solves for k, v in seconds.items()}
 
 
-def timed(fn, repeats):
+def timed(fn, repeats, clock=time.perf_counter):
     times, out = [], None
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         out = fn()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return out, min(times)
+
+
+# The problems of the warm-start report (--warm_start); adding a problem is one entry here (and its
+# CasADi model in _casadi_model).
+WARM_START_PROBLEMS = ("vanderpol", "vanderpol_constrained", "pendulum")
+
+
+def trained_planner(name: str, args):
+    """The trc model that warm-starts IPOPT on problem ``name``.
+
+    ``--checkpoint name=path`` loads one; otherwise a small model is trained here by
+    process supervision from ``--warm_train`` LQR demonstrations for ``--warm_epochs`` epochs
+    (``trc.book.experiment.Experiment``; cached in ``--cache_dir``, so a second run loads it).
+    """
+    from trc.book.experiment import Experiment
+    from trc.models.checkpoint import load_checkpoint
+
+    paths = dict(spec.split("=", 1) for spec in args.checkpoint)
+    if name in paths:
+        return load_checkpoint(paths[name], problem=name), f"checkpoint {paths[name]}"
+    exp = Experiment(problem=name, num_train=args.warm_train, num_test=16, epochs=args.warm_epochs)
+    result = exp.run(cache_dir=args.cache_dir)
+    how = f"{'loaded from the cache, ' if result.cached else ''}trained in {result.train_seconds:.0f} s"
+    return result.model, (f"small PS model, {args.warm_train} LQR demonstrations, {args.warm_epochs} epochs, {how}")
+
+
+def warm_start_report(name: str, args) -> None:
+    """IPOPT from trc's plan, from clipped LQR and from zeros: iterations, time, optimum reached;
+    and trc's own time per start at batch 1 and 1024 against IPOPT's."""
+    problem = get_problem(name)
+    model, how = trained_planner(name, args)
+    model = model.float().eval()
+    ipopt, _ = casadi_cost(problem, tol=args.warm_tol, options=IPOPT_WARM if args.ipopt == "warm" else None)
+    gen = torch.Generator().manual_seed(args.seed + 12345)  # states no model was trained on
+    x0 = problem.sample_initial_states(args.num_warm, gen, dtype=torch.float64)
+    target = problem.target_like(x0)
+    with torch.no_grad():
+        U_trc = problem.clip(model.plan(x0.float()).double())
+    starts = {"trc": U_trc, "lqr": lqr_controls(problem, x0, target), "zero": torch.zeros_like(U_trc)}
+    iters = {k: np.zeros(len(x0)) for k in starts}
+    secs = {k: np.zeros(len(x0)) for k in starts}
+    cpu = {k: np.zeros(len(x0)) for k in starts}
+    cost = {k: np.zeros(len(x0)) for k in starts}
+    ok = {k: np.zeros(len(x0), bool) for k in starts}
+    for i in range(len(x0)):
+        p = np.r_[x0[i].numpy(), target[i].numpy()]
+        for k, U in starts.items():
+            t, c = time.perf_counter(), time.process_time()
+            r = ipopt(x0=U[i].numpy().ravel(), p=p, lbx=-problem.u_max, ubx=problem.u_max)
+            secs[k][i], cpu[k][i] = time.perf_counter() - t, time.process_time() - c
+            stats = ipopt.stats()
+            iters[k][i], cost[k][i], ok[k][i] = stats["iter_count"], float(r["f"]), stats["success"]
+    best = np.minimum.reduce(list(cost.values()))
+    at_best = {k: np.abs(cost[k] - best) <= 1e-6 * np.maximum(1.0, best) for k in starts}
+    print(f"== warm start, {name}: IPOPT ({args.ipopt} options, exact Hessian, tol {args.warm_tol:g}) on {len(x0)} new start states; "
+          f"planner: {how}")
+    print(f"   {'start':6s} {'iterations mean':>15s} {'median':>7s} {'ms/solve':>9s} {'converged':>10s} "
+          f"{'at best optimum':>16s} {'mean final cost':>16s}")
+    for k in starts:
+        print(f"   {k:6s} {iters[k].mean():15.1f} {np.median(iters[k]):7.0f} {1e3 * secs[k].mean():9.1f} "
+              f"{ok[k].mean():10.0%} {at_best[k].mean():16.0%} {cost[k].mean():16.6g}")
+    for other in ("lqr", "zero"):
+        same = at_best["trc"] & at_best[other]
+        fewer = 1 - iters["trc"][same].sum() / max(1, iters[other][same].sum())
+        print(f"   trc start vs {other:4s}: {fewer:+.1%} fewer iterations on the {same.sum()} states where both "
+              f"reach the best optimum (all states: {1 - iters['trc'].mean() / iters[other].mean():+.1%}); "
+              f"wall time {secs['trc'].mean() / secs[other].mean():.2f}x   [target: >= 30 % fewer]")
+    plan_cost = problem.evaluate(x0, U_trc)["cost"].numpy()
+    above = plan_cost / best - 1
+    x_big = problem.sample_initial_states(1024, gen, dtype=torch.float32)
+    _, t1 = timed(lambda: model.plan(x0[:1].float()), args.repeats * 10)
+    _, t1024 = timed(lambda: model.plan(x_big), args.repeats)
+    _, c1 = timed(lambda: model.plan(x0[:1].float()), args.repeats * 10, clock=time.process_time)
+    _, c1024 = timed(lambda: model.plan(x_big), args.repeats, clock=time.process_time)
+    ipopt_s = secs["lqr"].mean()
+    print(f"   trc's plan alone: mean cost {np.mean(above):+.2%} above the best optimum (median {np.median(above):+.2%}, "
+          f"ratio of means {plan_cost.mean() / best.mean() - 1:+.2%})   [target on vanderpol: <= +1 %]")
+    ipopt_c = cpu["lqr"].mean()
+    print(f"   trc time per start, wall: batch 1 {1e3 * t1:.2f} ms ({ipopt_s / t1:.0f}x faster than IPOPT from LQR, "
+          f"{1e3 * ipopt_s:.1f} ms), batch 1024 {1e6 * t1024 / 1024:.1f} us ({ipopt_s / (t1024 / 1024):.0f}x)   "
+          f"[target on vanderpol: >= 100x]")
+    print(f"   trc time per start, CPU:  batch 1 {1e3 * c1:.2f} ms ({ipopt_c / c1:.0f}x faster than IPOPT from LQR, "
+          f"{1e3 * ipopt_c:.1f} ms), batch 1024 {1e6 * c1024 / 1024:.1f} us ({ipopt_c / (c1024 / 1024):.0f}x)",
+          flush=True)
 
 
 def main() -> None:
@@ -108,8 +226,24 @@ def main() -> None:
     ap.add_argument("--reference", default="ipopt,lbfgsb", help="comma list of ipopt, lbfgsb; empty: none")
     ap.add_argument("--repeats", type=int, default=3, help="timings report the minimum of this many runs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warm_start", action="store_true",
+                    help="report IPOPT warm-started from trc's plan vs LQR vs zeros instead (needs casadi)")
+    ap.add_argument("--warm_problems", default=",".join(WARM_START_PROBLEMS))
+    ap.add_argument("--num_warm", type=int, default=50, help="start states solved from each start")
+    ap.add_argument("--warm_tol", type=float, default=1e-8, help="IPOPT's tolerance for the warm-start report")
+    ap.add_argument("--ipopt", choices=("default", "warm"), default="default",
+                    help="IPOPT's own defaults, or options for a close start (IPOPT_WARM), for every start alike")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="PROBLEM=PATH",
+                    help="the trc model of a problem (default: a small one trained here, see --warm_epochs)")
+    ap.add_argument("--warm_train", type=int, default=1000, help="demonstrations of a model trained here")
+    ap.add_argument("--warm_epochs", type=int, default=40, help="epochs of a model trained here")
+    ap.add_argument("--cache_dir", default="runs/bench_cache", help="where a model trained here is cached")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.warm_start:
+        for name in args.warm_problems.split(","):
+            warm_start_report(name, args)
+        return
     methods = [m for m in args.reference.split(",") if m]
     for name in args.problems.split(","):
         problem = get_problem(name)
