@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from trc.data.datasets import as_batch
-from trc.errors import TRCError
+from trc.errors import TRCError, check
 from trc.evaluation.metrics import RefinementMetrics, analyze_convergence
 from trc.problems import get_problem
 from trc.simulator import simulated_by, simulator
@@ -43,6 +43,7 @@ Array = np.ndarray
 
 def _batches(data: Mapping[str, Any] | Iterable[Any], batch_size: int, problem) -> Iterable[Mapping]:
     """Dict batches from a dataset dict (numpy arrays, sliced in order) or a loader (see ``as_batch``)."""
+    check("batch_size", batch_size)
     if not isinstance(data, Mapping):
         for batch in data:
             yield as_batch(batch, problem)

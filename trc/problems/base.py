@@ -13,8 +13,10 @@ Shapes follow :mod:`trc.dynamics`; every method is batched and differentiable.
 To add a problem, subclass :class:`ControlProblem` in a small file, implement
 :meth:`~ControlProblem.dynamics` (and, for the fast simulator,
 :meth:`~ControlProblem.jacobians` and, for a second-order system,
-:meth:`~ControlProblem.acceleration`), and add one line to the registry in
-:mod:`trc.problems`.
+:meth:`~ControlProblem.acceleration`; without them autograd does the work), and
+name it ``"module:Name"`` wherever a problem is named (``get_problem``, ``--problem``),
+register it through the ``trc.problems`` entry points, or add one line to the
+registry in :mod:`trc.problems`.
 """
 
 from __future__ import annotations
