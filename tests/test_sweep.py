@@ -26,7 +26,7 @@ from trc.cli import main
 from trc.data.datasets import generate_dataset, save_dataset
 from trc.sweep import grid_results
 from trc.sweep.command import _train_parser
-from trc.sweep.grid import grid_cells, parse_grid
+from trc.sweep.grid import SEARCH_SPACE, grid_cells, parse_grid
 from trc.sweep.objective import SLEEP_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +169,18 @@ def test_grid_values_take_the_train_flags_types_and_bad_ones_are_refused(data, t
         assert err.count("\n") == 0 and words in err, (spec, err)
     assert main(sweep_argv(data, str(tmp_path / "j"), tmp_path)) == 2  # no grid and no --n_trials
     assert "--n_trials is required" in capsys.readouterr().err
+
+
+def test_a_search_without_grid_samples_the_documented_space(data, tmp_path):
+    storage = str(tmp_path / "sweep.journal")
+    assert main(sweep_argv(data, storage, tmp_path / "runs", "--n_trials", "2", "--model_size", "small")) == 0
+    rows, _ = grid_results(storage, "s")
+    assert [r["state"] for r in rows] == ["complete", "complete"]
+    for r in rows:
+        flags = r["flags"]
+        assert set(flags) == set(SEARCH_SPACE)
+        assert 3e-4 <= flags["lr"] <= 1e-2 and 1 <= flags["iterations"] <= 4
+        assert flags["process_weight"] == 0 or 0.01 <= flags["process_weight"] <= 10
+        assert (tmp_path / "runs" / str(r["number"]) / "history.json").exists()
+    assert main(sweep_argv(data, storage, tmp_path / "runs", "--n_trials", "2")) == 0  # the study is done
+    assert len(grid_results(storage, "s")[0]) == 2
