@@ -82,6 +82,7 @@ def test_training_flags_change_the_trained_weights(data, baseline, tmp_path, fla
 
 @pytest.mark.parametrize("flags", [
     ["--self_play", "off"], ["--fresh_starts", "4"], ["--explore", "0"], ["--explore_noise", "0.01"],
+    ["--visited_starts", "16"],
     ["--curriculum_box", "0.2"], ["--curriculum_horizon", "0.5"],
 ])
 def test_self_play_and_curriculum_flags_change_the_trained_weights(data, tmp_path_factory, tmp_path, flags):

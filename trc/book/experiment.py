@@ -75,6 +75,9 @@ class Experiment:
             None keeps the preset's cycles).
         epochs, batch_size, lr, val_fraction: as in ``trc train``.
         use_value_predictor, value_weight: train a value head with the model.
+        recipe: self-play and curriculum settings (keys of :data:`trc.training.recipe.RECIPE` but
+            ``epochs`` and ``loss_variant``, e.g. ``{"self_play": True, "curriculum_box": 0.3}``); unset
+            ones take the recipe's problem-free values, in which self-play is off.
         options: further keyword arguments of :func:`trc.training.supervised_trainer.train_with_process_supervision`
             (e.g. ``TrainConfig`` fields such as ``patience`` or ``weight_decay``).
         seed: seeds the split, the model's initial weights and the training.
@@ -98,6 +101,7 @@ class Experiment:
     val_fraction: float = _DEFAULTS["val_fraction"]
     use_value_predictor: bool = False
     value_weight: float = _DEFAULTS["value_weight"]
+    recipe: tuple[tuple[str, Any], ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
     seed: int = 0
     data_seed: int = 0
@@ -111,6 +115,12 @@ class Experiment:
         get_problem(self.problem)  # a name it does not know is one sentence, as everywhere
 
         object.__setattr__(self, "options", _pairs(self.options))
+        object.__setattr__(self, "recipe", _pairs(self.recipe))
+        from trc.training.recipe import RECIPE
+
+        unknown = sorted(set(dict(self.recipe)) - (set(RECIPE) - {"epochs", "loss_variant"}))
+        if unknown:
+            raise TRCError(f"experiment: unknown recipe setting {unknown[0]!r}")
         preset = ("two_level_" if self.use_two_level else "") + str(self.model_size)
         try:
             for name in ("num_train", "num_test", "epochs", "batch_size", "iterations", "lr", "val_fraction"):
@@ -133,8 +143,9 @@ class Experiment:
 
     @property
     def label(self) -> str:
-        """``"BC"`` for behavior cloning, else ``"PS"``; ``"+value"`` with a value head."""
-        return ("BC" if self.process_weight == 0 else "PS") + ("+value" if self.use_value_predictor else "")
+        """``"BC"`` for behavior cloning, else ``"PS"``; ``"+SP"`` with self-play, ``"+value"`` with a value head."""
+        return ("BC" if self.process_weight == 0 else "PS") + ("+SP" if dict(self.recipe).get("self_play") else "") \
+            + ("+value" if self.use_value_predictor else "")
 
     def replace(self, **changes: Any) -> "Experiment":
         """A copy with some settings changed (``dataclasses.replace``)."""
@@ -144,6 +155,7 @@ class Experiment:
         """Every setting, JSON-able (the options as a dict)."""
         d = dataclasses.asdict(self)
         d["options"] = dict(self.options)
+        d["recipe"] = dict(self.recipe)
         return d
 
     def get_problem(self):
@@ -198,6 +210,20 @@ class Experiment:
 
         return split_dataset(self.train_data(cache_dir), self.val_fraction, self.seed)
 
+    def recipe_settings(self) -> dict[str, Any]:
+        """The self-play and curriculum settings of this run (the recipe's problem-free values, then ``recipe``)."""
+        from trc.training.recipe import RECIPE
+
+        return {**RECIPE, **dict(self.recipe)}
+
+    def training_data(self, train: dict):
+        """The training batches: self-play data when the recipe turns it (or a curriculum) on, else the demonstrations."""
+        from trc.data.datasets import make_loader
+        from trc.training.recipe import build_training_data
+
+        return build_training_data(self.get_problem(), train, self.batch_size, self.recipe_settings(), self.seed,
+                                   self.epochs) or make_loader(train, self.batch_size, shuffle=True, seed=self.seed)
+
     def train(self, cache_dir: str | Path | None = None, progress: bool = False):
         """Train the model as ``trc train`` would (no cache lookup).
 
@@ -214,7 +240,7 @@ class Experiment:
         value_predictor = create_value_predictor(model.config.latent_dim) if self.use_value_predictor else None
         start = time.perf_counter()
         model = train_with_process_supervision(
-            model, make_loader(train, self.batch_size, shuffle=True, seed=self.seed),
+            model, self.training_data(train),
             make_loader(val, 256, shuffle=False), epochs=self.epochs, lr=self.lr,
             process_weight=self.process_weight, value_predictor=value_predictor, value_weight=self.value_weight,
             variant=self.variant, seed=self.seed, progress=progress,

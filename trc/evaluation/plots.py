@@ -165,6 +165,35 @@ def plot_phase_portrait(X, ax: Axes | None = None, target: Sequence[float] | Non
     return ax
 
 
+def plot_pendulum_frames(X, dt: float, frames: int = 8, ax: Axes | None = None, color: str = MODEL_COLOR,
+                         label: str | None = None) -> Axes:
+    """A strip of snapshots of one pendulum trajectory, angle measured from upright.
+
+    Args:
+        X: one trajectory ``[T+1, 2]`` (``theta``, ``omega``).
+        dt: step length, for the time under each frame.
+        frames: snapshots, evenly spaced from the start to the end.
+        ax: axes to draw into (default a new, wide figure's).
+        color: colour of the rod; label: the strip's title.
+
+    Returns:
+        The axes.
+    """
+    X = _numpy(X)
+    ax = _new_axes(ax, figsize=(2 * frames, 2.4))
+    steps = np.linspace(0, len(X) - 1, frames).round().astype(int)
+    for i, t in enumerate(steps):
+        cx, theta = 2.5 * i, X[t, 0]
+        ax.plot([cx, cx + np.sin(theta)], [0, np.cos(theta)], color=color, lw=3, solid_capstyle="round")
+        ax.plot([cx + np.sin(theta)], [np.cos(theta)], "o", color=color, ms=9)
+        ax.plot([cx], [0], "ko", ms=3)
+        ax.plot([cx, cx], [0, 1.15], color="crimson", lw=0.8, ls=":")
+        ax.text(cx, -1.35, f"t = {t * dt:.1f} s", ha="center", fontsize="small")
+    ax.set(xlim=(-1.3, 2.5 * (frames - 1) + 1.3), ylim=(-1.6, 1.3), aspect="equal", title=label or "")
+    ax.axis("off")
+    return ax
+
+
 def plot_controls(U, dt: float, ax: Axes | None = None, u_max: float | None = None,
                   reference=None, label: str = "plan", reference_label: str = "reference",
                   color: str = MODEL_COLOR) -> Axes:

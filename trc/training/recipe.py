@@ -20,6 +20,7 @@ RECIPE: dict[str, Any] = {
     "fresh_starts": 1000,     # start states drawn from the box beyond the demonstrations
     "explore": 8,             # perturbed copies of the model's plan tried per start and epoch
     "explore_noise": 0.3,     # the largest perturbation, a fraction of u_max
+    "visited_starts": 0,      # room for states the model meets in closed loop, added as starts
     "curriculum_box": 1.0,    # fraction of the start box in play at the first epoch (1: off)
     "curriculum_horizon": 1.0,  # fraction of the horizon charged at the first epoch (1: off)
     "curriculum_ramp": 0.5,   # fraction of the epochs over which both grow to 1
@@ -54,7 +55,7 @@ def _show(value: Any) -> str:
 
 
 def build_training_data(problem, data: Mapping, batch_size: int, settings: Mapping[str, Any], seed: int,
-                        epochs: int, visit=None):
+                        epochs: int):
     """The training batches the recipe's ``settings`` describe.
 
     Returns:
@@ -62,17 +63,17 @@ def build_training_data(problem, data: Mapping, batch_size: int, settings: Mappi
         None (the caller then uses plain demonstrations, :func:`trc.data.datasets.make_loader`).
     """
     from trc.training.curriculum import Curriculum
-    from trc.training.selfplay import SelfPlayConfig, SelfPlayData
+    from trc.training.selfplay import SelfPlayConfig, SelfPlayData, closed_loop_visits
 
     curriculum = Curriculum(settings["curriculum_box"], settings["curriculum_horizon"], settings["curriculum_ramp"])
     config = SelfPlayConfig(fresh_starts=settings["fresh_starts"], explore=settings["explore"],
                             noise=settings["explore_noise"],
-                            visited_starts=settings.get("visited_starts", 0) if visit is not None else 0) \
+                            visited_starts=settings["visited_starts"]) \
         if settings["self_play"] else None
     if config is None and not curriculum.active:
         return None
     return SelfPlayData(problem, data, batch_size, config, curriculum if curriculum.active else None,
-                        seed=seed, visit=visit, epochs=epochs)
+                        seed=seed, visit=closed_loop_visits, epochs=epochs)
 
 
 __all__ = ["PROBLEM_RECIPES", "RECIPE", "build_training_data", "describe", "recipe"]

@@ -173,6 +173,18 @@ def plans_of(model: nn.Module, x0: Tensor, target: Tensor, batch: int = 1024) ->
     return torch.cat(out)
 
 
+VISIT_ROLLOUTS, VISIT_KEEP = 32, 64  # closed loops run, and states kept, per refresh
+
+
+def closed_loop_visits(model: nn.Module, x0: Tensor, target: Tensor) -> Tensor:
+    """The states ``[B T, n_x]`` the model meets as a controller replanning every step from ``x0 [B, n_x]``."""
+    from trc.evaluation.closed_loop import closed_loop
+
+    problem = model.problem
+    X = closed_loop(model, x0, replan_every=1, target=target).X[:, 1:]       # (B, T, n_x)
+    return problem.wrap_state(X.reshape(-1, problem.n_x))
+
+
 class SelfPlayData:
     """Batches of the archive's best plans, refreshed by the model's own plans (module docstring).
 
@@ -185,7 +197,8 @@ class SelfPlayData:
         seed: seeds the fresh starts, the explorations and the batches.
         teacher: ``teacher(problem, x0) -> U``, the first plan of a fresh start
             (default: the LQR expert).
-        visit: ``visit(model, x0) -> states [M, n_x]``, the states met in closed loop from starts ``x0``.
+        visit: ``visit(model, x0, target) -> states [M, n_x]``, the states met in closed loop from
+            starts ``x0`` (:func:`closed_loop_visits`); needed for ``visited_starts``.
         epochs: the length of the run (the curriculum's clock).
     """
 
@@ -289,12 +302,15 @@ class SelfPlayData:
         self._visited_slots, self._next_slot, self.log = state["visited_slots"], state["next_slot"], list(state["log"])
 
     def _add_visited(self, model: nn.Module) -> None:
-        """Add the states the model meets in closed loop as starts, in a ring of ``visited_starts`` slots."""
+        """Add states the model meets in closed loop as starts, in a ring of ``visited_starts`` slots.
+
+        Each refresh runs the closed loop from ``VISIT_ROLLOUTS`` archive starts (visited ones
+        included, so later visits reach further) and keeps ``VISIT_KEEP`` of the states met.
+        """
         cfg, archive = self.config, self.archive
-        n = min(cfg.visited_starts, self.num_demos)
-        pick = torch.randperm(self.num_demos, generator=self._explore_gen)[:n]
-        states = self.visit(model, archive.x0[pick]).to(archive.x0.dtype)
-        states = states[torch.randperm(len(states), generator=self._explore_gen)[:cfg.visited_starts]]
+        pick = torch.randperm(len(archive), generator=self._explore_gen)[:VISIT_ROLLOUTS]
+        states = self.visit(model, archive.x0[pick], archive.target[pick]).to(archive.x0.dtype)
+        states = states[torch.randperm(len(states), generator=self._explore_gen)[:min(VISIT_KEEP, cfg.visited_starts)]]
         states = states[torch.isfinite(states).all(1)]
         if not len(states):
             return
@@ -312,4 +328,4 @@ class SelfPlayData:
             archive.add(states, target, U, self._visited_slots[pos])
 
 
-__all__ = ["PlanArchive", "SelfPlayConfig", "SelfPlayData", "plans_of", "smooth_noise"]
+__all__ = ["PlanArchive", "SelfPlayConfig", "SelfPlayData", "closed_loop_visits", "plans_of", "smooth_noise"]

@@ -112,6 +112,9 @@ def add_recipe_arguments(p) -> None:
     g.add_argument("--explore_noise", type=float, default=None,
                    help="size of the largest perturbation, a fraction of the control bound "
                         f"(default {describe('explore_noise')})")
+    g.add_argument("--visited_starts", type=int, default=None,
+                   help="room for states the model meets when it replans every step in closed loop, added "
+                        f"as starts (default {describe('visited_starts')})")
     g.add_argument("--curriculum_box", type=float, default=None,
                    help="fraction of the start box trained on at the first epoch, growing to 1 "
                         f"(default {describe('curriculum_box')}; 1 is off)")
@@ -130,7 +133,7 @@ DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "proces
 RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight", "baseline", "loss_variant",
                "model_size",
                "use_two_level", "H_cycles", "L_cycles", "iterations", "use_value_predictor", "value_weight",
-               "val_fraction", "seed", "self_play", "fresh_starts", "explore", "explore_noise",
+               "val_fraction", "seed", "self_play", "fresh_starts", "explore", "explore_noise", "visited_starts",
                "curriculum_box", "curriculum_horizon", "curriculum_ramp")
 
 
@@ -146,7 +149,7 @@ def _check_args(args: argparse.Namespace) -> None:
         (args.loss_variant in (None, DEFAULT_VARIANT) or args.process_weight > 0,
          "--loss_variant has no effect with --process_weight 0"),
     ]
-    for name in ("fresh_starts", "explore"):
+    for name in ("fresh_starts", "explore", "visited_starts"):
         value = getattr(args, name)
         checks.append((value is None or value >= 0, f"--{name} must be >= 0, got {value}"))
     for name in ("curriculum_box", "curriculum_horizon", "curriculum_ramp"):

@@ -1,0 +1,141 @@
+"""Beyond the teacher: the default recipe against its ablations, open and closed loop, per problem.
+
+Every run is ``trc train --data D --problem P --output_dir O`` from 1000 LQR
+demonstrations with no other flag (the default recipe, ``trc/training/recipe.py``)
+or with the one flag its ablation names:
+
+=================  =====================================================
+run                flags
+=================  =====================================================
+``default``        none
+``no_selfplay``    ``--self_play off``
+``no_curriculum``  ``--curriculum_box 1 --curriculum_horizon 1``
+``bc``             ``--process_weight 0`` (behavior cloning of the teacher)
+=================  =====================================================
+
+Each trained model is judged on ``--test_samples`` held-out start states
+(seed 12345) against the optimum from the same states (cached): open loop
+(success, cost over the optimum's, share of states whose cost falls at every
+refinement) and closed loop, replanning every step (success and realised cost
+over the open-loop optimum's).  It prints the training wall and CPU time, and
+the wall time of the closed loop; ``--seeds N`` adds mean +- std.
+
+    python benchmarks/beyond_teacher.py                                  # all problems, 1 seed
+    python benchmarks/beyond_teacher.py --problems vanderpol_constrained --runs default,bc
+    python benchmarks/beyond_teacher.py --seeds 5                         # the full table
+    python benchmarks/beyond_teacher.py --epochs 2 --test_samples 50      # smoke test
+
+Targets (5 seeds, each training <= 10 min on a 2-core CPU): pendulum closed loop
+>= 95 % success and cost <= 1.05x the open-loop optimum; vanderpol_constrained
+open loop >= 78 % and <= 1.02x; vanderpol open loop >= 99.5 %, <= 1.01x,
+>= 95 % monotone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vanderpol import cached, lqr_row, test_set  # noqa: E402
+
+from trc import get_problem  # noqa: E402
+from trc.cli import main as trc_main  # noqa: E402
+from trc.data.datasets import generate_dataset  # noqa: E402
+from trc.evaluation.closed_loop import closed_loop  # noqa: E402
+from trc.evaluation.metrics import summarize  # noqa: E402
+from trc.evaluation.refinement_evaluator import RefinementEvaluator  # noqa: E402
+from trc.models.checkpoint import load_checkpoint  # noqa: E402
+
+RUNS = {"default": [], "no_selfplay": ["--self_play", "off"],
+        "no_curriculum": ["--curriculum_box", "1", "--curriculum_horizon", "1"], "bc": ["--process_weight", "0"]}
+FIELDS = ("open_success", "open_cost_over_optimum", "pct_monotonic", "closed_success", "closed_cost_over_optimum",
+          "train_wall_s", "train_cpu_s")
+
+
+def evaluate(model, problem, test: dict, optimal_costs: np.ndarray) -> dict:
+    """Open-loop and closed-loop figures of a trained model on the test states."""
+    s = summarize(RefinementEvaluator(model, problem).evaluate(test, optimal_costs=optimal_costs))
+    wall = time.perf_counter()
+    cl = closed_loop(model, torch.as_tensor(test["initial_states"], dtype=torch.float64), replan_every=1)
+    wall = time.perf_counter() - wall
+    return {"open_success": s["success_rate"], "open_cost_over_optimum": s["cost_over_optimum"],
+            "pct_monotonic": s["pct_monotonic"], "closed_success": 100 * cl.success.double().mean().item(),
+            "closed_cost_over_optimum": cl.cost.double().mean().item() / optimal_costs.mean(),
+            "closed_loop_wall_s": wall}
+
+
+def train(data_path: Path, problem: str, flags: list[str], seed: int, epochs: int | None, out: Path) -> dict:
+    """One ``trc train`` run; its wall and CPU time."""
+    argv = ["train", "--data", str(data_path), "--problem", problem, "--output_dir", str(out),
+            "--seed", str(seed), "--quiet", *flags] + ([] if epochs is None else ["--epochs", str(epochs)])
+    wall, cpu = time.perf_counter(), time.process_time()
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = trc_main(argv)
+    if status != 0:
+        raise SystemExit(f"trc train exited with {status}: {' '.join(argv)}")
+    return {"train_wall_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu}
+
+
+def fmt(row: dict) -> str:
+    return (f"open: success {row['open_success']:6.2f} %, cost/opt {row['open_cost_over_optimum']:.4f}, "
+            f"monotone {row['pct_monotonic']:5.1f} % | closed: success {row['closed_success']:6.2f} %, "
+            f"cost/opt {row['closed_cost_over_optimum']:.4f} ({row['closed_loop_wall_s']:.0f} s) | "
+            f"train wall {row['train_wall_s']:.0f} s, CPU {row['train_cpu_s']:.0f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--problems", default="pendulum,vanderpol_constrained,vanderpol")
+    ap.add_argument("--runs", default=",".join(RUNS), help=f"any of {', '.join(RUNS)}")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (or --seed_list)")
+    ap.add_argument("--seed_list", default=None, help="comma-separated seeds instead of 0..N-1")
+    ap.add_argument("--train_samples", type=int, default=1000)
+    ap.add_argument("--test_samples", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick checks)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default="data/benchmark_cache")
+    ap.add_argument("--output", default=None, help="write every result as JSON here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.problems.split(","):
+        problem = get_problem(name)
+        data_path = cache / f"{name}_lqr_{args.train_samples}.npz"
+        cached(data_path, lambda: generate_dataset(problem, args.train_samples, "lqr", seed=0))
+        test, optimal_costs = test_set(problem, args.test_samples, cache)
+        print(f"{name}: {args.train_samples} LQR demonstrations, {args.test_samples} test states, "
+              f"{torch.get_num_threads()} thread(s)", flush=True)
+        print(f"  LQR teacher (open loop): {lqr_row(problem, test, optimal_costs)}", flush=True)
+        for run in args.runs.split(","):
+            rows = []
+            for seed in seeds:
+                with tempfile.TemporaryDirectory() as tmp:
+                    row = train(data_path, name, RUNS[run], seed, args.epochs, Path(tmp))
+                    row.update(evaluate(load_checkpoint(Path(tmp) / "best_model.pt"), problem, test, optimal_costs))
+                rows.append(row)
+                results.append({"problem": name, "run": run, "seed": seed, **row})
+                print(f"  {run:14s} seed {seed}: {fmt(row)}", flush=True)
+            if len(rows) > 1:
+                stats = "; ".join(f"{f} {statistics.mean(r[f] for r in rows):.4g} +- "
+                                  f"{statistics.stdev(r[f] for r in rows):.2g}" for f in FIELDS)
+                print(f"  {run:14s} mean +- std over {len(rows)} seeds: {stats}", flush=True)
+        if args.output:
+            Path(args.output).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
