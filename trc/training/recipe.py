@@ -29,7 +29,7 @@ RECIPE: dict[str, Any] = {
 # Where a problem departs from RECIPE.
 PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     # the weak teacher: self-play and the 'ratio' term, whose refinements may move far from it
-    "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 100},
+    "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 60},
 }
 
 

@@ -189,7 +189,8 @@ def train_with_process_supervision(
             ``grad_clip``, ``patience``, ``seed``, ``device``, ``progress`` ...).
 
     Returns:
-        The trained model (best epoch's weights), with the history as ``model.training_history``.
+        The trained model (best epoch's weights), with the history as ``model.training_history``
+        (with self-play data, ``selfplay_log``: the archive's record after every refresh).
     """
     check_loss_settings(process_weight, variant, value_weight, final_only)
     if value_predictor is not None:
@@ -219,6 +220,8 @@ def train_with_process_supervision(
                      load_state_dict=train_loader.load_state_dict)
     history = Trainer(cfg, save_fn, load_fn).fit(model, objective, train_loader, val_fn, hooks=hooks,
                                                     resume=resume)
+    if hasattr(train_loader, "refresh"):
+        history["selfplay_log"] = list(train_loader.log)  # the archive after every refresh
     model.training_history = history
     model.eval()
     return model
