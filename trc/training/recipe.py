@@ -30,6 +30,8 @@ RECIPE: dict[str, Any] = {
 PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     # the weak teacher: self-play and the 'ratio' term, whose refinements may move far from it
     "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 60},
+    # the failing teacher: self-play, also from the states the replanning controller meets
+    "pendulum": {"self_play": True, "loss_variant": "ratio", "visited_starts": 1000, "epochs": 100},
 }
 
 
