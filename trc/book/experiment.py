@@ -82,6 +82,9 @@ class Experiment:
             (e.g. ``TrainConfig`` fields such as ``patience`` or ``weight_decay``).
         seed: seeds the split, the model's initial weights and the training.
         data_seed: seeds the training start states; the test states use ``data_seed + TEST_SEED_OFFSET``.
+        act, max_iterations, halt_tolerance: adaptive halting, as ``trc train --act`` (then
+            ``max_iterations`` replaces ``iterations``).
+        init: another experiment whose trained weights this one starts from (``--init_from``).
     """
 
     problem: str = "vanderpol"
@@ -105,6 +108,10 @@ class Experiment:
     options: tuple[tuple[str, Any], ...] = ()
     seed: int = 0
     data_seed: int = 0
+    act: bool = False
+    max_iterations: int = 8
+    halt_tolerance: float | None = None
+    init: "Experiment | None" = None
 
     def __post_init__(self) -> None:
         from trc.models.config import PRESETS
@@ -143,9 +150,10 @@ class Experiment:
 
     @property
     def label(self) -> str:
-        """``"BC"`` for behavior cloning, else ``"PS"``; ``"+SP"`` with self-play, ``"+value"`` with a value head."""
+        """``"BC"`` for behavior cloning, else ``"PS"``; ``"+SP"`` with self-play, ``"+value"`` with a value
+        head, ``"+act"`` with a halting head."""
         return ("BC" if self.process_weight == 0 else "PS") + ("+SP" if dict(self.recipe).get("self_play") else "") \
-            + ("+value" if self.use_value_predictor else "")
+            + ("+value" if self.use_value_predictor else "") + ("+act" if self.act else "")
 
     def replace(self, **changes: Any) -> "Experiment":
         """A copy with some settings changed (``dataclasses.replace``)."""
@@ -202,7 +210,7 @@ class Experiment:
 
         torch.manual_seed(self.seed)
         return build_model(self.get_problem(), self.model_size, self.use_two_level, self.H_cycles, self.L_cycles,
-                           self.iterations)
+                           self.max_iterations if self.act else self.iterations, halting=self.act)
 
     def split(self, cache_dir: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """The demonstrations split into training and validation data, as ``trc train`` splits them."""
@@ -237,13 +245,17 @@ class Experiment:
 
         train, val = self.split(cache_dir)
         model = self.build_model()
+        if self.init is not None:
+            state = self.init.run(cache_dir).model.state_dict()
+            model.load_state_dict({k: v for k, v in state.items() if not k.startswith("value_predictor.")},
+                                  strict=False)
         value_predictor = create_value_predictor(model.config.latent_dim) if self.use_value_predictor else None
         start = time.perf_counter()
         model = train_with_process_supervision(
             model, self.training_data(train),
             make_loader(val, 256, shuffle=False), epochs=self.epochs, lr=self.lr,
             process_weight=self.process_weight, value_predictor=value_predictor, value_weight=self.value_weight,
-            variant=self.variant, seed=self.seed, progress=progress,
+            variant=self.variant, seed=self.seed, progress=progress, halt_tolerance=self.halt_tolerance,
             **dict(self.options))
         model.checkpoint_metadata = {
             "experiment": self.to_dict(), "cache_key": self.cache_key(), "process_weight": self.process_weight,

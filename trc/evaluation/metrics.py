@@ -39,6 +39,8 @@ class RefinementMetrics:
     label: str = "model"
     process_weight: float | None = None
     train_iterations: int | None = None
+    halt_iterations: Array | None = None   # [N] iterations each start used when the model halts
+    halting_costs: Array | None = None     # [N] cost of the plan it halted with
 
     def __post_init__(self) -> None:
         self.costs = np.asarray(self.costs, dtype=np.float64)
@@ -132,11 +134,19 @@ class RefinementMetrics:
         if key not in self.keys():
             raise KeyError(f"{key!r}; RefinementMetrics has {', '.join(self.keys())}")
         return getattr(self, key)
+    @property
+    def halting_histogram(self) -> Array | None:
+        """How many starts halted after ``k = 1..K`` iterations, ``[K]`` ints (None without halting)."""
+        if self.halt_iterations is None:
+            return None
+        return np.bincount(np.asarray(self.halt_iterations, dtype=np.int64),
+                           minlength=self.num_iterations + 1)[1:self.num_iterations + 1]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field and derived array (arrays as nested lists)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d.update(improvements=self.improvements, cost_ratio=self.cost_ratio, total_reduction=self.total_reduction)
+        d.update(improvements=self.improvements, cost_ratio=self.cost_ratio, total_reduction=self.total_reduction,
+             halting_histogram=self.halting_histogram)
         return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in d.items()}
 
 
@@ -207,6 +217,10 @@ def summarize(metrics: RefinementMetrics) -> dict[str, Any]:
     ``cost_over_expert`` (``mean_i c_iK / mean_i`` expert cost), and per iteration ``k = 0..K``
     the lists ``mean_cost_per_iteration``, ``success_rate_per_iteration``,
     ``mean_control_mse_per_iteration``.  Fields the metrics lack are None.
+
+    For a halting model: ``mean_iterations`` (used at halting), ``halting_histogram`` (starts
+    halted after ``k = 1..K``), ``halting_cost_over_optimum`` and ``cost_at_halting_over_full``
+    (mean cost at halting over mean cost after all ``K`` iterations); None otherwise.
     """
     def mean(a: Array | None, k: int | slice = -1, scale: float = 1.0) -> Any:
         if a is None:
@@ -225,7 +239,16 @@ def summarize(metrics: RefinementMetrics) -> dict[str, Any]:
         "mean_cost_per_iteration": mean(metrics.costs, every),
         "success_rate_per_iteration": mean(metrics.success, every, 100.0),
         "mean_control_mse_per_iteration": mean(metrics.control_mse, every),
+        "mean_iterations": None, "halting_histogram": None, "halting_cost_over_optimum": None,
+        "cost_at_halting_over_full": None,
     }
+    if metrics.halt_iterations is not None:
+        halted = float(np.mean(metrics.halting_costs))
+        out.update(mean_iterations=float(np.mean(metrics.halt_iterations)),
+                   halting_histogram=metrics.halting_histogram.tolist(),
+                   halting_cost_over_optimum=None if metrics.optimal_costs is None
+                   else halted / metrics.optimal_costs.mean(),
+                   cost_at_halting_over_full=halted / c_final)
     return {**out, **analyze_convergence(metrics)}
 
 
@@ -239,19 +262,27 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
             ("cost / optimum", "cost_over_optimum", "{:.4f}"), ("cost / expert", "cost_over_expert", "{:.4f}"),
             ("improving (%)", "pct_samples_improving", "{:.1f}"), ("monotonic (%)", "pct_monotonic", "{:.1f}"),
             ("never worse (%)", "pct_never_worse", "{:.1f}"),
-            ("convergence rate", "convergence_rate", "{:.3f}")]
+            ("convergence rate", "convergence_rate", "{:.3f}"),
+            ("iterations at halting", "mean_iterations", "{:.2f}"),
+            ("halted cost / optimum", "halting_cost_over_optimum", "{:.4f}"),
+            ("halted cost / all K", "cost_at_halting_over_full", "{:.5f}")]
     if any("closed_loop" in s for s in summaries.values()):  # trc analyze --closed_loop
         rows += [(f"closed loop: {name}", ("closed_loop", key), fmt) for name, key, fmt in rows[:4]]
     K = max(len(s["mean_cost_per_iteration"]) for s in summaries.values())
     lines = [[""] + list(summaries)]
     def get(s, key):
-        return (s.get(key[0]) or {}).get(key[1]) if isinstance(key, tuple) else s[key]
+        return (s.get(key[0]) or {}).get(key[1]) if isinstance(key, tuple) else s.get(key)
     for name, key, fmt in rows:
         lines.append([name] + ["-" if get(s, key) is None else fmt.format(get(s, key)) for s in summaries.values()])
     for k in range(K):
         lines.append([f"mean cost, k={k}"] + [
             f"{s['mean_cost_per_iteration'][k]:.4g}" if k < len(s["mean_cost_per_iteration"]) else ""
             for s in summaries.values()])
+    for k in range(1, K):
+        if any(s.get("halting_histogram") for s in summaries.values()):
+            lines.append([f"halted after k={k}"] + [
+                str(s["halting_histogram"][k - 1]) if s.get("halting_histogram") and k <= len(s["halting_histogram"])
+                else "-" for s in summaries.values()])
     widths = [max(len(line[j]) for line in lines) for j in range(len(lines[0]))]
     return "\n".join("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in
                                enumerate(zip(line, widths))) for line in lines)

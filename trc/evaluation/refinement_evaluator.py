@@ -16,6 +16,8 @@ field               shape         meaning
 ``expert_costs``    ``[N]``       the dataset's controls, re-simulated
 ``optimal_costs``   ``[N]``       the optimum, where known (else ``None``)
 ``cost_ratio``      ``[N, K+1]``  ``c_ik / optimal_costs_i`` (else ``None``)
+``halt_iterations`` ``[N]``       a halting model: iterations each start used
+``halting_costs``   ``[N]``       a halting model: cost of the plan it halted with
 ==================  ============  =============================================
 
 Nothing is taken from the model but its controls.  :func:`analyze_convergence`
@@ -160,13 +162,17 @@ class RefinementEvaluator:
         target = batch.get("target_states")
         target = p.target_like(x0, None if target is None else torch.as_tensor(target).to(self.device, dtype))
         all_U = self.model(x0, target, return_all_iterations=True, iterations=iterations).all_controls
+        halting = {}
+        if getattr(getattr(self.model, "config", None), "use_halting", False):  # also as it plans: halting
+            U_halt, used = self.model.plan_halting(x0, target, iterations)
+            halting = {"halt_iterations": used, "halting_costs": self.simulate(x0, U_halt, target)[1]}
         B, K1 = all_U.shape[:2]
         if all_U.shape[2:] != (p.horizon, p.n_u):
             raise TRCError(f"the model plans {all_U.shape[2]} steps of {all_U.shape[3]} controls but "
                            f"problem {p.name!r} has horizon {p.horizon} and {p.n_u} controls")
         U, cost, err, ok = self.simulate(x0.repeat_interleave(K1, 0), all_U.flatten(0, 1),
                                          target.repeat_interleave(K1, 0))
-        out = {"costs": cost.view(B, K1), "final_errors": err.view(B, K1), "success": ok.view(B, K1)}
+        out = {"costs": cost.view(B, K1), "final_errors": err.view(B, K1), "success": ok.view(B, K1), **halting}
         if "control_sequences" in batch:
             U_e = torch.as_tensor(batch["control_sequences"])
             if U_e.shape[1:] != (p.horizon, p.n_u):

@@ -47,11 +47,17 @@ class TRCConfig:
     L_cycles: int = 3                     # core updates of the low (or single) latent per cycle
     use_gradient_truncation: bool = False  # early cycles without grad, carry detached
     feedback_points: int = 10             # samples of the error trajectory fed back (0: final error only)
+    use_halting: bool = False             # a halting head: plan() stops each start on its own (trc.models.halting)
+    halt_rule: str = "halt"               # how a halting model decides (a key of trc.models.halting.HALT_RULES)
 
     def __post_init__(self) -> None:
         for name in ("latent_dim", "hidden_dim", "num_layers", "num_outer_cycles", "H_cycles", "L_cycles",
                      "feedback_points"):
             check(name, getattr(self, name), "model config: ")
+        from trc.models.halting import HALT_RULES
+
+        if self.halt_rule not in HALT_RULES:
+            raise TRCError(f"model config: halt_rule must be one of {', '.join(HALT_RULES)}, got {self.halt_rule!r}")
 
     def resolve(self, problem) -> "TRCConfig":
         """This config with the problem fields filled in from ``problem``.

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trc.models.config import PRESETS, TRCConfig, preset_config
-from trc.models.feedback import Observer
+from trc.models.feedback import Observer, symlog
+from trc.models.halting import HaltingHead, should_halt
 from trc.errors import TRCError
 from trc.problems import ControlProblem, get_problem
 
@@ -52,10 +53,18 @@ class TRCCarry:
     z_L: Tensor | None   # [B, d] low-level latent; None in single-latent mode
     U: Tensor            # [B, T, n_u] current bounded controls
     step: int = 0        # refinement iterations done
+    seen: Tensor | None = None         # [B] log(1 + cost) of the plan the last iteration refined, simulated
+    seen_before: Tensor | None = None  # [B] the same one iteration earlier (= seen after iteration 1)
 
     def detach(self) -> "TRCCarry":
         z_L = None if self.z_L is None else self.z_L.detach()
-        return TRCCarry(self.z_H.detach(), z_L, self.U.detach(), self.step)
+        return TRCCarry(self.z_H.detach(), z_L, self.U.detach(), self.step, self.seen, self.seen_before)
+
+    def select(self, rows: Tensor) -> "TRCCarry":
+        """The carry of some starts only (``rows``: a ``[B]`` bool mask or indices)."""
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return TRCCarry(self.z_H[rows], pick(self.z_L), self.U[rows], self.step, pick(self.seen),
+                        pick(self.seen_before))
 
 
 @dataclass
@@ -169,6 +178,8 @@ class TinyRecursiveControl(nn.Module):
         with torch.no_grad():  # an untrained model refines gently
             self.refine_decoder[-1].weight.mul_(0.1)
             self.refine_decoder[-1].bias.zero_()
+        if cfg.use_halting:
+            self.halt_head = HaltingHead(d + 3, h)
 
     @property
     def num_iterations(self) -> int:
@@ -193,20 +204,25 @@ class TinyRecursiveControl(nn.Module):
         K = self.num_iterations if iterations is None else int(iterations)
         if K < 0:
             raise TRCError(f"iterations must be >= 0, got {iterations}")
-        cfg, u_max = self.config, self.problem.u_max
-        z_init = self.encoder(self.observer.inputs(x0, target))
-        z_init = F.rms_norm(z_init, z_init.shape[-1:])                           # (B, d)
-        U0 = u_max * torch.tanh(self.initial_decoder(z_init)).view(x0.shape[0], -1, self.problem.n_u)
-        carry = TRCCarry(z_init, torch.zeros_like(z_init) if cfg.use_two_level else None, U0)
+        cfg = self.config
+        z_init, carry = self.start(x0, target)
         last = carry
-        Us, zs = [U0], [z_init]
+        Us, zs = [carry.U], [z_init]
         trace: tuple[list, list] | None = ([], []) if return_all_iterations and cfg.use_two_level else None
-        for _ in range(K):
-            last = self.refine(carry, x0, target, z_init, trace)
+        best: tuple[Tensor, Tensor, Tensor] | None = None   # (U, its cost, its feedback) past the trained K
+        for k in range(K):
+            fb = None
+            if k >= self.num_iterations:  # past the trained iterations: refine the best plan seen
+                carry, best, fb = self._keep_best(carry, best, x0, target)
+                Us[-1] = carry.U
+            last = self.refine(carry, x0, target, z_init, trace, fb)
             if return_all_iterations:
                 Us.append(last.U)
                 zs.append(last.z_H)
             carry = last.detach() if cfg.use_gradient_truncation else last
+        if best is not None:
+            last, best, _ = self._keep_best(last, best, x0, target)
+            Us[-1] = last.U
         out = TRCOutput(controls=last.U, final_latent=last.z_H)
         if return_all_iterations:
             out.all_controls = torch.stack(Us, 1)                              # (B, K+1, T, n_u)
@@ -215,8 +231,33 @@ class TinyRecursiveControl(nn.Module):
                 out.z_H, out.z_L = torch.stack(trace[0], 1), torch.stack(trace[1], 1)  # (B, K*H, d)
         return out
 
+    def start(self, x0: Tensor, target: Tensor) -> tuple[Tensor, TRCCarry]:
+        """Encode the starts and propose ``U_0``: ``z_init [B, d]`` and the carry before iteration 1."""
+        z_init = self.encoder(self.observer.inputs(x0, target))
+        z_init = F.rms_norm(z_init, z_init.shape[-1:])                           # (B, d)
+        U0 = self.problem.u_max * torch.tanh(self.initial_decoder(z_init)).view(x0.shape[0], -1, self.problem.n_u)
+        return z_init, TRCCarry(z_init, torch.zeros_like(z_init) if self.config.use_two_level else None, U0)
+
+    @torch.no_grad()
+    def _keep_best(self, carry: TRCCarry, best, x0: Tensor, target: Tensor):
+        """Past the trained iterations a refinement is kept only if it lowers the simulated cost.
+
+        Running longer than trained can then never make a plan worse: ``carry.U`` is replaced
+        by the cheapest plan seen since iteration ``K`` (its cost read from the same feedback
+        the next refinement reads, so this costs one extra simulation, at the end).
+        """
+        fb = self.feedback(x0, carry.U, target)
+        cost = torch.expm1(fb[:, self.problem.n_x])
+        if best is not None:
+            better = cost < best[1]
+            U = torch.where(better[:, None, None], carry.U, best[0])
+            fb = torch.where(better[:, None], fb, best[2])
+            cost = torch.minimum(cost, best[1])
+            carry = TRCCarry(carry.z_H, carry.z_L, U, carry.step, carry.seen, carry.seen_before)
+        return carry, (carry.U, cost, fb), fb
+
     def refine(self, carry: TRCCarry, x0: Tensor, target: Tensor, z_init: Tensor,
-               trace: tuple[list, list] | None = None) -> TRCCarry:
+               trace: tuple[list, list] | None = None, fb: Tensor | None = None) -> TRCCarry:
         """One refinement iteration: observe ``carry.U``, reason, decode ``U_{k+1}``.
 
         Args:
@@ -224,13 +265,15 @@ class TinyRecursiveControl(nn.Module):
             x0, target: ``[B, n_x]``.
             z_init: the encoder's latent ``[B, d]``, injected into every low-level update.
             trace: two lists that receive ``z_H`` and ``z_L`` after every cycle, or None.
+            fb: the feedback of ``carry.U`` if already simulated (else it is simulated here).
 
         Returns:
             The next carry (not detached).
         """
         cfg = self.config
-        with torch.no_grad():
-            fb = self.feedback(x0, carry.U, target)                            # (B, n_feedback)
+        if fb is None:
+            with torch.no_grad():
+                fb = self.feedback(x0, carry.U, target)                        # (B, n_feedback)
         U_flat = carry.U.flatten(1) / self.problem.u_max                       # (B, T*n_u)
         injection = z_init + self.context(torch.cat([U_flat, fb], -1))         # (B, d)
         z_H, z_L = carry.z_H, carry.z_L
@@ -250,7 +293,23 @@ class TinyRecursiveControl(nn.Module):
                 trace[1].append(z_L)
         dU = self.problem.u_max * torch.tanh(self.refine_decoder(z_H)).view_as(carry.U)
         U = _ClipSTE.apply(carry.U + dU, self.problem.u_max)                  # (B, T, n_u)
-        return TRCCarry(z_H, z_L, U, carry.step + 1)
+        seen = fb[:, self.problem.n_x].detach()                                # log(1 + cost) of carry.U
+        return TRCCarry(z_H, z_L, U, carry.step + 1, seen, seen if carry.seen is None else carry.seen)
+
+    def halting_features(self, carry: TRCCarry) -> Tensor:
+        """What the halting head reads after an iteration, ``[B, d + 3]`` (detached).
+
+        The latent ``z_H``, the share of ``K_max`` done, and the simulated cost the iteration
+        saw (``log(1 + c_{k-1})``) with its fall over the iteration before,
+        ``symlog(1000 (log(1 + c_{k-2}) - log(1 + c_{k-1})))`` (0 after the first iteration).
+        """
+        fall = symlog(1000 * (carry.seen_before - carry.seen))
+        step = torch.full_like(carry.seen, carry.step / self.num_iterations)
+        return torch.cat([carry.z_H.detach(), torch.stack([step, carry.seen, fall], -1)], -1)
+
+    def halt_logits(self, carry: TRCCarry) -> Tensor:
+        """The halting head's ``(q_halt, q_continue)`` after an iteration, ``[B, 2]``."""
+        return self.halt_head(self.halting_features(carry))
 
     def feedback(self, x0: Tensor, U: Tensor, target: Tensor) -> Tensor:
         """The features of simulating ``U [B, T, n_u]`` from ``x0`` that the model reads (see
@@ -288,30 +347,106 @@ class TinyRecursiveControl(nn.Module):
 
     # -- inference --------------------------------------------------------------------
     @torch.no_grad()
-    def plan(self, x0, target=None, all_iterations: bool = False, iterations: int | None = None):
-        """Bounded controls for start states, with the full refinement; no gradient.
+    def plan(self, x0, target=None, all_iterations: bool = False, iterations: int | None = None,
+             halt: bool | str | None = None, return_info: bool = False):
+        """Bounded controls for start states; no gradient.
 
         Args:
             x0: start states ``[B, n_x]`` or one ``[n_x]``; numpy array (or list) or tensor.
             target: ``[B, n_x]`` or ``[n_x]``; defaults to the problem's target.
-            all_iterations: return every iterate ``[B, K+1, T, n_u]`` instead of the last.
-            iterations: refinement iterations instead of ``K``.
+            all_iterations: return every iterate ``[B, K+1, T, n_u]`` instead of the last
+                (runs every iteration).
+            iterations: refinement iterations instead of ``K`` (the most a halting run uses).
+                Past the trained ``K`` a refinement is kept only where it lowers the cost.
+            halt: stop each start on its own: True uses the model's ``config.halt_rule``, a
+                string names a rule of :data:`trc.models.halting.HALT_RULES`, False runs every
+                iteration.  Default: True for a model with a halting head, else False.
+                Halted starts leave the batch, so the work falls with the iterations used.
+            return_info: also return ``info``, a dict with ``iterations``: the iterations each
+                start used (``[B]`` ints, ``[]`` for one state; numpy or tensor like ``U``).
 
         Returns:
             ``U [B, T, n_u]`` (``[T, n_u]`` for one state), numpy if ``x0`` was not a tensor,
-            in ``x0``'s floating dtype and device.
+            in ``x0``'s floating dtype and device; ``(U, info)`` with ``return_info``.
         """
         as_numpy = not torch.is_tensor(x0)
         x = torch.as_tensor(np.asarray(x0) if as_numpy else x0)
         single = x.dim() == 1
         if target is not None:
             target = torch.as_tensor(np.asarray(target) if not torch.is_tensor(target) else target)
-        out = self(x.unsqueeze(0) if single else x, target, return_all_iterations=all_iterations,
-                   iterations=iterations)
-        U = out.all_controls if all_iterations else out.controls
-        U = U[0] if single else U
+        xb = x.unsqueeze(0) if single else x
+        rule = self._halt_rule(halt)
+        if rule is not None and all_iterations:
+            raise TRCError("all_iterations runs every iteration; pass halt=False with it")
+        if rule is None:
+            out = self(xb, target, return_all_iterations=all_iterations, iterations=iterations)
+            U = out.all_controls if all_iterations else out.controls
+            used = torch.full((xb.shape[0],), self.num_iterations if iterations is None else int(iterations),
+                              dtype=torch.long)
+        else:
+            U, used = self.plan_halting(xb, target, iterations, rule)
+        U, used = (U[0], used[0]) if single else (U, used)
         U = U.to(dtype=x.dtype if x.is_floating_point() else U.dtype, device=x.device)
-        return U.numpy() if as_numpy else U
+        U = U.numpy() if as_numpy else U
+        if not return_info:
+            return U
+        return U, {"iterations": used.numpy() if as_numpy else used.to(x.device)}
+
+    def _halt_rule(self, halt: bool | str | None) -> str | None:
+        """The rule a ``plan(halt=...)`` call uses, or None for every iteration."""
+        if halt is None:
+            halt = self.config.use_halting
+        if halt is False:
+            return None
+        rule = self.config.halt_rule if halt is True else halt
+        if rule in ("halt", "q") and not hasattr(self, "halt_head"):
+            raise TRCError(f"halting rule {rule!r} needs a halting head; this model has none "
+                           f"(train with --act, or pass halt=False)")
+        if rule == "value" and getattr(self, "value_predictor", None) is None:
+            raise TRCError("halting rule 'value' needs a value head; this model has none")
+        should_halt(rule, torch.zeros(1, 2), torch.zeros(1), torch.zeros(1))  # an unknown rule: one sentence
+        return rule
+
+    @torch.no_grad()
+    def plan_halting(self, x0: Tensor, target: Tensor | None = None, iterations: int | None = None,
+                     rule: str | None = None) -> tuple[Tensor, Tensor]:
+        """Refine each start until ``rule`` halts it (at the latest after ``iterations``, default ``K``).
+
+        Halted starts leave the batch: every later iteration computes only the active rows,
+        and a halted start's plan is frozen.
+
+        Returns:
+            ``U [B, T, n_u]`` and the iterations each start used, ``[B]`` long (``>= 1``).
+        """
+        x0, target = self._inputs(x0, target)
+        K = self.num_iterations if iterations is None else int(iterations)
+        if K < 1:
+            raise TRCError(f"a halting run needs iterations >= 1, got {iterations}")
+        rule = rule or self.config.halt_rule
+        value_head = getattr(self, "value_predictor", None) if rule == "value" else None
+        z_init, carry = self.start(x0, target)
+        U = carry.U.clone()
+        used = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+        rows = torch.arange(x0.shape[0], device=x0.device)
+        value = value_head(z_init) if value_head is not None else None
+        for k in range(1, K + 1):
+            carry = self.refine(carry, x0, target, z_init)
+            if k == K:
+                stop = torch.ones_like(rows, dtype=torch.bool)
+            elif value_head is not None:
+                previous, value = value, value_head(carry.z_H)
+                stop = should_halt(rule, value=value, previous_value=previous)
+            else:
+                stop = should_halt(rule, logits=self.halt_logits(carry))
+            U[rows[stop]] = carry.U[stop]
+            used[rows[stop]] = k
+            if bool(stop.all()):
+                break
+            keep = ~stop
+            rows, x0, target, z_init, carry = rows[keep], x0[keep], target[keep], z_init[keep], carry.select(keep)
+            if value is not None:
+                value = value[keep]
+        return U, used
 
     # -- bookkeeping ------------------------------------------------------------------
     def get_parameter_count(self) -> dict[str, int]:

@@ -42,8 +42,9 @@ def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | Non
             the expert's ``costs`` are used when the batches are dicts that carry them).
 
     Returns:
-        ``success`` (fraction), ``final_error``, ``cost`` (means over samples) and, when the
-        batches carry expert costs, ``cost_over_expert`` (ratio of the means).
+        ``success`` (fraction), ``final_error``, ``cost`` (means over samples), when the
+        batches carry expert costs ``cost_over_expert`` (ratio of the means), and for a
+        halting model (which plans with halting here) the mean ``iterations`` used.
     """
     problem = model.problem
     sim = simulator(problem, dynamics_fn, cost_params)
@@ -56,7 +57,11 @@ def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | Non
             batch = as_batch(batch, problem)
             x0 = torch.as_tensor(batch["initial_states"]).to(device, dtype)
             target = torch.as_tensor(batch["target_states"]).to(device, dtype)
-            U = model(x0, target).controls
+            if getattr(model.config, "use_halting", False):  # the run it will plan with
+                U, used = model.plan_halting(x0, target)
+                totals["iterations"] = totals.get("iterations", 0.0) + used.sum().item()
+            else:
+                U = model(x0, target).controls
             costs, errors = iteration_costs(sim, U[:, None], x0, target)
             totals["success"] += (errors < problem.success_tol).sum().item()
             totals["final_error"] += errors.sum().item()
@@ -146,6 +151,7 @@ def train_with_process_supervision(
     metadata: Mapping[str, Any] | None = None,
     hooks: Mapping[str, Callable] | None = None,
     final_only: bool = False,
+    halt_tolerance: float | None = None,
     **config: Any,
 ) -> nn.Module:
     """Train ``model`` on expert demonstrations plus the cost of every refinement iterate.
@@ -185,6 +191,11 @@ def train_with_process_supervision(
             ``on_epoch_end(record)``, which sees each epoch's validation metrics in ``record["val"]``.
         final_only: with ``process_weight = 0``, imitate the final iterate only (the seed's baseline;
             see :func:`train_behavior_cloning`).
+        halt_tolerance: for a model with a halting head (``config.use_halting``): the relative
+            improvement below which going on is not worth it (default
+            :data:`trc.models.halting.DEFAULT_TOLERANCE`).  Such a model is trained by
+            :class:`~trc.training.deep_supervision.DeepSupervisionObjective`: all its
+            iterations, one backward pass each, and the halting head.
         **config: further :class:`~trc.training.trainer.TrainConfig` fields (``weight_decay``,
             ``grad_clip``, ``patience``, ``seed``, ``device``, ``progress`` ...).
 
@@ -202,8 +213,17 @@ def train_with_process_supervision(
     meta = {"process_weight": process_weight, "variant": variant, "value_weight": value_weight,
             "final_only": bool(final_only), "epochs": epochs, "lr": lr, **(metadata or {})}
     save_fn, load_fn = checkpoint_io(meta)
-    objective = ProcessSupervisionObjective(problem, process_weight, variant, dynamics_fn, cost_params,
-                                            value_weight, final_only)
+    if getattr(model.config, "use_halting", False):
+        from trc.models.halting import DEFAULT_TOLERANCE
+        from trc.training.deep_supervision import DeepSupervisionObjective
+
+        tol = DEFAULT_TOLERANCE if halt_tolerance is None else halt_tolerance
+        meta["halt_tolerance"] = tol
+        objective = DeepSupervisionObjective(problem, process_weight, variant, value_weight, tol=tol,
+                                             dynamics_fn=dynamics_fn, cost_params=cost_params)
+    else:
+        objective = ProcessSupervisionObjective(problem, process_weight, variant, dynamics_fn, cost_params,
+                                                value_weight, final_only)
     val_fn = None if val_loader is None else (
         lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
     hooks = dict(hooks or {})

@@ -18,8 +18,10 @@ from trc.training.supervised_trainer import train_with_process_supervision
 
 def build_model(problem, model_size: str = "small", use_two_level: bool = False, H_cycles: int | None = None,
                 L_cycles: int | None = None, iterations: int | None = None,
-                gradient_truncation: bool | None = True):
+                gradient_truncation: bool | None = True, halting: bool = False):
     """The model the ``trc train`` flags describe: a preset, with the cycles and K changed if given.
+
+    With ``halting`` the model gets a halting head and ``iterations`` is its ``K_max``.
 
     Gradient truncation is on by default: each refinement iteration is then trained as a step of
     its own (TRM's deep supervision), which is what makes the per-iterate losses of
@@ -34,7 +36,7 @@ def build_model(problem, model_size: str = "small", use_two_level: bool = False,
                                    ("num_outer_cycles", iterations)) if v is not None}
     if gradient_truncation is not None:
         overrides["use_gradient_truncation"] = gradient_truncation
-    return TinyRecursiveControl.from_preset(preset, problem, **overrides)
+    return TinyRecursiveControl.from_preset(preset, problem, use_halting=halting, **overrides)
 
 
 def add_train_command(sub) -> None:
@@ -77,6 +79,16 @@ def add_train_command(sub) -> None:
     p.add_argument("--H_cycles", type=int, default=None, help="cycles per refinement iteration (default: preset's)")
     p.add_argument("--L_cycles", type=int, default=None, help="low-level updates per cycle (default: preset's)")
     p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"], help="refinement iterations K (default %(default)s)")
+    p.add_argument("--act", action="store_true",
+                   help="adaptive halting: train all --max_iterations iterations (one backward pass each) and a "
+                        "halting head; the model's plan() then stops each start on its own")
+    p.add_argument("--max_iterations", type=int, default=None,
+                   help=f"K_max of a halting model (default {DEFAULTS['max_iterations']}; needs --act)")
+    p.add_argument("--halt_tolerance", type=float, default=None,
+                   help="halting target: stop once no later iterate is cheaper by more than this fraction "
+                        "(default 0.001; needs --act)")
+    p.add_argument("--init_from", default=None,
+                   help="start from the weights of this checkpoint (same architecture; a halting head may be new)")
     p.add_argument("--use_value_predictor", action="store_true", help="train a value head with the model")
     p.add_argument("--value_weight", type=float, default=None,
                    help="weight of the value loss (default 0.01; needs --use_value_predictor)")
@@ -129,12 +141,13 @@ def add_recipe_arguments(p) -> None:
 # model trained long beats a big one trained briefly; K = 2 keeps more samples improving at every
 # iteration than K = 3 at the same cost; behavior cloning needs the 250 epochs to pass 95 % success.
 DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "process_weight": 1.0,
-                            "model_size": "small", "iterations": 2, "val_fraction": 0.1}
+                            "model_size": "small", "iterations": 2, "max_iterations": 8, "val_fraction": 0.1}
 RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight", "baseline", "loss_variant",
                "model_size",
                "use_two_level", "H_cycles", "L_cycles", "iterations", "use_value_predictor", "value_weight",
                "val_fraction", "seed", "self_play", "fresh_starts", "explore", "explore_noise", "visited_starts",
-               "curriculum_box", "curriculum_horizon", "curriculum_ramp")
+               "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act", "max_iterations", "halt_tolerance",
+               "init_from")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -148,6 +161,16 @@ def _check_args(args: argparse.Namespace) -> None:
         (args.value_weight is None or args.use_value_predictor, "--value_weight needs --use_value_predictor"),
         (args.loss_variant in (None, DEFAULT_VARIANT) or args.process_weight > 0,
          "--loss_variant has no effect with --process_weight 0"),
+    ]
+    checks += [
+        (args.act or (args.max_iterations is None and args.halt_tolerance is None),
+         "--max_iterations and --halt_tolerance need --act"),
+        (args.max_iterations is None or args.max_iterations > 0, f"--max_iterations must be > 0, got {args.max_iterations}"),
+        (args.halt_tolerance is None or (math.isfinite(args.halt_tolerance) and args.halt_tolerance >= 0),
+         f"--halt_tolerance must be a finite number >= 0, got {args.halt_tolerance}"),
+        (not args.act or args.process_weight == 0 or args.loss_variant in (None, "ratio", "monotone"),
+         "--act trains the 'ratio' or 'monotone' loss variant (or --process_weight 0)"),
+        (not (args.act and args.baseline), "--act and --baseline do not go together"),
     ]
     for name in ("fresh_starts", "explore", "visited_starts"):
         value = getattr(args, name)
@@ -172,6 +195,19 @@ def _check_args(args: argparse.Namespace) -> None:
         raise TRCError(f"--device {args.device!r} is not a torch device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TRCError(f"--device {args.device!r} asks for CUDA, which this machine does not have")
+
+
+def init_weights(model, path: str) -> None:
+    """Load a checkpoint's weights into ``model``; only a halting head may be missing from it."""
+    from trc.models.checkpoint import read_checkpoint
+
+    state = read_checkpoint(path)["state_dict"]
+    own = model.state_dict()
+    wrong = sorted(k for k, v in state.items() if k not in own or own[k].shape != v.shape)
+    missing = sorted(k for k in own if k not in state and not k.startswith("halt_head."))
+    if wrong or missing:
+        raise TRCError(f"--init_from {path!r} holds another architecture (first mismatch: {(wrong + missing)[0]})")
+    model.load_state_dict(state, strict=False)
 
 
 def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
@@ -217,8 +253,11 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
     torch.manual_seed(args.seed)
-    model = build_model(problem, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, args.iterations,
-                        gradient_truncation=None if args.baseline else True)
+    K = (args.max_iterations or DEFAULTS["max_iterations"]) if args.act else args.iterations
+    model = build_model(problem, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
+                        gradient_truncation=None if args.baseline else True, halting=args.act)
+    if args.init_from is not None:
+        init_weights(model, args.init_from)
     value_predictor = create_value_predictor(model.config.latent_dim) if args.use_value_predictor else None
     loader = build_training_data(problem, train, args.batch_size, settings, args.seed, args.epochs) \
         or make_loader(train, args.batch_size, shuffle=True, seed=args.seed)
@@ -228,7 +267,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         process_weight=args.process_weight, value_predictor=value_predictor,
         value_weight=0.01 if args.value_weight is None else args.value_weight, variant=args.loss_variant,
         output_dir=out, resume=args.resume, metadata={"settings": settings}, seed=args.seed, final_only=args.baseline,
-        device=args.device, progress=not args.quiet, hooks=hooks)
+        device=args.device, progress=not args.quiet, hooks=hooks, halt_tolerance=args.halt_tolerance)
     history = model.training_history
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     best = history["epochs"][history["best_epoch"]]["val"] if history["best_epoch"] is not None else None
@@ -236,5 +275,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         print(f"trc train: stopped early: {history['stop_reason']}")
     if best is not None:
         print(f"trc train: best epoch {history['best_epoch']}: success {100 * best['success']:.1f}%, "
-              f"mean cost {best['cost']:.4g}; wrote {out / 'best_model.pt'}")
+              f"mean cost {best['cost']:.4g}"
+              + (f", {best['iterations']:.2f} iterations per start" if "iterations" in best else "")
+              + f"; wrote {out / 'best_model.pt'}")
     return 0

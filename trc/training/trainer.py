@@ -225,8 +225,8 @@ class Trainer:
             module.train()
             tic, sums, batches = time.perf_counter(), {}, 0
             for batch in train_loader:
+                optimizer.zero_grad(set_to_none=True)   # before: a loss_fn may backpropagate pieces itself
                 loss, parts = loss_fn(module, _to(batch, device))
-                optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
                     history["stop_reason"] = f"non-finite loss at epoch {epoch}, step {step}"
                     break
