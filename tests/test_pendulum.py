@@ -9,7 +9,7 @@ import torch
 
 from trc import get_problem
 from trc.cost import trajectory_cost
-from trc.data.experts import lqr_controls
+from trc.data.experts import lqr_controls, optimal_controls
 from trc.problems import ControlProblem, Pendulum
 from trc.problems.pendulum import wrap_angle
 
@@ -131,3 +131,23 @@ def test_lqr_teacher_is_weak_but_balances_near_the_top():
     hanging = torch.tensor([[math.pi, 0.0], [-3.0, 0.2]], dtype=F64)
     assert not p.evaluate(hanging, lqr_controls(p, hanging))["success"].any()
     assert isinstance(p, Pendulum)
+
+
+def test_closed_form_cost_derivatives_equal_the_autograd_default():
+    p = get_problem("pendulum", horizon=5, Q=[[1.0, 0.3], [0.3, 0.2]])  # a coupled Q, to check the algebra
+    X, U = 3.0 * torch.randn(4, 6, 2, dtype=F64), torch.randn(4, 5, 1, dtype=F64)
+    target = torch.randn(4, 2, dtype=F64)
+    closed, auto = p.cost_derivatives(X, U, target), ControlProblem.cost_derivatives(p, X, U, target)
+    for key in ("lx", "lxx", "lu", "luu", "lux"):
+        assert torch.allclose(closed[key], auto[key]), key
+
+
+def test_the_optimum_swings_up_where_lqr_cannot():
+    p = get_problem("pendulum")
+    x0 = torch.tensor([[math.pi, 0.0], [-2.5, 0.8], [2.0, -1.0], [0.3, 0.2]], dtype=F64)
+    lqr = p.evaluate(x0, lqr_controls(p, x0))
+    swing = p.evaluate(x0, p.swing_up_controls(x0, p.target_like(x0)))
+    opt = p.evaluate(x0, optimal_controls(p, x0))
+    assert not lqr["success"][:3].any() and opt["success"].all()
+    assert (opt["cost"] <= lqr["cost"] * (1 + 1e-12)).all() and (opt["cost"][:3] < 0.5 * lqr["cost"][:3]).all()
+    assert (opt["cost"] <= swing["cost"]).all()  # the swing-up start is refined, never lost

@@ -176,18 +176,25 @@ class OptimalConfig:
 
     Attributes:
         starts: initial guesses, each optimised and the best kept per instance:
-            ``"lqr"`` (clipped LQR), ``"zero"``, ``"upper"``/``"lower"`` (``+-u_max`` throughout).
+            ``"lqr"`` (clipped LQR), ``"zero"``, ``"upper"``/``"lower"`` (``+-u_max`` throughout),
+            ``"problem"`` (the problem's own :meth:`~trc.problems.ControlProblem.warm_starts`,
+            none for most; the pendulum's swing-up controller).
         max_iter: iLQR iterations per start at most.
         rtol: an instance stops once an iteration lowers its cost by less than ``rtol`` (relative).
         step_sizes: line-search step sizes, all tried at once.
         chunk_size: instances optimised at once.
+        prune_ratio, prune_after: from iteration ``prune_after`` on, a start whose cost exceeds
+            ``prune_ratio`` times the best start's of the same instance stops (None: never);
+            costs only fall, so it would have to lose a third of its cost to catch up.
     """
 
-    starts: tuple[str, ...] = ("lqr", "zero")
+    starts: tuple[str, ...] = ("lqr", "zero", "problem")
     max_iter: int = 100
     rtol: float = 1e-9
     step_sizes: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
     chunk_size: int = 1000
+    prune_ratio: float | None = 1.5
+    prune_after: int = 20
 
 
 def box_qp(H: Tensor, g: Tensor, lo: Tensor, hi: Tensor, max_iter: int = 50) -> Tensor:
@@ -246,10 +253,16 @@ def _bounded_step(Quu: Tensor, Qu: Tensor, Qux: Tensor, lo: Tensor, hi: Tensor) 
 
 def _psd(H: Tensor) -> Tensor:
     """Symmetric ``H [..., n, n]`` with negative eigenvalues clamped to 0 (only where there are any)."""
-    w, V = torch.linalg.eigh(H)
-    if bool((w >= 0).all()):
+    n = H.shape[-1]
+    flat = H.reshape(-1, n, n)
+    eye = torch.eye(n, dtype=H.dtype, device=H.device)
+    bad = torch.linalg.cholesky_ex(flat + 1e-12 * eye).info > 0  # cheap test; eigh only where it fails
+    if not bool(bad.any()):
         return H
-    return torch.where((w < 0).any(-1)[..., None, None], V @ torch.diag_embed(w.clamp(min=0)) @ V.transpose(-1, -2), H)
+    w, V = torch.linalg.eigh(flat[bad])
+    flat = flat.clone()
+    flat[bad] = V @ torch.diag_embed(w.clamp(min=0)) @ V.transpose(-1, -2)
+    return flat.view_as(H)
 
 
 def _backward_pass(problem, X, U, target, A, Bm):
@@ -286,7 +299,7 @@ def _backward_pass(problem, X, U, target, A, Bm):
 
 @torch.no_grad()
 def ilqr(problem: ControlProblem, x0: Tensor, U0: Tensor, target: Tensor,
-         config: OptimalConfig = OptimalConfig()) -> tuple[Tensor, Tensor]:
+         config: OptimalConfig = OptimalConfig(), starts: int = 1) -> tuple[Tensor, Tensor]:
     """Control-limited iLQR from ``U0``, per instance (see the module docstring).
 
     Args:
@@ -294,7 +307,9 @@ def ilqr(problem: ControlProblem, x0: Tensor, U0: Tensor, target: Tensor,
         x0: start states ``[B, n_x]`` (float64 recommended).
         U0: initial guesses ``[B, T, n_u]`` (clipped first).
         target: targets ``[B, n_x]``.
-        config: iterations, tolerance and step sizes.
+        config: iterations, tolerance, step sizes and pruning.
+        starts: ``S`` when the rows are ``S`` starts of the same ``B / S`` instances, start-major
+            (row ``s * B / S + i``); with ``S > 1`` dominated starts are pruned (``config.prune_ratio``).
 
     Returns:
         ``U [B, T, n_u]`` within the bound and its cost ``[B]``.
@@ -307,7 +322,10 @@ def ilqr(problem: ControlProblem, x0: Tensor, U0: Tensor, target: Tensor,
     alphas = torch.tensor(config.step_sizes, dtype=x0.dtype, device=x0.device)
     L = alphas.numel()
     todo = torch.arange(B, device=x0.device)
-    for _ in range(config.max_iter):
+    for it in range(config.max_iter):
+        if starts > 1 and config.prune_ratio is not None and it >= config.prune_after:
+            best_of_instance = J.view(starts, -1).amin(0).repeat(starts)
+            todo = todo[J[todo] <= config.prune_ratio * best_of_instance[todo]]
         if todo.numel() == 0:
             break
         b, Xt, Ut, tg, Jt = todo.numel(), X[todo], U[todo], target[todo], J[todo]
@@ -332,17 +350,22 @@ def ilqr(problem: ControlProblem, x0: Tensor, U0: Tensor, target: Tensor,
 
 
 def initial_guesses(problem: ControlProblem, x0: Tensor, target: Tensor, starts: tuple[str, ...]) -> Tensor:
-    """The named starting sequences (see :class:`OptimalConfig`), ``[len(starts), B, T, n_u]``."""
+    """The named starting sequences (see :class:`OptimalConfig`), ``[S, B, T, n_u]``.
+
+    ``S`` is ``len(starts)``, less one for ``"problem"`` on a problem without warm starts,
+    plus one for each more it has.
+    """
     shape = (x0.shape[0], problem.horizon, problem.n_u)
-    make = {"lqr": lambda: lqr_controls(problem, x0, target),
-            "zero": lambda: x0.new_zeros(shape),
-            "upper": lambda: x0.new_full(shape, problem.u_max),
-            "lower": lambda: x0.new_full(shape, -problem.u_max)}
+    make = {"lqr": lambda: lqr_controls(problem, x0, target)[None],
+            "zero": lambda: x0.new_zeros(1, *shape),
+            "upper": lambda: x0.new_full((1, *shape), problem.u_max),
+            "lower": lambda: x0.new_full((1, *shape), -problem.u_max),
+            "problem": lambda: problem.warm_starts(x0, target).to(x0.dtype)}
     unknown = [s for s in starts if s not in make]
     if unknown or not starts:
         raise TRCError(f"unknown start {unknown[0] if unknown else None!r} for the optimal expert; "
                        f"known: {', '.join(make)}")
-    return torch.stack([make[s]() for s in starts])
+    return torch.cat([make[s]() for s in starts])
 
 
 @torch.no_grad()
@@ -361,12 +384,13 @@ def optimal_controls(problem: ControlProblem, x0: Tensor, target: Tensor | None 
     """
     config = config or OptimalConfig()
     tgt, x = _targets(problem, x0, target), x0.double()
-    S, out = len(config.starts), []
+    out = []
     with one_thread():
         for i in range(0, x.shape[0], config.chunk_size):
             xc, tc = x[i:i + config.chunk_size], tgt[i:i + config.chunk_size]
             U0 = initial_guesses(problem, xc, tc, config.starts)            # (S, b, T, m)
-            U, J = ilqr(problem, xc.repeat(S, 1), U0.flatten(0, 1), tc.repeat(S, 1), config)
+            S = U0.shape[0]
+            U, J = ilqr(problem, xc.repeat(S, 1), U0.flatten(0, 1), tc.repeat(S, 1), config, starts=S)
             best = J.view(S, -1).argmin(0)
             out.append(U.view(S, -1, *U.shape[1:])[best, torch.arange(xc.shape[0])])
     return torch.cat(out).to(x0.dtype)

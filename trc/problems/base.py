@@ -230,6 +230,14 @@ class ControlProblem:
             "success": self.success(X, target),
         }
 
+    def warm_starts(self, x0: Tensor, target: Tensor) -> Tensor:
+        """Problem-specific initial guesses for the optimal expert, ``[S, B, T, n_u]`` (``S = 0`` here).
+
+        A problem whose cost has local minima that generic guesses fall into (the pendulum's
+        "don't swing") supplies a heuristic controller's controls, simulated from ``x0 [B, n_x]``.
+        """
+        return x0.new_zeros(0, x0.shape[0], self.horizon, self.n_u)
+
     # -- sampling and bookkeeping -------------------------------------------------
     def sample_initial_states(self, n: int, generator: torch.Generator | None = None,
                               dtype=torch.float32) -> Tensor:

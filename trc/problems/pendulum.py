@@ -16,6 +16,10 @@ which with ``Q = diag(1, 0.1)``, ``R = 0.01``, ``Qf = diag(100, 10)`` is
 ``100 * 2 (1 - cos theta_T) + 10 omega_T^2`` at the end, and near the top the
 quadratic cost of those matrices.  Success: ``||(wrap(theta_T), omega_T)|| < 0.2``
 with the angle error wrapped to ``(-pi, pi]``.
+
+The optimal expert starts from the classic swing-up controller
+(:meth:`Pendulum.swing_up_controls`) besides its generic guesses: clipped LQR
+alone never swings, and the "don't swing" local minimum traps a local solver.
 """
 
 from __future__ import annotations
@@ -94,3 +98,50 @@ class Pendulum(ControlProblem):
 
     def terminal_cost(self, x, target):
         return quad(self._chord_error(x, target), self.cost_matrices(x.dtype, x.device)[2])
+
+    def swing_up_controls(self, x0, target, gain: float = 10.0, catch: float = 0.5):
+        """The classic swing-up controller, simulated from ``x0 [B, n_x]``: ``U [B, T, n_u]``.
+
+        Energy pumping, ``u = b omega + gain (E* - E) omega`` clipped, with
+        ``E = I omega^2 / 2 + m g l (cos theta - 1)`` (``E* = 0``: upright at rest; then
+        ``dE/dt = omega (u - b omega)``, so energy rises while ``E < E*``), and a push of
+        ``+u_max`` from rest; within ``catch`` radians of the top, the LQR gain of the
+        upright (its first finite-horizon gain) takes over and balances.
+        """
+        from trc.data.experts import lqr_gains
+
+        K = lqr_gains(self, target[:1].double())[0][0, 0].to(x0.dtype)     # (n_u, n_x)
+        inertia, mgl = self.m * self.l ** 2, self.m * self.g * self.l
+        x, U = x0, []
+        for _ in range(self.horizon):
+            e = self.state_error(x, target)
+            energy = 0.5 * inertia * x[:, 1] ** 2 + mgl * (torch.cos(e[:, 0]) - 1.0)
+            omega = torch.where(x[:, 1].abs() < 1e-3, torch.full_like(x[:, 1], 1e-3), x[:, 1])
+            pump = self.b * x[:, 1] - gain * energy * omega
+            u = torch.where(e[:, 0].abs() < catch, -(e @ K.T)[:, 0], pump).clamp(-self.u_max, self.u_max)
+            x = self.step(x, u[:, None])
+            U.append(u)
+        return torch.stack(U, 1).unsqueeze(-1)
+
+    def warm_starts(self, x0, target):
+        return self.swing_up_controls(x0, target)[None]
+
+    def cost_derivatives(self, X, U, target):
+        """Closed form of the base class's autograd derivatives (ten times faster for the DDP).
+
+        With ``e = (c, omega - omega*)``, ``c = 2 sin(d/2)``, ``d = theta - theta*`` and
+        ``S = Q + Q'``: ``l_x = J' S e`` with ``J = diag(cos(d/2), 1)``, and
+        ``l_xx = J' S J + diag(-(S e)_0 sin(d/2) / 2, 0)``.
+        """
+        Q, R, Qf = self.cost_matrices(X.dtype, X.device)
+        T = U.shape[1]
+        W = torch.cat([(Q + Q.T).expand(T, 2, 2), (Qf + Qf.T)[None]])              # (T+1, 2, 2)
+        half = 0.5 * (X[..., 0] - target[:, None, 0])                                 # (B, T+1)
+        e = self._chord_error(X, target.unsqueeze(1))                               # (B, T+1, 2)
+        Se = (W @ e.unsqueeze(-1)).squeeze(-1)                                      # (B, T+1, 2)
+        j = torch.stack([torch.cos(half), torch.ones_like(half)], -1)               # diag of J
+        lxx = W * j.unsqueeze(-1) * j.unsqueeze(-2)
+        lxx[..., 0, 0] -= 0.5 * Se[..., 0] * torch.sin(half)
+        Rs = R + R.T
+        return {"lx": j * Se, "lxx": lxx, "lu": U @ Rs, "luu": Rs.expand(*U.shape[:2], 1, 1),
+                "lux": U.new_zeros(*U.shape[:2], 1, 2)}
