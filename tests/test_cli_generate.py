@@ -87,3 +87,15 @@ def test_real_process_exits_2_with_one_stderr_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == "trc generate: error: --num_samples must be positive, got 0\n"
     assert proc.stdout == ""
+
+
+def test_pendulum_demonstrations_and_reference_sets_record_the_problem(tmp_path, capsys):
+    out = str(tmp_path / "p.npz")
+    assert main(["generate", "--problem", "pendulum", "--num_samples", "5", "--output", out]) == 0
+    data = load_dataset(out)
+    assert data["metadata"]["problem"]["name"] == "pendulum" and data["metadata"]["expert"] == "lqr"
+    assert data["metadata"]["problem"]["g"] == 9.81 and data["control_sequences"].shape == (5, 100, 1)
+    ref = str(tmp_path / "ref.npz")
+    assert main(["generate", "--problem", "pendulum", "--num_samples", "2", "--output", ref,
+                 "--expert", "optimum", "--horizon", "30"]) == 0
+    assert load_dataset(ref)["metadata"]["expert"] == "optimal"  # 'optimum' is the same expert

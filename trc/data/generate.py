@@ -21,7 +21,9 @@ def add_generate_command(sub) -> None:
                         f"module (default vanderpol)")
     p.add_argument("--num_samples", type=int, default=10000, help="number of demonstrations (default 10000)")
     p.add_argument("--output", required=True, help="the .npz file to write, e.g. data/vanderpol_lqr_10k.npz")
-    p.add_argument("--expert", default="lqr", help=f"one of: {', '.join(sorted(EXPERTS))} (default lqr)")
+    p.add_argument("--expert", default="lqr",
+                   help=f"one of: {', '.join(sorted(EXPERTS))} (default lqr: demonstrations; 'optimal', also "
+                        "spelled 'optimum', for reference sets)")
     p.add_argument("--seed", type=int, default=0, help="seed of the start states (default 0)")
     p.add_argument("--horizon", type=int, default=None, help="override the problem's horizon T")
     p.add_argument("--dt", type=float, default=None, help="override the problem's time step")
@@ -36,6 +38,8 @@ def run_generate(args) -> int:
         raise TRCError(f"--horizon must be positive, got {args.horizon}")
     if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
         raise TRCError(f"--dt must be a positive number, got {args.dt}")
+    if args.expert == "optimum":  # the and the book's word for the optimal expert
+        args.expert = "optimal"
     if args.expert not in EXPERTS:
         raise TRCError(f"unknown expert {args.expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
     overrides = {k: getattr(args, k) for k in ("horizon", "dt") if getattr(args, k) is not None}
