@@ -1,4 +1,9 @@
-"""Atomic file writes: a file is either the old one or the complete new one."""
+"""Files and devices, checked at the door: atomic writes, writable outputs, usable torch devices.
+
+An atomic write leaves a file either the old one or the complete new one.  The
+checks run before any work, so that a bad output path or device costs a
+sentence, not a finished computation.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from trc.errors import TRCError
 
@@ -41,7 +48,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 
 def check_writable(path: str | os.PathLike) -> None:
-    """Fail before the work, not after it, when ``path`` cannot be written (one sentence)."""
+    """Fail before the work, not after it, when ``path`` cannot be written (one sentence).
+
+    The nearest existing folder on the way to ``path`` is probed by creating (and
+    removing) a temporary file in it: permission bits do not tell, for example, that
+    a read-only file system refuses even root.
+    """
     path = Path(path)
     if path.is_dir():
         raise TRCError(f"output {str(path)!r} is a folder, not a file")
@@ -50,5 +62,42 @@ def check_writable(path: str | os.PathLike) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise TRCError(f"cannot write {str(path)!r}: {str(folder)!r} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise TRCError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".trc-write-check.")
+    except OSError as e:
+        raise TRCError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable "
+                       f"({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` if this machine can compute on it, else one sentence.
+
+    Unknown names (``"foo"``), devices this torch was built without or that are not
+    present (``"cuda"`` without CUDA, ``"cuda:3"`` on a one-GPU machine) and the
+    ``"meta"`` device (no data) are refused.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TRCError(f"device {str(device)!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "meta":
+        raise TRCError("device 'meta' holds no data; use cpu or an accelerator")
+    try:
+        torch.empty(1, device=dev)
+    except Exception:  # noqa: BLE001 - torch raises AssertionError, RuntimeError, ... for absent devices
+        raise TRCError(f"device {str(device)!r} is not available on this machine"
+                       + (" (torch sees no CUDA device)" if dev.type == "cuda" and not torch.cuda.is_available()
+                          else "")) from None
+    return dev
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if it is an integer in ``[0, MAX_SEED]`` (what every generator ``trc`` seeds accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise TRCError(f"a seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    return seed

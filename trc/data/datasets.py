@@ -20,6 +20,7 @@ controls, simulated in float64.  Nothing is pickled: files are read with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -32,11 +33,18 @@ from tqdm.auto import tqdm
 
 from trc.errors import TRCError, check
 from trc.data.experts import EXPERTS
-from trc.io import atomic_write
+from trc.io import atomic_write, check_seed
 from trc.problems import ControlProblem, get_problem
 
 REQUIRED = ("initial_states", "target_states", "state_trajectories", "control_sequences", "costs")
 LOADER_KEYS = ("initial_states", "target_states", "control_sequences", "costs")
+MAX_DATASET_BYTES = 4 * 2**30  # the arrays generate_dataset may make: 4 GiB (3.5 million Van der Pol samples)
+
+
+def dataset_bytes(problem: ControlProblem, num_samples: int) -> int:
+    """The size of the float32 arrays of ``num_samples`` demonstrations of ``problem`` (as saved)."""
+    n_x, n_u, T = problem.n_x, problem.n_u, problem.horizon
+    return 4 * num_samples * (2 * n_x + (T + 1) * n_x + T * n_u + 1)
 
 
 def generate_dataset(problem: ControlProblem | str, num_samples: int, expert: str = "lqr", seed: int = 0,
@@ -44,22 +52,32 @@ def generate_dataset(problem: ControlProblem | str, num_samples: int, expert: st
     """Demonstrations of ``expert`` from start states drawn uniformly from the problem's box.
 
     Args:
-        problem: the control problem (its default target is used), or a name for ``trc.get_problem``.
-        num_samples: ``N > 0``.
+        problem: the control problem (its default target is used), or a name for ``get_problem``.
+        num_samples: ``N > 0``, at most what fits in :data:`MAX_DATASET_BYTES` (:func:`dataset_bytes`).
         expert: a name in :data:`trc.data.experts.EXPERTS`.
-        seed: seeds the start states; the experts are deterministic.
-        chunk_size: samples per expert call (default: all for LQR, 1000 otherwise).
+        seed: seeds the start states, an integer in ``[0, 2**63 - 1]``; the experts are deterministic.
+        chunk_size: samples per expert call (default: 100000 for LQR, 1000 otherwise).
         progress: show a progress bar (on a terminal).
 
     Returns:
         The dataset dict (see the module docstring) with a ``metadata`` dict.
     """
-    check("num_samples", num_samples)
-    if expert not in EXPERTS:
-        raise TRCError(f"unknown expert {expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
     if isinstance(problem, str):
         problem = get_problem(problem)
-    chunk = chunk_size or (num_samples if expert == "lqr" else 1000)
+    check("num_samples", num_samples)
+    size = dataset_bytes(problem, num_samples)
+    if size > MAX_DATASET_BYTES:
+        most = MAX_DATASET_BYTES // dataset_bytes(problem, 1)
+        raise TRCError(f"{num_samples} samples of {problem.name!r} would take {size / 2**30:.1f} GiB, more than "
+                       f"the {MAX_DATASET_BYTES / 2**30:g} GiB a dataset may hold; generate at most {most} "
+                       f"at a time (with different seeds)")
+    check_seed(seed)
+    if expert not in EXPERTS:
+        raise TRCError(f"unknown expert {expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size <= 0):
+        raise TRCError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    chunk = chunk_size or (100_000 if expert == "lqr" else 1000)
     gen = torch.Generator().manual_seed(seed)
     x0 = problem.sample_initial_states(num_samples, gen, dtype=torch.float32).double()
     target = problem.target_like(x0).contiguous()
@@ -207,12 +225,46 @@ def _check_fits(name: str, problem: ControlProblem, n_x: int, n_u: int, T: int, 
                                f"not for {problem.name!r} with {key}={ours.get(key)}")
 
 
+def dataset_digest(data: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a dataset's :data:`REQUIRED` arrays, their dtypes and shapes: its identity.
+
+    The same arrays give the same digest whatever the file is called or when it was written.
+    """
+    h = hashlib.sha256()
+    for key in REQUIRED:
+        a = np.ascontiguousarray(data[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_in_start_box(data: dict[str, Any], name: str, problem: ControlProblem) -> None:
+    """Refuse start states outside ``problem``'s start box (the states the model is trained to plan from).
+
+    Far outside it the simulation of a plan can diverge, and one diverging sample makes the
+    training loss non-finite.  A relative tolerance of ``1e-6`` of the box width absorbs rounding.
+    """
+    x0 = np.asarray(data["initial_states"], dtype=np.float64)
+    low, high = np.asarray(problem.x0_low, dtype=np.float64), np.asarray(problem.x0_high, dtype=np.float64)
+    slack = 1e-6 * np.maximum(high - low, 1.0)
+    outside = np.flatnonzero(((x0 < low - slack) | (x0 > high + slack)).any(axis=1))
+    if outside.size:
+        i = int(outside[0])
+        box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(problem.x0_low, problem.x0_high))
+        raise TRCError(f"{name} has {outside.size} start state(s) outside the start box of problem {problem.name!r}, "
+                       f"{box} (first: sample {i}, {np.array2string(x0[i], precision=4)}); train on the box "
+                       f"the problem defines, or widen it (x0_low, x0_high)")
+
+
 def dataset_problem(data: dict[str, Any]) -> ControlProblem:
     """The problem a dataset was generated for, rebuilt from its metadata."""
     stored = (data.get("metadata") or {}).get("problem")
     if not isinstance(stored, dict) or "name" not in stored:
         raise TRCError("the dataset's metadata does not name its problem; pass the problem explicitly")
-    return get_problem(**stored)
+    try:
+        return get_problem(**stored)
+    except (TypeError, ValueError) as e:  # TRCError included: a bad value, a wrong type, an unknown key
+        raise TRCError(f"the dataset's metadata describes no valid problem: {e}") from None
 
 
 def split_dataset(data: dict[str, Any], val_fraction: float, seed: int = 0) -> tuple[dict, dict]:
@@ -227,6 +279,7 @@ def split_dataset(data: dict[str, Any], val_fraction: float, seed: int = 0) -> t
         Two dicts of the :data:`REQUIRED` arrays, disjoint, together every sample.
     """
     check("val_fraction", val_fraction)
+    check_seed(seed)
     n = len(data["initial_states"])
     n_val = max(1, round(val_fraction * n))
     if n - n_val < 1:
@@ -297,6 +350,7 @@ def make_loader(data: dict[str, Any], batch_size: int = 64, shuffle: bool = True
     sequence of epochs.
     """
     check("batch_size", batch_size)
+    check_seed(seed)
     missing = [k for k in LOADER_KEYS if k not in data]
     if missing:
         raise TRCError(f"the dataset lacks the array '{missing[0]}' (a loader needs {', '.join(LOADER_KEYS)})")

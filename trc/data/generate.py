@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from trc.data.datasets import generate_dataset, save_dataset
+from trc.cli import seed_arg
+from trc.data.datasets import MAX_DATASET_BYTES, generate_dataset, save_dataset
 from trc.data.experts import EXPERTS
 from trc.errors import TRCError
 from trc.io import check_writable
@@ -14,19 +15,23 @@ from trc.problems import PROBLEMS, get_problem
 def add_generate_command(sub) -> None:
     """Add ``trc generate`` to the CLI's subparsers."""
     p = sub.add_parser("generate", help="write expert demonstrations to an .npz dataset",
-                       description="Draw start states, solve each with an expert, write an .npz dataset.")
+                       description="Draw start states, solve each with an expert, write an .npz dataset. "
+                                   f"A dataset holds at most {MAX_DATASET_BYTES / 2**30:g} GiB of arrays "
+                                   "(about 3.5 million Van der Pol samples of horizon 100); a progress bar "
+                                   "shows on a terminal.")
     p.add_argument("--problem", default="vanderpol",
                    help=f"one of: {', '.join(sorted(PROBLEMS))}, a name an installed package registers "
                         f"(entry points 'trc.problems'), or module:Name for a ControlProblem in your own "
-                        f"module (default vanderpol)")
-    p.add_argument("--num_samples", type=int, default=10000, help="number of demonstrations (default 10000)")
+                        f"module")
+    p.add_argument("--num_samples", type=int, default=10000, help="number of demonstrations")
     p.add_argument("--output", required=True, help="the .npz file to write, e.g. data/vanderpol_lqr_10k.npz")
     p.add_argument("--expert", default="lqr",
-                   help=f"one of: {', '.join(sorted(EXPERTS))} (default lqr: demonstrations; 'optimal', also "
+                   help=f"one of: {', '.join(sorted(EXPERTS))} (default: lqr, for demonstrations; 'optimal', also "
                         "spelled 'optimum', for reference sets)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the start states (default 0)")
-    p.add_argument("--horizon", type=int, default=None, help="override the problem's horizon T")
-    p.add_argument("--dt", type=float, default=None, help="override the problem's time step")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the start states, an integer in [0, 2**63 - 1]")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="override the problem's horizon T (default: the problem's)")
+    p.add_argument("--dt", type=float, default=None, help="override the problem's time step (default: the problem's)")
     p.set_defaults(func=run_generate)
 
 

@@ -11,7 +11,6 @@ strict JSON beside the figure (NaN and infinity become null).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,21 @@ from trc.io import atomic_write, check_writable
 
 
 def run_analyze(args) -> int:
-    """``trc analyze``: evaluate a checkpoint (and a baseline), print the table, write figure + JSON."""
+    """``trc analyze``: evaluate a checkpoint (and a baseline), write figure + JSON, then print the table.
+
+    Everything is checked before the evaluation (files, device, output folder), and the files are
+    written before anything is printed, so a closed pipe (``| head -1``) cannot lose them.
+    """
     from trc.models.checkpoint import load_checkpoint
     from trc.data.datasets import load_dataset
     from trc.evaluation.plots import plot_refinement_curves
 
+    out = Path(args.output)
+    for path in (out, out.with_suffix(".png"), out.with_suffix(".svg"), out.with_suffix(".json")):
+        check_writable(path)
     model = load_checkpoint(args.checkpoint, problem=args.problem)
     baseline = None if args.baseline is None else load_checkpoint(args.baseline, problem=model.problem)
     data = load_dataset(args.data, problem=model.problem)
-    out = Path(args.output)
-    check_writable(out)
     optimal = solve_optimal_costs(model.problem, data) if args.solve_optimal else None
     runs = {"model": model} if baseline is None else {"model": model, "baseline": baseline}
     metrics = {name: RefinementEvaluator(m, device=args.device, label=name).evaluate(
@@ -45,7 +49,6 @@ def run_analyze(args) -> int:
             summaries[name]["closed_loop"] = {**result.summary(metrics[name].optimal_costs,
                                                                metrics[name].expert_costs),
                                               "replan_every": args.replan_every}
-    print(format_table({m.display_name: summaries[name] for name, m in metrics.items()}))
     plot_refinement_curves(metrics["model"], out, baseline=metrics.get("baseline"))
     paths = {"model": args.checkpoint, "baseline": args.baseline}
     report = {name: {"checkpoint": paths[name], "summary": summaries[name], "metrics": metrics[name].to_dict()}
@@ -54,6 +57,7 @@ def run_analyze(args) -> int:
     json_path = out.with_suffix(".json")
     text = json.dumps(_finite_or_none(report), indent=1, allow_nan=False)
     atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    print(format_table({m.display_name: summaries[name] for name, m in metrics.items()}))
     print(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')} and {json_path}")
     return 0
 
@@ -67,18 +71,10 @@ def _finite_or_none(obj: Any) -> Any:
     return None if isinstance(obj, float) and not np.isfinite(obj) else obj
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
 def add_analyze_command(sub) -> None:
     """Add ``trc analyze`` to the CLI's subparsers."""
+    from trc.cli import positive_int
+
     p = sub.add_parser("analyze", help="measure refinement per iteration; table, figure and JSON",
                        description="Evaluate a checkpoint (and optionally a baseline) on a dataset, "
                                    "iteration by iteration, in the problem's simulator.")
@@ -87,8 +83,8 @@ def add_analyze_command(sub) -> None:
     p.add_argument("--problem", help="problem name or module:Name; must match the checkpoint (default: the checkpoint's)")
     p.add_argument("--output", default="refinement_analysis.png",
                    help="figure path; the PNG goes here, the SVG and the metrics JSON beside it")
-    p.add_argument("--baseline", help="a second checkpoint shown beside the model (e.g. behavior cloning)")
-    p.add_argument("--iterations", type=_positive_int,
+    p.add_argument("--baseline", help="a second checkpoint shown beside the model, e.g. behavior cloning (default: none)")
+    p.add_argument("--iterations", type=positive_int,
                    help="refinement iterations to run (default: each model's own; more is allowed)")
     p.add_argument("--solve_optimal", action="store_true",
                    help="solve every test instance for its optimum to report cost / optimum "
@@ -96,7 +92,7 @@ def add_analyze_command(sub) -> None:
     p.add_argument("--closed_loop", action="store_true",
                    help="also run each model as a receding-horizon controller (plan T steps from the "
                         "current state, apply the first controls, replan) and report it beside the open loop")
-    p.add_argument("--replan_every", type=_positive_int, default=1,
+    p.add_argument("--replan_every", type=positive_int, default=1,
                    help="with --closed_loop: controls applied per plan, 1..T (default 1: replan every step)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
     p.set_defaults(func=run_analyze)

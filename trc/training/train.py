@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from trc.cli import seed_arg
 from trc.errors import TRCError, check
-from trc.io import atomic_write
+from trc.io import atomic_write, check_device, check_writable
 from trc.training.process_supervision import DEFAULT_VARIANT, PROCESS_VARIANTS, check_loss_settings
 from trc.training.supervised_trainer import train_with_process_supervision
 
@@ -26,8 +27,9 @@ def build_model(problem, model_size: str = "small", use_two_level: bool = False,
     Gradient truncation is on by default: each refinement iteration is then trained as a step of
     its own (TRM's deep supervision), which is what makes the per-iterate losses of
     :mod:`trc.training.process_supervision` exact: the simulator feedback an iteration reads carries
-    no gradient.  ``gradient_truncation=None`` keeps the preset's own setting (off for the
-    single-latent presets), as the seed's baseline does.
+    no gradient.  ``gradient_truncation=False`` (``--no_gradient_truncation``) backpropagates
+    through every cycle of every iteration, at more time and memory; ``None`` keeps the preset's
+    own setting (off for the single-latent presets), as the seed's baseline does.
     """
     from trc.models.tiny_recursive_control import TinyRecursiveControl
 
@@ -37,6 +39,18 @@ def build_model(problem, model_size: str = "small", use_two_level: bool = False,
     if gradient_truncation is not None:
         overrides["use_gradient_truncation"] = gradient_truncation
     return TinyRecursiveControl.from_preset(preset, problem, use_halting=halting, **overrides)
+
+
+PROCESS_WEIGHT_HELP = (
+    "lambda >= 0, the weight of the process term; 0 is behavior cloning. Its scale depends on "
+    "--loss_variant. With 'seed' it is the seed document's lambda (the seed's default is 0.1), on the "
+    "seed's term -(c_0 - c_K) / (K c_0). 'ratio' and 'monotone' divide a mean cost ratio, mean_k c_k / c_(k-1), "
+    "by the horizon T, so lambda pushes each iterate's cost c_k with the gradient lambda / ((K+1) T c_(k-1)) "
+    "where the seed's pushes the last one with lambda_seed / (K c_0). The two agree while c_(K-1) is near c_0 "
+    "when lambda = lambda_seed T (K+1) / K: for T = 100 and K = 2, the seed's 0.1 is 15 here and trc's "
+    "1 is a seed lambda of 0.0067 ('monotone' adds up to 10 times that on each refinement that "
+    "does not lower its sample's cost). The imitation terms differ too: 'seed' imitates the final plan, "
+    "'ratio' and 'monotone' the first")
 
 
 def add_train_command(sub) -> None:
@@ -51,28 +65,29 @@ def add_train_command(sub) -> None:
                     "otherwise an imitation term plus --process_weight times a term on every refinement "
                     "iterate's cost (see --loss_variant). The defaults are the settings measured in "
                     "benchmarks/vanderpol.py. Writes best_model.pt, last_model.pt and history.json "
-                    "into --output_dir.")
+                    "into --output_dir, which must not hold a run already unless --resume is given.")
     p.add_argument("--data", required=True, help="dataset .npz written by trc generate")
     p.add_argument("--problem", default=None, help="problem name or module:Name (default: the dataset's); must match the dataset")
     p.add_argument("--output_dir", required=True, help="folder for best_model.pt, last_model.pt, history.json")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"passes over the training data (default {describe('epochs')})")
+                   help="passes over the training data; with --resume, a larger number extends a finished run "
+                        f"(default {describe('epochs')})")
     p.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"], help="samples per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate, AdamW with warmup and cosine decay (default %(default)s)")
     p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
-                   help="lambda >= 0, weight of the process term (0: behavior cloning of every iterate, "
-                        "mean_k MSE(U_k, expert); default %(default)s)")
+                   help=PROCESS_WEIGHT_HELP + " (0: behavior cloning of every iterate, mean_k MSE(U_k, expert); "
+                        "default %(default)s)")
     p.add_argument("--baseline", action="store_true",
                    help="the seed's baseline (train_trc.py): behavior cloning of the final controls only, "
                         "MSE(U_K, expert), with the preset's own gradient flow (single-latent presets: through "
                         "every iteration); implies --process_weight 0. Without it, --process_weight 0 "
                         "imitates every iterate")
     p.add_argument("--loss_variant", choices=sorted(PROCESS_VARIANTS), default=None,
-                   help=f"default {describe('loss_variant')}. 'monotone': the expert teaches the first guess, the cost every refinement, "
+                   help="'monotone': the expert teaches the first guess, the cost every refinement, "
                         "each iterate relative to the one before, and every sample is charged for a refinement "
                         "that does not improve it; 'ratio': the same without that charge, which goes further "
                         "where the teacher is weak; 'cost': the ratio term alone, without imitation; "
-                        "'seed': the seed document's formula")
+                        f"'seed': the seed document's formula (default {describe('loss_variant')})")
     p.add_argument("--model_size", choices=("small", "medium", "large"), default=DEFAULTS["model_size"],
                    help="model preset size (default %(default)s)")
     p.add_argument("--use_two_level", action="store_true", help="two-level z_H/z_L reasoning (TRM)")
@@ -94,9 +109,17 @@ def add_train_command(sub) -> None:
                    help="weight of the value loss (default 0.01; needs --use_value_predictor)")
     p.add_argument("--val_fraction", type=float, default=DEFAULTS["val_fraction"],
                    help="fraction of the dataset held out for validation (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, the model and the training")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--resume", action="store_true", help="continue from --output_dir/last_model.pt")
+    p.add_argument("--no_gradient_truncation", dest="gradient_truncation", action="store_false",
+                   help="backpropagate through every cycle of every refinement iteration (default: off, i.e. "
+                        "truncated: only the last cycle of each iteration gets gradients, and iterations are "
+                        "trained as steps of their own; with --baseline, the preset's own setting)")
+    p.add_argument("--seed", type=seed_arg, default=0,
+                   help="seeds the split, the model and the training, an integer in [0, 2**63 - 1]")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --output_dir/last_model.pt: an interrupted run to the same result, or a "
+                        "finished one to a larger --epochs (the cosine schedule is then recomputed for the new "
+                        "total and continues from the saved step); every other setting and the data must match")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_recipe_arguments(p)
     p.set_defaults(func=train_command)
@@ -142,12 +165,14 @@ def add_recipe_arguments(p) -> None:
 # iteration than K = 3 at the same cost; behavior cloning needs the 250 epochs to pass 95 % success.
 DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "process_weight": 1.0,
                             "model_size": "small", "iterations": 2, "max_iterations": 8, "val_fraction": 0.1}
-RESUME_KEYS = ("data", "problem", "epochs", "batch_size", "lr", "process_weight", "baseline", "loss_variant",
-               "model_size",
-               "use_two_level", "H_cycles", "L_cycles", "iterations", "use_value_predictor", "value_weight",
-               "val_fraction", "seed", "self_play", "fresh_starts", "explore", "explore_noise", "visited_starts",
-               "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act", "max_iterations", "halt_tolerance",
-               "init_from")
+# What a resumed run must share with the run it continues; --epochs may grow (see --resume).  The data
+# is identified by the SHA-256 of its arrays, not by its path.
+RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "baseline", "loss_variant",
+               "model_size", "use_two_level", "H_cycles", "L_cycles", "iterations", "gradient_truncation",
+               "use_value_predictor", "value_weight", "val_fraction", "seed", "self_play", "fresh_starts", "explore",
+               "explore_noise", "visited_starts", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act",
+               "max_iterations", "halt_tolerance", "init_from")
+RUN_FILES = ("last_model.pt", "best_model.pt", "history.json")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -189,12 +214,36 @@ def _check_args(args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             raise TRCError(message)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise TRCError(f"--device {args.device!r} is not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TRCError(f"--device {args.device!r} asks for CUDA, which this machine does not have")
+    check_device(args.device)
+
+
+def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> None:
+    """Refuse to overwrite a run without --resume, and to resume one trained otherwise."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not resume:
+        raise TRCError(f"{str(out)!r} already holds a run ({found[0]}); pass --resume to continue or extend it, "
+                       f"or choose another --output_dir (nothing was overwritten)")
+    if not (resume and (out / "last_model.pt").exists()):
+        return
+    from trc.models.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(out / "last_model.pt")
+    before = ckpt["metadata"].get("settings", {})
+    where = f"cannot resume from {str(out / 'last_model.pt')!r}"
+    changed = [k for k in RESUME_KEYS if before.get(k) != settings[k]]
+    if "data_sha256" in changed:
+        raise TRCError(f"{where}: it was trained on other data (the arrays of {settings['data']!r} have "
+                       f"SHA-256 {settings['data_sha256'][:12]}..., the run's {str(before.get('data_sha256'))[:12]}...)")
+    if changed:
+        flag = {"gradient_truncation": "no_gradient_truncation"}.get(changed[0], changed[0])
+        was, now = before.get(changed[0]), settings[changed[0]]
+        if changed[0] == "gradient_truncation":
+            was, now = not was, not now
+        raise TRCError(f"{where}: it was trained with --{flag} {was!r}, not {now!r}")
+    done = ckpt.get("trainer_state", {}).get("epoch", -1) + 1
+    if epochs < done:
+        raise TRCError(f"{where}: it has trained {done} epochs already, more than --epochs {epochs}; "
+                       f"pass --epochs {done} or more")
 
 
 def init_weights(model, path: str) -> None:
@@ -211,18 +260,21 @@ def init_weights(model, path: str) -> None:
 
 
 def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
-    """``trc train``: validate the flags and the dataset, train, write checkpoints and history.
+    """``trc train``: validate the flags, the output folder and the dataset, train, write checkpoints and history.
 
     ``hooks`` are handed to the trainer (``on_epoch_end(record)`` and the others of
     :meth:`trc.training.trainer.Trainer.fit`); ``trc sweep`` reports each epoch's validation cost through them.
     """
-    from trc.data.datasets import check_dataset, dataset_problem, load_dataset, make_loader, split_dataset
+    from trc.data.datasets import (check_dataset, check_in_start_box, dataset_digest, dataset_problem, load_dataset,
+                                   make_loader, split_dataset)
     from trc.problems import get_problem
     from trc.models.value_predictor import create_value_predictor
 
     _check_args(args)
     if args.baseline:
         args.process_weight = 0.0
+    out = Path(args.output_dir)
+    check_writable(out / "last_model.pt")
     data = load_dataset(args.data)
     if "problem" in data["metadata"]:
         problem = dataset_problem(data)
@@ -233,29 +285,23 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     else:
         problem = get_problem(args.problem)
     check_dataset(data, f"dataset {args.data!r}", problem)
-    out = Path(args.output_dir)
+    check_in_start_box(data, f"dataset {args.data!r}", problem)
     from trc.training.recipe import RECIPE, build_training_data, recipe
 
     flags = {k: getattr(args, k) for k in RECIPE}
     flags["self_play"] = (args.process_weight > 0 and None) if args.self_play is None else args.self_play == "on"
     for key, value in recipe(problem.name, **flags).items():
         setattr(args, key, value)
-    settings = {k: getattr(args, k) for k in RESUME_KEYS}
-    settings["problem"] = problem.to_dict()
-    if args.resume and (out / "last_model.pt").exists():
-        from trc.models.checkpoint import read_checkpoint
-
-        before = read_checkpoint(out / "last_model.pt")["metadata"].get("settings", {})
-        changed = [k for k in RESUME_KEYS if before.get(k) != settings[k]]
-        if changed:
-            raise TRCError(f"cannot resume from {str(out / 'last_model.pt')!r}: it was trained with "
-                           f"--{changed[0]} {before.get(changed[0])!r}, not {settings[changed[0]]!r}")
+    settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
+    settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs)
+    _check_run_folder(out, settings, args.resume, args.epochs)
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
     torch.manual_seed(args.seed)
     K = (args.max_iterations or DEFAULTS["max_iterations"]) if args.act else args.iterations
     model = build_model(problem, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
-                        gradient_truncation=None if args.baseline else True, halting=args.act)
+                        gradient_truncation=(None if args.gradient_truncation else False) if args.baseline
+                        else args.gradient_truncation, halting=args.act)
     if args.init_from is not None:
         init_weights(model, args.init_from)
     value_predictor = create_value_predictor(model.config.latent_dim) if args.use_value_predictor else None
@@ -270,9 +316,14 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         device=args.device, progress=not args.quiet, hooks=hooks, halt_tolerance=args.halt_tolerance)
     history = model.training_history
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+    stop = history["stop_reason"]
+    if stop and stop.startswith("non-finite"):
+        kept = ("no checkpoint was written" if history["best_epoch"] is None
+                else f"the checkpoints of the epochs before are kept in {str(out)!r}")
+        raise TRCError(f"training stopped: {stop} (try a lower --lr); {kept}")
     best = history["epochs"][history["best_epoch"]]["val"] if history["best_epoch"] is not None else None
-    if history["stop_reason"]:
-        print(f"trc train: stopped early: {history['stop_reason']}")
+    if stop:
+        print(f"trc train: stopped early: {stop}")
     if best is not None:
         print(f"trc train: best epoch {history['best_epoch']}: success {100 * best['success']:.1f}%, "
               f"mean cost {best['cost']:.4g}"

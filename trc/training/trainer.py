@@ -14,6 +14,10 @@ chooses the format) and carry the optimizer, schedule and history, so
 ``fit(..., resume=True)`` continues an interrupted run to the same result as
 an uninterrupted one: the random state at the start of each epoch is derived
 from ``(seed, epoch)`` and the data loader's generator is reseeded with it.
+Resuming a finished run with more ``epochs`` extends it: the warmup + cosine
+schedule is recomputed for the new total number of steps and continues from
+the saved step (so the learning rate rises again to where the longer cosine
+is at that step), and the history goes on from the saved one.
 A non-finite loss or gradient stops training before the bad step; the
 checkpoints on disk stay as they were.
 """
@@ -195,8 +199,8 @@ class Trainer:
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         total_steps = cfg.epochs * len(train_loader)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, cosine_with_warmup(total_steps, cfg.warmup, cfg.min_lr_ratio))
+        schedule = cosine_with_warmup(total_steps, cfg.warmup, cfg.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         history = {"epochs": [], "best_epoch": None, "best_metric": None, "monitor": cfg.monitor,
                    "stop_reason": None}
@@ -207,6 +211,8 @@ class Trainer:
             module.load_state_dict(model_state)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule, saved step
+                group["lr"] = base * schedule(scheduler.last_epoch)
             history, bad_epochs, start = state["history"], state["bad_epochs"], state["epoch"] + 1
             if "load_state_dict" in hooks and "hooks" in state:
                 hooks["load_state_dict"](state["hooks"])

@@ -1,0 +1,150 @@
+"""The ``trc`` command line as a whole: defaults in --help, devices, pipes, resume, gradient truncation."""
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from trc import get_problem
+from trc.cli import build_parser, main
+from trc.data.datasets import generate_dataset, save_dataset
+from trc.models.checkpoint import load_checkpoint, read_checkpoint
+
+HORIZON = 10
+
+
+def _subcommands():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_flag_shows_its_default_in_help(command):
+    parser = _subcommands()[command]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or action.required:
+            continue
+        text = formatter._expand_help(action) if action.help else ""
+        flag = action.option_strings[0]
+        assert "default" in text, f"trc {command} {flag}: no default in {text!r}"
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            continue
+        if action.default is not None:
+            assert str(action.default) in text, f"trc {command} {flag}: {action.default!r} not in {text!r}"
+
+
+def test_help_renders_and_explains_lambda(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 250)" in out and "(default: monotone)" in out and "(default: off)" in out
+    assert "seed document's lambda" in out and "lambda_seed T (K+1) / K" in out
+
+
+def test_lambda_conversion_in_help_matches_the_loss_gradients():
+    """The help's claim: on the last iterate's cost, lambda T (K+1)/K ('ratio') pushes as the seed's lambda."""
+    from trc.training.process_supervision import ratio_process_term, seed_process_term
+
+    T, K, B = 100, 2, 3
+    costs = torch.full((B, K + 1), 5.0, dtype=torch.float64, requires_grad=True)
+    lam_seed = 0.1
+    (lam_seed * seed_process_term(costs)).backward()
+    seed_grad = costs.grad[:, -1].clone()
+    costs.grad = None
+    (lam_seed * T * (K + 1) / K * ratio_process_term(costs, T)).backward()
+    torch.testing.assert_close(costs.grad[:, -1], seed_grad, rtol=1e-6, atol=0)
+    assert lam_seed * T * (K + 1) / K == pytest.approx(15)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "vdp.npz"
+    save_dataset(path, generate_dataset(get_problem("vanderpol", horizon=HORIZON), 24, seed=0))
+    return path
+
+
+def train(data, out, *flags):
+    return main(["train", "--data", str(data), "--output_dir", str(out), "--batch_size", "8", "--quiet", *flags])
+
+
+@pytest.mark.parametrize("command", ["train", "analyze"])
+@pytest.mark.parametrize("device, needle", [
+    ("foo", "is not a torch device"), ("meta", "holds no data"),
+    ("cuda:7", "not available on this machine"),
+])
+def test_bad_device_is_refused_at_the_door(data, tmp_path, capsys, command, device, needle):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the device")
+    if command == "train":
+        rc = train(data, tmp_path / "run", "--epochs", "1", "--device", device)
+    else:
+        rc = main(["analyze", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data),
+                   "--output", str(tmp_path / "fig.png"), "--device", device])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and "--device" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # checked before the checkpoint, the data, anything
+
+
+def test_no_gradient_truncation_is_built_recorded_and_checked_on_resume(data, tmp_path, capsys):
+    assert train(data, tmp_path, "--epochs", "1", "--no_gradient_truncation") == 0
+    model = load_checkpoint(tmp_path / "best_model.pt")
+    assert model.config.use_gradient_truncation is False
+    assert model.checkpoint_metadata["settings"]["gradient_truncation"] is False
+    capsys.readouterr()
+    assert train(data, tmp_path, "--epochs", "1", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "--no_gradient_truncation" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_extends_a_finished_run_by_exactly_the_new_epochs(data, tmp_path, monkeypatch, capsys):
+    import trc.training.supervised_trainer as st
+
+    assert train(data, tmp_path, "--epochs", "2") == 0
+    before = json.loads((tmp_path / "history.json").read_text())
+    calls = []
+    real = st.validation_metrics
+    monkeypatch.setattr(st, "validation_metrics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert train(data, tmp_path, "--epochs", "3", "--resume") == 0
+    assert len(calls) == 1  # one more epoch was validated: one more epoch was trained
+    after = json.loads((tmp_path / "history.json").read_text())
+    assert [r["epoch"] for r in after["epochs"]] == [0, 1, 2]
+    assert after["epochs"][:2] == before["epochs"]
+    state = read_checkpoint(tmp_path / "last_model.pt")["trainer_state"]
+    assert state["epoch"] == 2 and state["scheduler"]["last_epoch"] == 3 * 3  # 3 epochs of 3 batches
+    # the schedule is the 3-epoch one from the saved step: the lr of the new epoch is that of a fresh 3-epoch run
+    assert train(data, tmp_path / "fresh", "--epochs", "3") == 0
+    fresh = json.loads((tmp_path / "fresh" / "history.json").read_text())
+    assert after["epochs"][2]["lr"] == pytest.approx(fresh["epochs"][2]["lr"])
+    # the same --epochs again: nothing to do, nothing lost; fewer: refused
+    calls.clear()
+    assert train(data, tmp_path, "--epochs", "3", "--resume") == 0 and calls == []
+    capsys.readouterr()
+    assert train(data, tmp_path, "--epochs", "2", "--resume") == 2
+    assert "trained 3 epochs already" in capsys.readouterr().err
+    assert json.loads((tmp_path / "history.json").read_text()) == after
+
+
+def _pipe_closed(args, tmp_path):
+    """Run ``trc ARGS | true`` (the reader is gone before trc writes) with pipefail; (status, stderr)."""
+    cmd = " ".join([sys.executable, "-m", "trc.cli", *args])
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd} | (exec 0<&-; sleep 0.1)"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    return proc.returncode, proc.stderr
+
+
+def test_closed_pipe_ends_quietly_after_writing_the_files(data, tmp_path):
+    """``trc analyze ... | head -1`` style: the figure and JSON are written, no traceback, status 1."""
+    assert train(data, tmp_path / "run", "--epochs", "1") == 0
+    rc, err = _pipe_closed(["analyze", "--checkpoint", str(tmp_path / "run" / "best_model.pt"), "--data",
+                            str(data), "--output", str(tmp_path / "fig.png")], tmp_path)
+    assert (rc, err) == (1, "")
+    assert all((tmp_path / f"fig.{ext}").exists() for ext in ("png", "svg", "json"))
+    rc, err = _pipe_closed(["generate", "--num_samples", "4", "--horizon", "5", "--output",
+                            str(tmp_path / "g.npz")], tmp_path)
+    assert (rc, err) == (1, "") and (tmp_path / "g.npz").exists()
