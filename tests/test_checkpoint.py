@@ -114,7 +114,7 @@ class WritesAFile:
     ("text", "not a readable"),
     ("truncated", "not a readable"),
     ("torch_pickle_exec", "Python objects"),
-    ("plain_pickle_exec", "not a readable"),
+    ("plain_pickle_exec", "is a plain pickle, not a torch checkpoint"),
     ("pickled_module", "Python objects"),
     ("bare_state_dict", "not a trc checkpoint"),
     ("other_format", "not a trc checkpoint"),

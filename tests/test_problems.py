@@ -33,8 +33,8 @@ def test_overrides_change_only_what_they_name():
 @pytest.mark.parametrize("call, words", [
     (lambda: get_problem("cartpole"), "unknown problem 'cartpole'"),
     (lambda: get_problem("vanderpol", gamma=0.3), "no parameter 'gamma'"),
-    (lambda: get_problem("double_integrator", dt=-0.1), "dt > 0"),
-    (lambda: get_problem("vanderpol", target=[0.0]), "target must have 2 entries"),
+    (lambda: get_problem("double_integrator", dt=-0.1), "dt must be a finite number > 0"),
+    (lambda: get_problem("vanderpol", target=[0.0]), "target must be 2 finite numbers"),
 ])
 def test_bad_problem_requests_raise_one_clear_error(call, words):
     with pytest.raises(TRCError, match=words):

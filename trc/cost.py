@@ -25,6 +25,11 @@ def trajectory_cost(X: Tensor, U: Tensor, target: Tensor, Q: Tensor, R: Tensor, 
         target: ``[B, n_x]`` or ``[n_x]``; ``e_t = x_t - target``.
         Q, R, Qf: ``[n_x, n_x]``, ``[n_u, n_u]``, ``[n_x, n_x]``.
     """
+    if X.dim() != 3 or U.dim() != 3 or X.shape[0] != U.shape[0] or X.shape[1] != U.shape[1] + 1:
+        from trc.errors import TRCError
+
+        raise TRCError(f"trajectory_cost needs X [B, T+1, n_x] and U [B, T, n_u] with the same B and T, "
+                       f"got X {list(X.shape)} and U {list(U.shape)}")
     E = X - target.unsqueeze(-2)
     stage = quad(E[:, :-1], Q).sum(-1) + quad(U, R).sum(-1)
     return stage + quad(E[:, -1], Qf)

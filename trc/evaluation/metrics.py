@@ -214,7 +214,7 @@ def summarize(metrics: RefinementMetrics) -> dict[str, Any]:
 
     Adds ``success_rate`` (% of samples within tolerance), ``mean_final_error``,
     ``mean_cost``, ``cost_over_optimum`` (``mean_i c_iK / mean_i c*_i``, None if no optimum),
-    ``cost_over_expert`` (``mean_i c_iK / mean_i`` expert cost), and per iteration ``k = 0..K``
+    ``cost_over_expert`` (``mean_i c_iK / mean_i`` expert cost; None if that mean is not positive), and per iteration ``k = 0..K``
     the lists ``mean_cost_per_iteration``, ``success_rate_per_iteration``,
     ``mean_control_mse_per_iteration``.  Fields the metrics lack are None.
 
@@ -234,8 +234,8 @@ def summarize(metrics: RefinementMetrics) -> dict[str, Any]:
         "success_rate": mean(metrics.success, scale=100.0),
         "mean_final_error": mean(metrics.final_errors),
         "mean_cost": c_final,
-        "cost_over_optimum": None if metrics.optimal_costs is None else c_final / metrics.optimal_costs.mean(),
-        "cost_over_expert": None if metrics.expert_costs is None else c_final / metrics.expert_costs.mean(),
+        "cost_over_optimum": _ratio(c_final, metrics.optimal_costs),
+        "cost_over_expert": _ratio(c_final, metrics.expert_costs),
         "mean_cost_per_iteration": mean(metrics.costs, every),
         "success_rate_per_iteration": mean(metrics.success, every, 100.0),
         "mean_control_mse_per_iteration": mean(metrics.control_mse, every),
@@ -250,6 +250,14 @@ def summarize(metrics: RefinementMetrics) -> dict[str, Any]:
                    else halted / metrics.optimal_costs.mean(),
                    cost_at_halting_over_full=halted / c_final)
     return {**out, **analyze_convergence(metrics)}
+
+
+def _ratio(cost: float, reference: Array | None) -> float | None:
+    """``cost / mean(reference)``, or None without a reference or when its mean is not positive (all-zero costs)."""
+    if reference is None:
+        return None
+    mean = float(np.mean(reference))
+    return cost / mean if mean > 0 else None
 
 
 def format_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:

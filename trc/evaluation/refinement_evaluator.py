@@ -35,6 +35,7 @@ import torch
 
 from trc.data.datasets import as_batch
 from trc.errors import TRCError, check
+from trc.io import check_device
 from trc.evaluation.metrics import RefinementMetrics, analyze_convergence
 from trc.problems import get_problem
 from trc.simulator import simulated_by, simulator
@@ -70,7 +71,7 @@ class RefinementEvaluator:
             ``problem.rollout`` (for example ``trc.simulate_vanderpol_torch``), in the evaluation
             and in the model's own feedback.
         cost_params: ``Q``, ``R``, ``Q_final`` (any of them) replacing the problem's, likewise.
-        device: where the model and the simulation run.
+        device: where the model and the simulation run (an unknown or absent device is a ``TRCError``).
         label: the model's name in tables and legends.
     """
 
@@ -83,7 +84,7 @@ class RefinementEvaluator:
             raise TRCError("the evaluator needs a problem: pass problem= (a name or a ControlProblem)")
         self.problem = problem if problem is not None else model.problem
         self.simulator = simulator(self.problem, dynamics_fn, cost_params)
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.model = model.to(self.device)
         self.label = label
 
@@ -114,20 +115,28 @@ class RefinementEvaluator:
             optimal_costs: optimal cost per sample ``[N]``, in the data's order.  By default
                 the re-simulated expert costs serve as the optimum when the dataset dict's
                 metadata names the ``optimal`` expert; otherwise no optimum is known.
-            batch_size: samples per model call when ``data`` is a dict.
+            batch_size: samples per model call when ``data`` is a dict (a positive integer).
 
         Returns:
             :class:`RefinementMetrics` with ``N`` samples and ``K+1`` iterates.
+
+        Raises:
+            TRCError: among others when a plan's simulation diverges (a start far outside the
+                problem's box): its metrics would be NaN, so the sample is named instead.
         """
         p, model = self.problem, self.model
         dtype = next(model.parameters()).dtype
         parts: dict[str, list[Tensor]] = {}
         training = model.training
         model.eval()
+        seen = 0
         try:
             with torch.no_grad(), simulated_by(model, self.simulator):
                 for batch in _batches(data, batch_size, p):
-                    for name, value in self._evaluate_batch(batch, iterations, dtype).items():
+                    out = self._evaluate_batch(batch, iterations, dtype)
+                    self._check_finite(out, batch, seen)
+                    seen += out["costs"].shape[0]
+                    for name, value in out.items():
                         parts.setdefault(name, []).append(value.cpu())
         finally:
             model.train(training)
@@ -150,6 +159,21 @@ class RefinementEvaluator:
             process_weight=None if final_only else meta.get("process_weight"),
             train_iterations=getattr(model, "num_iterations", None),
         )
+
+    def _check_finite(self, out: Mapping[str, Tensor], batch: Mapping[str, Tensor], offset: int) -> None:
+        """Refuse, in one sentence, a batch where a simulated plan diverged (no NaN reaches the metrics)."""
+        for key, whose in (("costs", "the model's plans"), ("expert_costs", "the expert's controls")):
+            if key not in out:
+                continue
+            bad = ~torch.isfinite(out[key].reshape(out[key].shape[0], -1)).all(1)
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                x0 = [round(float(v), 4) for v in torch.as_tensor(batch["initial_states"])[i]]
+                p = self.problem
+                box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(p.x0_low, p.x0_high))
+                raise TRCError(f"the simulation of {whose} diverges (non-finite states) for {int(bad.sum())} "
+                               f"test start(s), first sample {offset + i} at x0 = {x0}; problem {p.name!r} "
+                               f"starts in {box}: remove such starts from the test data")
 
     def _evaluate_batch(self, batch: Mapping[str, Tensor], iterations: int | None,
                         dtype: torch.dtype) -> dict[str, Tensor]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import torch
 
 from trc.models.config import TRCConfig
 from trc.errors import TRCError
-from trc.io import atomic_write
+from trc.io import atomic_write, check_device
 from trc.problems import ControlProblem, get_problem
 from trc.models.value_predictor import ValuePredictor
 
@@ -92,19 +93,20 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
         raise TRCError(f"checkpoint {str(path)!r} does not exist")
     if not path.is_file():
         raise TRCError(f"checkpoint {str(path)!r} is not a file")
+    if isinstance(map_location, (str, torch.device)):
+        try:
+            check_device(map_location)
+        except TRCError as e:
+            raise TRCError(f"cannot load checkpoint {str(path)!r} onto map_location {str(map_location)!r}: {e}") \
+                from None
     try:
         with warnings.catch_warnings():  # a refused file ends in one TRCError, not warnings too
             warnings.simplefilter("ignore", UserWarning)
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch.load raises many types for bad bytes
-        unsupported = [line.split("Unsupported global:")[1].split(" was not")[0].replace("GLOBAL", "").strip()
-                       for line in str(e).splitlines() if "Unsupported global:" in line]
-        if unsupported:
-            raise TRCError(f"checkpoint {str(path)!r} holds Python objects ({unsupported[0]}) that only "
-                           f"pickle could rebuild; refused without running them (write checkpoints "
-                           f"with trc.save_checkpoint)") from None
-        raise TRCError(f"checkpoint {str(path)!r} is not a readable torch file "
-                       f"(truncated, corrupted, or not a checkpoint)") from None
+        with open(path, "rb") as f:
+            pickled = f.read(1) == b"\x80"  # the PROTO opcode that starts every pickle of protocol >= 2
+        raise TRCError(f"checkpoint {str(path)!r} {_load_failure(str(e), pickled)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         what = "a bare state dict or another format" if isinstance(ckpt, dict) else type(ckpt).__name__
         raise TRCError(f"{str(path)!r} is not a trc checkpoint (found {what}, "
@@ -116,6 +118,25 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
         if not isinstance(ckpt.get(key), dict):
             raise TRCError(f"checkpoint {str(path)!r} lacks its {key!r} entry")
     return ckpt
+
+
+def _load_failure(message: str, pickled: bool) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, from its message, as a predicate."""
+    blocked = re.search(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", message)
+    if blocked:
+        return (f"holds pickled Python objects ({blocked.group(1) or blocked.group(2)}) that weights_only "
+                f"loading refuses; nothing in it was run (write checkpoints with trc.save_checkpoint)")
+    operand = re.search(r"Unsupported operand (\d+)", message)
+    if "Weights only load failed" in message and operand and pickled:
+        return (f"is a plain pickle, not a torch checkpoint, with an instruction (opcode {operand.group(1)}) "
+                f"that weights_only loading refuses; nothing in it was run")
+    if "Weights only load failed" in message and not operand:
+        first = next((line.strip() for line in message.splitlines()[1:] if line.strip()
+                      and "weights_only" not in line and "PyTorch 2.6" not in line), "")
+        return f"holds something weights_only loading refuses ({first[:120]}); nothing in it was run"
+    if "CUDA" in message or "cuda" in message:
+        return f"has tensors for a device this machine lacks ({message.splitlines()[0][:120]}); pass map_location='cpu'"
+    return "is not a readable torch file (truncated, corrupted, or not a checkpoint)"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu", problem: ControlProblem | str | None = None):

@@ -11,7 +11,10 @@ that knows the problem's scales; it has no parameters.  Shapes as in :mod:`trc.d
   (the difference is the problem's ``state_error``: angles wrapped),
   ``log(1 + cost)``, and ``symlog((x_t - target) / s)`` at ``feedback_points`` evenly spaced
   steps ``t`` up to ``T``, where ``symlog(e) = sign(e) log(1 + |e|)`` (linear near 0,
-  logarithmic far away).
+  logarithmic far away).  Each feature is clipped to ``+-FEEDBACK_LIMIT`` (50: an error of
+  ``e^50``), and NaN (a simulation that diverged, from a start far outside the box) reads as
+  ``+FEEDBACK_LIMIT``, so the model's controls stay finite and bounded; within the limit
+  nothing changes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 Tensor = torch.Tensor
+FEEDBACK_LIMIT = 50.0
 
 
 def symlog(x: Tensor) -> Tensor:
@@ -59,4 +63,6 @@ class Observer(nn.Module):
         parts = [symlog(E[:, -1] / sim.success_tol), torch.log1p(cost).unsqueeze(-1)]
         if self.feedback_points:
             parts.append(symlog(E[:, self._feedback_steps] / self._scale).flatten(1))
-        return torch.cat(parts, -1)
+        fb = torch.cat(parts, -1)
+        return torch.nan_to_num(fb, nan=FEEDBACK_LIMIT, posinf=FEEDBACK_LIMIT,
+                                neginf=-FEEDBACK_LIMIT).clamp(-FEEDBACK_LIMIT, FEEDBACK_LIMIT)

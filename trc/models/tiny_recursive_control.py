@@ -18,7 +18,10 @@ targets ``[B, n_x]``:
 
 The clip is exact in the forward pass and the identity in the backward pass
 (a straight-through clip), so gradients do not die when a control sits on its
-bound.  The recursion state is a :class:`TRCCarry` that starts from
+bound.  Start states and targets must be finite (NaN or infinity is a ``TRCError``).
+Far outside the start box a plan's simulation can diverge; its feedback then
+saturates (see :mod:`trc.models.feedback`), so the controls stay
+finite and within the bound, though the model was not trained there.  The recursion state is a :class:`TRCCarry` that starts from
 ``(z_H, z_L, U) = (z_init, 0, U_0)`` and is never rebuilt; with
 ``use_gradient_truncation`` the first ``H_cycles - 1`` cycles of every
 iteration run without gradient and the carry is detached between iterations
@@ -235,7 +238,8 @@ class TinyRecursiveControl(nn.Module):
         """Encode the starts and propose ``U_0``: ``z_init [B, d]`` and the carry before iteration 1."""
         z_init = self.encoder(self.observer.inputs(x0, target))
         z_init = F.rms_norm(z_init, z_init.shape[-1:])                           # (B, d)
-        U0 = self.problem.u_max * torch.tanh(self.initial_decoder(z_init)).view(x0.shape[0], -1, self.problem.n_u)
+        U0 = self.problem.u_max * torch.tanh(self.initial_decoder(z_init)).view(
+            x0.shape[0], self.problem.horizon, self.problem.n_u)
         return z_init, TRCCarry(z_init, torch.zeros_like(z_init) if self.config.use_two_level else None, U0)
 
     @torch.no_grad()
@@ -337,12 +341,19 @@ class TinyRecursiveControl(nn.Module):
         if not torch.is_tensor(x0) or x0.dim() != 2 or x0.shape[1] != n_x:
             shape = tuple(x0.shape) if hasattr(x0, "shape") else type(x0).__name__
             raise TRCError(f"start states must be a tensor of shape [B, {n_x}], got {shape}")
+        if not (x0.is_floating_point() or x0.dtype in (torch.int32, torch.int64, torch.int16, torch.int8,
+                                                        torch.uint8)):
+            raise TRCError(f"start states must be real numbers, got dtype {x0.dtype}")
         x0 = x0.to(dtype=next(self.parameters()).dtype, device=self.observer._center.device)
+        if not torch.isfinite(x0).all():
+            raise TRCError("start states must be finite numbers, got NaN or infinity")
         if target is not None:
             target = torch.as_tensor(target)
             if target.shape not in ((n_x,), (1, n_x), (x0.shape[0], n_x)):
                 raise TRCError(f"targets must have shape [{n_x}] or [{x0.shape[0]}, {n_x}], "
                                f"got {tuple(target.shape)}")
+            if not torch.isfinite(target).all():
+                raise TRCError("targets must be finite numbers, got NaN or infinity")
         return x0, self.problem.target_like(x0, target)
 
     # -- inference --------------------------------------------------------------------
@@ -370,10 +381,17 @@ class TinyRecursiveControl(nn.Module):
             in ``x0``'s floating dtype and device; ``(U, info)`` with ``return_info``.
         """
         as_numpy = not torch.is_tensor(x0)
-        x = torch.as_tensor(np.asarray(x0) if as_numpy else x0)
+        if as_numpy:
+            x0 = np.asarray(x0)
+            if x0.dtype.kind not in "fiu":
+                raise TRCError(f"start states must be real numbers, got an array of dtype {x0.dtype}")
+        x = torch.as_tensor(x0)
         single = x.dim() == 1
-        if target is not None:
-            target = torch.as_tensor(np.asarray(target) if not torch.is_tensor(target) else target)
+        if target is not None and not torch.is_tensor(target):
+            target = np.asarray(target)
+            if target.dtype.kind not in "fiu":
+                raise TRCError(f"targets must be real numbers, got an array of dtype {target.dtype}")
+            target = torch.as_tensor(target)
         xb = x.unsqueeze(0) if single else x
         rule = self._halt_rule(halt)
         if rule is not None and all_iterations:

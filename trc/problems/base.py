@@ -22,6 +22,8 @@ registry in :mod:`trc.problems`.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,21 +62,45 @@ class ControlProblem:
     success_tol: float
 
     def __post_init__(self) -> None:
+        """Validate every parameter, here and only here (``get_problem``, ``replace`` and loading all pass by)."""
         from trc.errors import TRCError
 
-        if self.dt <= 0 or self.horizon < 1 or self.u_max <= 0 or self.success_tol <= 0:
-            raise TRCError(
-                f"problem {self.name!r} needs dt > 0, horizon >= 1, u_max > 0 and success_tol > 0 "
-                f"(got dt={self.dt}, horizon={self.horizon}, u_max={self.u_max}, "
-                f"success_tol={self.success_tol})"
-            )
+        def bad(field: str, wanted: str) -> TRCError:
+            return TRCError(f"problem {self.name!r}: {field} must be {wanted}, got {getattr(self, field)!r}")
+
+        if not isinstance(self.name, str) or not self.name:
+            raise TRCError(f"a problem's name must be a non-empty string, got {self.name!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for field in ("n_x", "n_u", "horizon"):
+            if not _is_int(getattr(self, field)) or getattr(self, field) < 1:
+                raise bad(field, "an integer >= 1")
+            object.__setattr__(self, field, int(getattr(self, field)))
+        positive = ("dt", "u_max", "success_tol")
+        numbers = [k for k, v in defaults.items() if _is_real(v) and k not in ("n_x", "n_u", "horizon")]
+        for field in dict.fromkeys([*positive, *numbers]):  # base fields, then a subclass's own (mu, ...)
+            value = getattr(self, field)
+            if _is_int(defaults.get(field)) and not _is_int(value):
+                raise bad(field, "an integer")
+            if not _is_real(value) or not math.isfinite(value) or (field in positive and value <= 0):
+                raise bad(field, "a finite number > 0" if field in positive else "a finite number")
+            if not _is_int(defaults.get(field)):
+                object.__setattr__(self, field, float(value))
+        for field in ("x0_low", "x0_high", "target", "Q", "R", "Qf"):  # lists are fine: stored as tuples
+            object.__setattr__(self, field, _tuplify(getattr(self, field)))
         for field, size in (("x0_low", self.n_x), ("x0_high", self.n_x), ("target", self.n_x)):
-            if len(getattr(self, field)) != size:
-                raise TRCError(f"problem {self.name!r}: {field} must have {size} entries")
+            v = getattr(self, field)
+            if not isinstance(v, tuple) or len(v) != size or not all(_is_real(a) and math.isfinite(a) for a in v):
+                raise bad(field, f"{size} finite numbers")
+        if any(lo > hi for lo, hi in zip(self.x0_low, self.x0_high)):
+            raise TRCError(f"problem {self.name!r}: x0_low must not exceed x0_high, got {self.x0_low} and "
+                           f"{self.x0_high}")
         for field, size in (("Q", self.n_x), ("R", self.n_u), ("Qf", self.n_x)):
             m = getattr(self, field)
-            if len(m) != size or any(len(row) != size for row in m):
+            if (not isinstance(m, tuple) or len(m) != size
+                    or any(not isinstance(row, tuple) or len(row) != size for row in m)):
                 raise TRCError(f"problem {self.name!r}: {field} must be {size}x{size}")
+            if not all(_is_real(a) and math.isfinite(a) for row in m for a in row):
+                raise bad(field, f"a {size}x{size} matrix of finite numbers")
 
     # -- dynamics ---------------------------------------------------------------
     def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
@@ -220,15 +246,22 @@ class ControlProblem:
         return U.clamp(-self.u_max, self.u_max)
 
     def evaluate(self, x0: Tensor, U: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
-        """Clip ``U``, simulate it, and return ``X``, ``cost``, ``final_error``, ``success``."""
+        """Clip ``U``, simulate it, and return ``X``, ``cost``, ``final_error``, ``success``.
+
+        A simulation that diverges (non-finite states, e.g. from a start far outside the box)
+        has cost and final error ``inf`` and is no success; NaN or infinite ``x0`` or ``U`` is a
+        :class:`~trc.errors.TRCError`.
+        """
+        from trc.errors import TRCError
+
+        if not (torch.isfinite(x0).all() and torch.isfinite(U).all()):
+            raise TRCError(f"problem {self.name!r} evaluates finite start states and controls, got NaN or infinity")
         U = self.clip(U)
         X = self.rollout(x0, U)
-        return {
-            "X": X,
-            "cost": self.cost(X, U, target),
-            "final_error": self.final_error(X, target),
-            "success": self.success(X, target),
-        }
+        diverged = ~torch.isfinite(X).flatten(1).all(1)
+        cost, error = self.cost(X, U, target), self.final_error(X, target)
+        cost, error = (torch.where(diverged | ~torch.isfinite(v), torch.inf, v) for v in (cost, error))
+        return {"X": X, "cost": cost, "final_error": error, "success": self.success(X, target) & ~diverged}
 
     def warm_starts(self, x0: Tensor, target: Tensor) -> Tensor:
         """Problem-specific initial guesses for the optimal expert, ``[S, B, T, n_u]`` (``S = 0`` here).
@@ -262,6 +295,14 @@ class ControlProblem:
             raise TRCError(f"problem {self.name!r} has no parameter {unknown[0]!r}; "
                            f"known: {', '.join(sorted(fields))}")
         return dataclasses.replace(self, **{k: _tuplify(v) for k, v in overrides.items()})
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _listify(v: Any) -> Any:

@@ -43,7 +43,7 @@ def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | Non
 
     Returns:
         ``success`` (fraction), ``final_error``, ``cost`` (means over samples), when the
-        batches carry expert costs ``cost_over_expert`` (ratio of the means), and for a
+        batches carry expert costs with a positive mean ``cost_over_expert`` (ratio of the means), and for a
         halting model (which plans with halting here) the mean ``iterations`` used.
     """
     problem = model.problem
@@ -72,7 +72,7 @@ def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | Non
         raise TRCError("the validation data is empty")
     out = {k: v / n for k, v in totals.items()}
     expert = out.pop("expert_cost")
-    if math.isfinite(expert) and sim is problem:  # the expert's costs are the problem's
+    if math.isfinite(expert) and expert > 0 and sim is problem:  # the expert's costs are the problem's
         out["cost_over_expert"] = out["cost"] / expert
     return out
 
