@@ -162,7 +162,7 @@ def test_grid_values_take_the_train_flags_types_and_bad_ones_are_refused(data, t
     assert grid == {"seed": [0, 1], "use_two_level": [True, False], "model_size": ["small"], "lr": [0.001]}
     assert len(grid_cells(grid)) == 4
     for spec, words in [("nonsense=1", "not a train flag"), ("data=x", "not a train flag"),
-                        ("seed=a", "not a valid int"), ("model_size=huge", "not one of"),
+                        ("seed=a", "must be an integer in [0, 2**63 - 1], got 'a'"), ("iterations=a", "not a valid int"), ("model_size=huge", "not one of"),
                         ("seed", "name=v1,v2"), ("lr=-1", "--lr must be a positive number")]:
         assert main(sweep_argv(data, str(tmp_path / "j"), tmp_path, "--grid", spec)) == 2
         err = capsys.readouterr().err.strip()

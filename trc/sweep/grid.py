@@ -38,14 +38,16 @@ def _flag_actions(train_parser: argparse.ArgumentParser) -> dict[str, argparse.A
 
 def _parse_value(action: argparse.Action, text: str) -> Any:
     name = action.dest
-    if isinstance(action, argparse._StoreTrueAction):
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):  # the value of its dest
         lowered = text.strip().lower()
         if lowered not in ("true", "false", "1", "0"):
             raise TRCError(f"--grid {name}: {text!r} is not true or false")
         return lowered in ("true", "1")
     try:
         value = (action.type or str)(text.strip())
-    except (TypeError, ValueError, argparse.ArgumentTypeError):
+    except argparse.ArgumentTypeError as e:  # a type that explains itself (--seed)
+        raise TRCError(f"--grid {name}: {e}") from None
+    except (TypeError, ValueError):
         kind = getattr(action.type, "__name__", "value")
         raise TRCError(f"--grid {name}: {text!r} is not a valid {kind}") from None
     if isinstance(value, float) and not math.isfinite(value):
