@@ -342,3 +342,12 @@ def test_wrong_dtypes_are_refused(model):
 def test_build_model_can_turn_gradient_truncation_off():
     assert build_model(PROBLEM).config.use_gradient_truncation
     assert not build_model(PROBLEM, gradient_truncation=False).config.use_gradient_truncation
+
+
+def test_demonstrations_beyond_the_bound_are_refused_by_train(files, tmp_path, capsys):
+    data = load_dataset(files / "vdp.npz")
+    data["control_sequences"] = data["control_sequences"] * 1e30
+    write_npz(tmp_path / "huge.npz", data, data["metadata"])
+    rc, err = cli(capsys, "train", "--data", tmp_path / "huge.npz", "--output_dir", tmp_path / "run", "--quiet")
+    assert rc == 2 and one_line(err, "exceed the bound |u| <= 2")
+    assert not (tmp_path / "run").exists()

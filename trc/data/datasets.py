@@ -239,7 +239,8 @@ def dataset_digest(data: dict[str, Any]) -> str:
 
 
 def check_in_start_box(data: dict[str, Any], name: str, problem: ControlProblem) -> None:
-    """Refuse start states outside ``problem``'s start box (the states the model is trained to plan from).
+    """Refuse start states outside ``problem``'s start box (the states the model is trained to plan from),
+    and expert controls beyond its bound.
 
     Far outside it the simulation of a plan can diverge, and one diverging sample makes the
     training loss non-finite.  A relative tolerance of ``1e-6`` of the box width absorbs rounding.
@@ -248,6 +249,12 @@ def check_in_start_box(data: dict[str, Any], name: str, problem: ControlProblem)
     low, high = np.asarray(problem.x0_low, dtype=np.float64), np.asarray(problem.x0_high, dtype=np.float64)
     slack = 1e-6 * np.maximum(high - low, 1.0)
     outside = np.flatnonzero(((x0 < low - slack) | (x0 > high + slack)).any(axis=1))
+    U = np.abs(np.asarray(data["control_sequences"], dtype=np.float64))
+    beyond = np.flatnonzero((U > problem.u_max * (1 + 1e-5)).reshape(len(U), -1).any(axis=1))
+    if beyond.size:
+        raise TRCError(f"{name} has {beyond.size} demonstration(s) whose controls exceed the bound |u| <= "
+                       f"{problem.u_max:g} of problem {problem.name!r} (first: sample {int(beyond[0])}, "
+                       f"|u| up to {U[int(beyond[0])].max():.4g})")
     if outside.size:
         i = int(outside[0])
         box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(problem.x0_low, problem.x0_high))

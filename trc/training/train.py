@@ -320,7 +320,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     if stop and stop.startswith("non-finite"):
         kept = ("no checkpoint was written" if history["best_epoch"] is None
                 else f"the checkpoints of the epochs before are kept in {str(out)!r}")
-        raise TRCError(f"training stopped: {stop} (try a lower --lr); {kept}")
+        raise TRCError(f"training stopped: {stop} (a too large --lr?); {kept}")
     best = history["epochs"][history["best_epoch"]]["val"] if history["best_epoch"] is not None else None
     if stop:
         print(f"trc train: stopped early: {stop}")
