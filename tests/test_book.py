@@ -84,6 +84,18 @@ def glue_keys_saved(notebook: dict) -> set[str]:
             for out in cell.get("outputs", [])} - {None}
 
 
+def glue_texts(notebook: dict) -> dict[str, str]:
+    """The saved ``text/plain`` of every glued key (myst-nb's mime prefix removed)."""
+    texts = {}
+    for cell in notebook["cells"]:
+        for out in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            for mime, value in out.get("data", {}).items() if name else ():
+                if mime.endswith("text/plain"):
+                    texts[name] = "".join(value) if isinstance(value, list) else value
+    return texts
+
+
 def test_glue_keys_are_parsed_from_roles_and_outputs():
     markdown = {"cell_type": "markdown", "source": ["cost {glue:text}`ch_cost:.3f`, ", "{glue}`ch_fig`"]}
     glued = {"cell_type": "code", "source": "", "outputs": [
@@ -100,6 +112,10 @@ def test_every_glued_number_the_prose_uses_is_in_the_saved_outputs():
         notebook = json.loads(path.read_text())
         missing = sorted(glue_keys_used(notebook) - glue_keys_saved(notebook))
         assert not missing, f"{path.name}: the prose pastes {missing}, which no saved output glues"
+        # a number pasted with a format must be a Python literal: "np.float64(1.2)" fails to format
+        for key, text in glue_texts(notebook).items():
+            if key in glue_keys_used(notebook) and text.startswith(("np.", "tensor(", "array(")):
+                pytest.fail(f"{path.name}: glue {key!r} saved {text!r}; glue a float() or int()")
 
 
 def test_every_citation_is_in_the_bibliography():
