@@ -110,6 +110,10 @@ def test_every_glued_number_the_prose_uses_is_in_the_saved_outputs():
     """A number the prose pastes must exist in the executed notebook, else the book prints nothing."""
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         notebook = json.loads(path.read_text())
+        names = [out.get("metadata", {}).get("scrapbook", {}).get("name") for cell in notebook["cells"]
+                 if cell["cell_type"] == "code" for out in cell.get("outputs", [])]
+        repeated = sorted({n for n in names if n is not None and names.count(n) > 1})
+        assert not repeated, f"{path.name}: glue keys {repeated} are glued twice (the book keeps the last)"
         missing = sorted(glue_keys_used(notebook) - glue_keys_saved(notebook))
         assert not missing, f"{path.name}: the prose pastes {missing}, which no saved output glues"
         # a number pasted with a format must be a Python literal: "np.float64(1.2)" fails to format
