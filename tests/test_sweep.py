@@ -155,6 +155,10 @@ def test_report_of_an_unknown_or_empty_study_is_one_sentence(tmp_path, capsys):
     assert main([*report, "--study_name", "empty"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "has no trials" in err
+    # A database that cannot be reached (or whose driver is missing): one sentence, the password hidden.
+    assert main(["sweep", "--report", "--storage", "postgresql://u:secret@127.0.0.1:1/db", "--study_name", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "secret" not in err and "u:***@127.0.0.1" in err
 
 
 def test_grid_values_take_the_train_flags_types_and_bad_ones_are_refused(data, tmp_path, capsys):

@@ -38,6 +38,16 @@ def _retry() -> RetryHeartbeatStaleTrialCallback:
         return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY, inherit_intermediate_values=True)
 
 
+def _hide_password(url: str) -> str:
+    """``url`` as messages may show it: a password becomes ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: it fails later with its own message
+        return url
+
+
 def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
     """The Optuna storage ``url`` names: a journal file for a plain path, else a database.
 
@@ -53,6 +63,7 @@ def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
         if not path.parent.is_dir():
             raise TRCError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
         return JournalStorage(JournalFileBackend(str(path)))
+    shown = _hide_password(url)
     if url.startswith(("postgresql://", "postgres://")):
         # The postgres extra's driver (psycopg 3), whichever driver SQLAlchemy picks for the bare scheme.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -68,14 +79,14 @@ def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
         except ImportError as e:
             cause = e if isinstance(e, ModuleNotFoundError) else e.__cause__ or e.__context__
             driver = getattr(cause, "name", None) or "its database driver"
-            raise TRCError(f"--storage {url!r} needs {driver!r}, which is not installed; for PostgreSQL: "
+            raise TRCError(f"--storage {shown!r} needs {driver!r}, which is not installed; for PostgreSQL: "
                            f"pip install 'trc[postgres]'") from None
         except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors are many; one sentence for all
             if attempt < 4 and ("already exists" in str(e) or "duplicate key" in str(e)):
                 time.sleep(0.5 + random.random())
                 continue
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TRCError(f"cannot open --storage {url!r}: {first}") from None
+            raise TRCError(f"cannot open --storage {shown!r}: {first}") from None
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
