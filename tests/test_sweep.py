@@ -113,9 +113,9 @@ def postgres_url():
         missing = "PostgreSQL's initdb is not installed (Debian: apt-get install postgresql)"
     else:
         try:
-            import psycopg2  # noqa: F401
+            import psycopg  # noqa: F401
         except ModuleNotFoundError:
-            missing = "psycopg2 is not installed (pip install -e '.[postgres]')"
+            missing = "psycopg is not installed (pip install -e '.[postgres]')"
     if missing:
         if required:
             pytest.fail(missing)
