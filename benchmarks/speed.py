@@ -47,14 +47,15 @@ def minimum_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return 1e3 * min(wall), 1e3 * min(cpu)
 
 
-def training_step(model, problem, batch_size: int, seed: int = 0) -> Callable[[], None]:
-    """One step of ``trc train`` (default loss) on a fixed batch of LQR demonstrations."""
+def training_step(model, problem, batch_size: int, seed: int = 0,
+                  objective: ProcessSupervisionObjective | None = None) -> Callable[[], None]:
+    """One step of ``trc train`` (``objective``, default: the default loss) on a fixed batch of LQR demonstrations."""
     x0 = problem.sample_initial_states(batch_size, torch.Generator().manual_seed(seed))
     batch = {"initial_states": x0, "target_states": problem.target_like(x0).clone(),
              "control_sequences": lqr_controls(problem, x0)}
     params = list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    objective = ProcessSupervisionObjective(problem, 1.0)
+    objective = objective or ProcessSupervisionObjective(problem, 1.0)
 
     def step() -> None:
         loss, _ = objective(model, batch)

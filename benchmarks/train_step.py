@@ -4,8 +4,9 @@ The step ``trc train`` takes: the model with every iterate returned, the loss
 (all ``K+1`` iterates simulated in one batched call, with gradient), backward,
 gradient clipping and the AdamW update.  Default: the two-level medium preset
 with its own K = 3 (``trc train --use_two_level --model_size medium --iterations 3``;
-``trc train`` defaults to K = 2, a third less), Van der Pol, batch 32.  Target: at most 0.078 s (10x faster than the predecessor's 0.78 s
-measured on this machine).  Also shows where the time goes and the same step
+``trc train`` defaults to K = 2, a third less), Van der Pol, batch 32.  Target: at most
+0.030 s (the speed table; ``benchmarks/speed.py`` prints its row).  Also shows where
+the time goes and the same step
 for behavior cloning and the seed's loss.
 
 Timings are the minimum and median wall time of ``--repeats`` steps and the
@@ -28,6 +29,8 @@ from trc.data.experts import lqr_controls
 from trc.training.process_supervision import DEFAULT_VARIANT
 from trc.training.supervised_trainer import ProcessSupervisionObjective
 from trc.training.train import build_model
+
+from speed import training_step  # benchmarks/speed.py: the step both scripts time
 
 
 def timed(fn, repeats: int) -> tuple[float, float, float]:
@@ -56,30 +59,22 @@ def main() -> None:
 
     problem = get_problem(args.problem)
     model = build_model(problem, args.model_size, use_two_level=not args.single_latent)
-    x0 = problem.sample_initial_states(args.batch_size, torch.Generator().manual_seed(0))
-    batch = {"initial_states": x0, "target_states": problem.target_like(x0).clone(),
-             "control_sequences": lqr_controls(problem, x0)}
     params = list(model.parameters())
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
     print(f"{problem.name}, {'single-latent' if args.single_latent else 'two-level'} {args.model_size} "
           f"({sum(p.numel() for p in params)} parameters, K={model.num_iterations}), batch {args.batch_size}, "
           f"1 thread")
 
-    def step(objective):
-        def run():
-            loss, _ = objective(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-        return run
-
     for name, weight, variant in (("PS " + DEFAULT_VARIANT, 1.0, DEFAULT_VARIANT), ("PS seed", 1.0, "seed"),
                                   ("BC", 0.0, DEFAULT_VARIANT)):
-        lo, med, cpu = timed(step(ProcessSupervisionObjective(problem, weight, variant)), args.repeats)
-        verdict = "  (target <= 0.078 s)" if name.startswith("PS " + DEFAULT_VARIANT) else ""
+        step = training_step(model, problem, args.batch_size,
+                             objective=ProcessSupervisionObjective(problem, weight, variant))
+        lo, med, cpu = timed(step, args.repeats)
+        verdict = "  (target <= 0.030 s)" if name.startswith("PS " + DEFAULT_VARIANT) else ""
         print(f"  {name:9s} step: wall min {lo:.4f} s, median {med:.4f} s; CPU min {cpu:.4f} s{verdict}")
 
+    x0 = problem.sample_initial_states(args.batch_size, torch.Generator().manual_seed(0))
+    batch = {"initial_states": x0, "target_states": problem.target_like(x0).clone(),
+             "control_sequences": lqr_controls(problem, x0)}
     objective = ProcessSupervisionObjective(problem, 1.0)
     forward = lambda: model(batch["initial_states"], batch["target_states"], return_all_iterations=True)
     lo, _, cpu = timed(forward, args.repeats)
