@@ -66,6 +66,15 @@ IPOPT_WARM = {"ipopt.mu_init": 1e-6, "ipopt.warm_start_init_point": "yes", "ipop
               "ipopt.bound_frac": 1e-9, "ipopt.warm_start_bound_push": 1e-9, "ipopt.warm_start_bound_frac": 1e-9}
 
 
+def _rk4_step(f, x, u, dt: float):
+    """One RK4 step of the CasADi dynamics ``f`` (zero-order hold), as in ``trc.dynamics.rk4``."""
+    k1 = f(x, u)
+    k2 = f(x + dt / 2 * k1, u)
+    k3 = f(x + dt / 2 * k2, u)
+    k4 = f(x + dt * k3, u)
+    return x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
 def casadi_cost(problem, tol: float = 1e-10, max_iter: int = 1000, options: dict | None = None):
     """The problem's cost ``J(U; x0, target)`` and gradient as CasADi functions (single shooting)."""
     import casadi as ca
@@ -80,11 +89,7 @@ def casadi_cost(problem, tol: float = 1e-10, max_iter: int = 1000, options: dict
         u = U[t * m:(t + 1) * m]
         e = error(x, tg)
         J += ca.mtimes([e.T, Q, e]) + ca.mtimes([u.T, R, u])
-        k1 = f(x, u)
-        k2 = f(x + dt / 2 * k1, u)
-        k3 = f(x + dt / 2 * k2, u)
-        k4 = f(x + dt * k3, u)
-        x = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        x = _rk4_step(f, x, u, dt)
     e = error(x, tg)
     J += ca.mtimes([e.T, Qf, e])
     params = ca.vertcat(x0, tg)
@@ -111,11 +116,7 @@ def casadi_multiple_shooting(problem, tol: float = 1e-10, max_iter: int = 1000):
         u, xn = U[t * m:(t + 1) * m], Xs[t * n:(t + 1) * n]
         e = error(x, tg)
         J += ca.mtimes([e.T, Q, e]) + ca.mtimes([u.T, R, u])
-        k1 = f(x, u)
-        k2 = f(x + dt / 2 * k1, u)
-        k3 = f(x + dt / 2 * k2, u)
-        k4 = f(x + dt * k3, u)
-        g.append(xn - (x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)))
+        g.append(xn - _rk4_step(f, x, u, dt))
         x = xn
     e = error(x, tg)
     J += ca.mtimes([e.T, Qf, e])
