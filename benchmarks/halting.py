@@ -100,6 +100,10 @@ def halting_rows(model, problem, x0: np.ndarray, optimum: np.ndarray, repeats: i
     print(f"  all {K} iterations: success {100 * full['success'].mean():.2f} %, cost/opt "
           f"{full['cost'].mean() / optimum.mean():.4f}, plan {len(x0)} starts {1e3 * full_wall:.0f} ms "
           f"(CPU {1e3 * full_cpu:.0f} ms)")
+    every = model.plan(x0, halt=False, all_iterations=True)                       # (N, K+1, T, n_u)
+    curve = [evaluate(problem, torch.as_tensor(x0), every[:, k])["cost"].mean() / full["cost"].mean()
+             for k in range(K + 1)]
+    print(f"  cost of iterate k / all {K}, k = 0..{K}: " + ", ".join(f"{c:.4f}" for c in curve))
     rows = []
     for rule in ("halt", "q", "value"):
         U, info = model.plan(x0, halt=rule, return_info=True)
@@ -142,6 +146,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=120, help="epochs of the process-supervised K = 2 model")
     ap.add_argument("--bc_epochs", type=int, default=60, help="epochs of the behavior-cloned K = 2 model")
     ap.add_argument("--act_epochs", type=int, default=20, help="epochs of the halting model's fine-tuning")
+    ap.add_argument("--halt_tolerance", type=float, default=None,
+                    help="the halting model's --halt_tolerance (default: trc train's)")
     ap.add_argument("--repeats", type=int, default=5, help="timings: median of this many plans")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default="data/benchmark_cache")
@@ -160,7 +166,9 @@ def main() -> None:
     ps = train("ps", ["--process_weight", "1", "--epochs", str(args.epochs)], runs, data)
     bc = train("bc", ["--process_weight", "0", "--epochs", str(args.bc_epochs)], runs, data)
     act = train("act", ["--process_weight", "1", "--act", "--max_iterations", "8", "--use_value_predictor",
-                        "--init_from", str(ps), "--epochs", str(args.act_epochs), "--lr", "1e-3"], runs, data)
+                        "--init_from", str(ps), "--epochs", str(args.act_epochs), "--lr", "1e-3",
+                        *(["--halt_tolerance", str(args.halt_tolerance)] if args.halt_tolerance is not None else [])],
+                runs, data)
 
     print("halting model (--act, K_max 8):")
     rows = halting_rows(load_checkpoint(act), problem, x0, optimum, args.repeats)
