@@ -166,7 +166,7 @@ def main() -> None:
     ps = train("ps", ["--process_weight", "1", "--epochs", str(args.epochs)], runs, data)
     bc = train("bc", ["--process_weight", "0", "--epochs", str(args.bc_epochs)], runs, data)
     act = train("act", ["--process_weight", "1", "--act", "--max_iterations", "8", "--use_value_predictor",
-                        "--init_from", str(ps), "--epochs", str(args.act_epochs), "--lr", "1e-3",
+                        "--init_from", str(ps), "--heads_only", "--epochs", str(args.act_epochs), "--lr", "1e-3",
                         *(["--halt_tolerance", str(args.halt_tolerance)] if args.halt_tolerance is not None else [])],
                 runs, data)
 

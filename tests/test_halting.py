@@ -241,8 +241,50 @@ def test_trc_train_act_writes_a_halting_model(data, tmp_path, capsys):
     assert U.shape == (2, 10, 1) and info["iterations"].max() <= 3
 
 
+def test_heads_only_trains_the_halting_head_of_a_fixed_planner(data, tmp_path):
+    planner = tmp_path / "planner"
+    base = ["train", "--data", data, "--epochs", "1", "--batch_size", "8", "--quiet"]
+    assert main([*base, "--output_dir", str(planner)]) == 0
+    act = tmp_path / "act"
+    assert main([*base, "--output_dir", str(act), "--epochs", "2", "--act", "--max_iterations", "3",
+                 "--use_value_predictor", "--init_from", str(planner / "best_model.pt"), "--heads_only"]) == 0
+    before = read_checkpoint(planner / "best_model.pt")["state_dict"]
+    after = read_checkpoint(act / "best_model.pt")["state_dict"]
+    heads = [k for k in after if k.startswith(("halt_head.", "value_predictor."))]
+    assert heads and all(torch.equal(before[k], after[k]) for k in before)       # the planner is kept
+    assert not torch.equal(after["halt_head.net.2.bias"], torch.tensor([-2.0, 2.0]))  # the head learned
+    history = load_checkpoint(act / "last_model.pt").checkpoint_metadata
+    assert history["settings"]["heads_only"] is True
+
+
+def test_heads_only_objective_matches_the_halting_loss_of_the_run():
+    torch.manual_seed(0)
+    model = tiny("vanderpol", num_outer_cycles=3, use_halting=True)
+    from trc.training.deep_supervision import freeze_planner, trains_planner
+
+    assert trains_planner(model)
+    freeze_planner(model)
+    assert not trains_planner(model) and all(p.requires_grad for p in model.halt_head.parameters())
+    problem = model.problem
+    x0 = starts(model, 5)
+    batch = {"initial_states": x0, "target_states": problem.target_like(x0),
+             "control_sequences": torch.zeros(5, problem.horizon, 1)}
+    objective = DeepSupervisionObjective(problem, 1.0, "ratio", tol=1e-3)
+    loss, parts = objective(model, batch)
+    with torch.no_grad():
+        out = model(x0, return_all_iterations=True)
+        costs = problem.evaluate(x0.expand(4, -1, -1).transpose(0, 1).reshape(-1, 2),
+                                 out.all_controls.reshape(-1, problem.horizon, 1))["cost"].view(5, 4)
+    assert torch.allclose(parts["iteration_costs"], costs.mean(0), rtol=1e-4)
+    loss.backward()
+    assert model.halt_head.net[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("halt_head."))
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--max_iterations", "4"], "need --act"),
+    (["--heads_only", "--act"], "--heads_only needs --init_from"),
+    (["--heads_only", "--init_from", "x.pt"], "--heads_only trains a halting head: it needs --act"),
     (["--act", "--max_iterations", "0"], "--max_iterations must be > 0"),
     (["--act", "--loss_variant", "seed"], "--act trains the 'ratio' or 'monotone'"),
 ])

@@ -32,11 +32,12 @@ from torch import nn
 
 from trc.data.datasets import as_batch
 from trc.errors import TRCError
-from trc.models.halting import DEFAULT_TOLERANCE, DISCOUNT, continue_targets, stop_targets
+from trc.models.halting import DEFAULT_TOLERANCE, DISCOUNT, continue_targets, halting_loss, stop_targets
 from trc.simulator import simulated_by, simulator
 from trc.training.process_supervision import iteration_costs
 
 Tensor = torch.Tensor
+HEADS = ("halt_head.", "value_predictor.")   # parameters that are not the planner's
 HINGE_WEIGHT, HINGE_MARGIN = 10.0, 1e-3   # as in monotone_process_term
 
 
@@ -99,6 +100,8 @@ class DeepSupervisionObjective:
             return self._run(model, batch)
 
     def _run(self, model: nn.Module, batch: Mapping[str, Tensor]):
+        if not trains_planner(model):
+            return self._heads_only(model, batch)
         x0, target = batch["initial_states"], batch["target_states"]
         K = model.num_iterations
         value_head = getattr(model, "value_predictor", None)
@@ -129,6 +132,36 @@ class DeepSupervisionObjective:
         last = first + (z_init * z_leaf.grad).sum() + (U0 * U_leaf.grad).sum()   # U_0's loss and the gathered gradient
         return last + (total - last.detach()), parts
 
+    def _heads_only(self, model: nn.Module, batch: Mapping[str, Tensor]):
+        """A frozen planner: run all ``K_max`` iterations without gradient, train only the heads.
+
+        The halting head learns from the costs of the planner as it is (its targets cannot
+        move under it), and the value head, when present, learns every iterate's cost.
+        """
+        x0, target = batch["initial_states"], batch["target_states"]
+        value_head = getattr(model, "value_predictor", None)
+        with torch.no_grad():
+            z_init, carry = model.start(x0, target)
+            cost, error = self._costs(carry.U, x0, target)
+            costs, latents, features = [cost], [z_init], []
+            for _ in range(model.num_iterations):
+                carry = model.refine(carry, x0, target, z_init)
+                cost, error = self._costs(carry.U, x0, target)
+                costs.append(cost)
+                latents.append(carry.z_H)
+                features.append(model.halting_features(carry))
+        costs = torch.stack(costs, 1)                                              # (B, K+1)
+        parts = {"success": (error < self.problem.success_tol).float().mean(), "iteration_costs": costs.mean(0)}
+        loss = torch.zeros((), device=x0.device)
+        head = getattr(model, "halt_head", None)
+        if head is not None and self.halt_weight > 0:
+            halt = halting_loss(head(torch.stack(features, 1)), costs, self.tol, self.gamma)
+            loss, parts["halt"] = loss + self.halt_weight * halt, halt.detach()
+        if value_head is not None:
+            z = torch.stack(latents, 1)                                            # (B, K+1, d)
+            loss = loss + self.value_weight * F.mse_loss(value_head(z), value_head.target(costs))
+        return loss, parts
+
     def _halting(self, head: nn.Module, features: Tensor, costs: Tensor) -> Tensor:
         """Backpropagate the halting loss iterate by iterate (``k = 1..K``); returns its (detached) value.
 
@@ -149,3 +182,15 @@ class DeepSupervisionObjective:
             (self.halt_weight * loss).backward()
             total = total + loss.detach()
         return total
+
+
+def trains_planner(model: nn.Module) -> bool:
+    """Whether any of the planner's parameters (all but the halting and value heads) is trained."""
+    return any(p.requires_grad for name, p in model.named_parameters() if not name.startswith(HEADS))
+
+
+def freeze_planner(model: nn.Module) -> None:
+    """Train only the heads from now on: the planner's parameters stop requiring gradients."""
+    for name, p in model.named_parameters():
+        if not name.startswith(HEADS):
+            p.requires_grad_(False)

@@ -207,9 +207,6 @@ def train_with_process_supervision(
     if value_predictor is not None:
         model.value_predictor = value_predictor
     problem = model.problem
-    monitor = "cost" if val_loader is not None else "loss"
-    cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
-                      checkpoint_dir=None if output_dir is None else str(output_dir), **config)
     meta = {"process_weight": process_weight, "variant": variant, "value_weight": value_weight,
             "final_only": bool(final_only), "epochs": epochs, "lr": lr, **(metadata or {})}
     save_fn, load_fn = checkpoint_io(meta)
@@ -226,6 +223,18 @@ def train_with_process_supervision(
                                                 value_weight, final_only)
     val_fn = None if val_loader is None else (
         lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
+    # The best epoch has the lowest validation cost; a run that trains only the heads of a fixed planner
+    # (--heads_only) is judged by its own loss on the validation data instead: the cost would prefer the
+    # head that halts least.
+    monitor = "cost" if val_loader is not None else "loss"
+    from trc.training.deep_supervision import trains_planner
+
+    if val_fn is not None and getattr(model.config, "use_halting", False) and not trains_planner(model):
+        monitor = "loss"
+        val_fn = lambda m: {**validation_metrics(m, val_loader, dynamics_fn, cost_params),  # noqa: E731
+                            "loss": mean_loss(objective, m, val_loader)}
+    cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
+                      checkpoint_dir=None if output_dir is None else str(output_dir), **config)
     hooks = dict(hooks or {})
     if hasattr(train_loader, "refresh"):  # self-play data: refresh it, follow its curriculum
         given = hooks.get("on_epoch_start")
@@ -245,6 +254,19 @@ def train_with_process_supervision(
     model.training_history = history
     model.eval()
     return model
+
+
+@torch.no_grad()
+def mean_loss(objective, model: nn.Module, loader) -> float:
+    """The mean of ``objective(model, batch)``'s loss over ``loader``'s samples (weighted by batch size)."""
+    total, n = 0.0, 0
+    for batch in loader:
+        loss, _ = objective(model, batch)
+        size = len(as_batch(batch, model.problem)["initial_states"])
+        total, n = total + float(loss) * size, n + size
+    if n == 0:
+        raise TRCError("the validation data is empty")
+    return total / n
 
 
 def train_behavior_cloning(model: nn.Module, train_loader, val_loader=None, epochs: int = 250,

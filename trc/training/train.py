@@ -102,6 +102,9 @@ def add_train_command(sub) -> None:
     p.add_argument("--halt_tolerance", type=float, default=None,
                    help="halting target: stop once no later iterate is cheaper by more than this fraction "
                         "(default 0.001; needs --act)")
+    p.add_argument("--heads_only", action="store_true",
+                   help="with --act and --init_from: keep the planner's weights and train only the halting (and value) heads "
+                        "on its costs, so the halting targets do not move under the head")
     p.add_argument("--init_from", default=None,
                    help="start from the weights of this checkpoint (same architecture; a halting head may be new)")
     p.add_argument("--use_value_predictor", action="store_true", help="train a value head with the model")
@@ -171,7 +174,7 @@ RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "
                "model_size", "use_two_level", "H_cycles", "L_cycles", "iterations", "gradient_truncation",
                "use_value_predictor", "value_weight", "val_fraction", "seed", "self_play", "fresh_starts", "explore",
                "explore_noise", "visited_starts", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act",
-               "max_iterations", "halt_tolerance", "init_from")
+               "max_iterations", "halt_tolerance", "init_from", "heads_only")
 RUN_FILES = ("last_model.pt", "best_model.pt", "history.json")
 
 
@@ -196,6 +199,8 @@ def _check_args(args: argparse.Namespace) -> None:
         (not args.act or args.process_weight == 0 or args.loss_variant in (None, "ratio", "monotone"),
          "--act trains the 'ratio' or 'monotone' loss variant (or --process_weight 0)"),
         (not (args.act and args.baseline), "--act and --baseline do not go together"),
+        (not args.heads_only or args.init_from is not None, "--heads_only needs --init_from (the planner to keep)"),
+        (not args.heads_only or args.act, "--heads_only trains a halting head: it needs --act"),
     ]
     for name in ("fresh_starts", "explore", "visited_starts"):
         value = getattr(args, name)
@@ -304,6 +309,10 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
                         else args.gradient_truncation, halting=args.act)
     if args.init_from is not None:
         init_weights(model, args.init_from)
+    if args.heads_only:
+        from trc.training.deep_supervision import freeze_planner
+
+        freeze_planner(model)
     value_predictor = create_value_predictor(model.config.latent_dim) if args.use_value_predictor else None
     loader = build_training_data(problem, train, args.batch_size, settings, args.seed, args.epochs) \
         or make_loader(train, args.batch_size, shuffle=True, seed=args.seed)
