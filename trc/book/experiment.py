@@ -85,6 +85,8 @@ class Experiment:
         act, max_iterations, halt_tolerance: adaptive halting, as ``trc train --act`` (then
             ``max_iterations`` replaces ``iterations``).
         init: another experiment whose trained weights this one starts from (``--init_from``).
+        heads_only: with ``act`` and ``init``, train only the halting (and value) heads of the
+            planner ``init`` trained (``--heads_only``).
     """
 
     problem: str = "vanderpol"
@@ -112,6 +114,7 @@ class Experiment:
     max_iterations: int = 8
     halt_tolerance: float | None = None
     init: "Experiment | None" = None
+    heads_only: bool = False
 
     def __post_init__(self) -> None:
         from trc.models.config import PRESETS
@@ -143,6 +146,8 @@ class Experiment:
             (preset in PRESETS, f"unknown model preset {preset!r}; known: {', '.join(PRESETS)}"),
             (self.process_weight > 0 or self.variant == DEFAULT_VARIANT,
              f"loss variant {self.variant!r} has no effect with process_weight 0 (behavior cloning)"),
+            (not self.heads_only or (self.act and self.init is not None),
+             "heads_only trains the halting head of a trained planner: it needs act and init"),
         ]
         for ok, message in checks:
             if not ok:
@@ -249,6 +254,10 @@ class Experiment:
             state = self.init.run(cache_dir).model.state_dict()
             model.load_state_dict({k: v for k, v in state.items() if not k.startswith("value_predictor.")},
                                   strict=False)
+        if self.heads_only:
+            from trc.training.deep_supervision import freeze_planner
+
+            freeze_planner(model)
         value_predictor = create_value_predictor(model.config.latent_dim) if self.use_value_predictor else None
         start = time.perf_counter()
         model = train_with_process_supervision(
