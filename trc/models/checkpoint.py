@@ -7,6 +7,7 @@ lists, dicts only, so ``torch.load(..., weights_only=True)`` reads it)::
      "state_dict": {...},                 # the model's tensors
      "config": {...},                     # TRCConfig.to_dict()
      "problem": {...},                    # problem.to_dict(); get_problem(**it) rebuilds it
+     "problems": [{...}, ...],            # instead of "problem": a multi-problem model's problems
      "metadata": {...},                   # JSON-able training facts (epoch, losses, seed, ...)
      "trainer_state": {...},              # optional: optimizer state etc. for resuming
      "value_predictor": {"config": {...}, "state_dict": {...}}}   # optional
@@ -64,7 +65,11 @@ def save_checkpoint(model, path: str | os.PathLike, value_predictor: ValuePredic
     if value_predictor is None:
         value_predictor = getattr(model, "value_predictor", None)
     payload = {"format": FORMAT, "version": VERSION, "state_dict": _cpu_state(model),
-               "config": model.config.to_dict(), "problem": model.problem.to_dict(), "metadata": metadata}
+               "config": model.config.to_dict(), "metadata": metadata}
+    if hasattr(model, "planners"):  # a MultiProblemTRC
+        payload["problems"] = [p.to_dict() for p in model.problems]
+    else:
+        payload["problem"] = model.problem.to_dict()
     if value_predictor is not None:
         if value_predictor.config["latent_dim"] != model.config.latent_dim:
             raise TRCError(f"value predictor reads latents of width {value_predictor.config['latent_dim']} "
@@ -115,6 +120,8 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
         raise TRCError(f"checkpoint {str(path)!r} has format version {ckpt.get('version')!r}; "
                        f"this trc reads version {VERSION}")
     for key in ("state_dict", "config", "problem", "metadata"):
+        if key == "problem" and isinstance(ckpt.get("problems"), list):  # a multi-problem model
+            continue
         if not isinstance(ckpt.get(key), dict):
             raise TRCError(f"checkpoint {str(path)!r} lacks its {key!r} entry")
     return ckpt
@@ -149,7 +156,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", problem: Contro
             another problem, or the same one with other parameters, is an error.
 
     Returns:
-        A :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl` with ``checkpoint_metadata`` (dict) and,
+        A :class:`~trc.models.tiny_recursive_control.TinyRecursiveControl` (a
+        :class:`~trc.models.multi_problem.MultiProblemTRC` for a checkpoint of several problems,
+        of which ``problem`` must then be one) with ``checkpoint_metadata`` (dict) and,
         if one was saved, ``value_predictor`` (a :class:`~trc.models.value_predictor.ValuePredictor` in eval mode,
         a plain attribute, not a submodule).
     """
@@ -158,14 +167,25 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", problem: Contro
     path = Path(path)
     ckpt = read_checkpoint(path, map_location)
     try:
-        stored = get_problem(**ckpt["problem"])
-        if problem is not None:
-            expected = get_problem(problem) if isinstance(problem, str) else problem
-            if expected.to_dict() != stored.to_dict():
-                diff = sorted(k for k, v in expected.to_dict().items() if stored.to_dict().get(k) != v)
-                raise TRCError(f"was trained on problem {stored.name!r}, not on the expected "
-                               f"{expected.name!r} (they differ in {', '.join(diff)})")
-        model = TinyRecursiveControl(TRCConfig.from_dict(ckpt["config"]), stored)
+        if "problems" in ckpt:
+            from trc.models.multi_problem import MultiProblemTRC
+
+            problems = [get_problem(**p) for p in ckpt["problems"]]
+            if problem is not None:
+                expected = get_problem(problem) if isinstance(problem, str) else problem
+                if expected.to_dict() not in [p.to_dict() for p in problems]:
+                    raise TRCError(f"was trained on problems {', '.join(p.name for p in problems)}, none of them "
+                                   f"the expected {expected.name!r} with its parameters")
+            model = MultiProblemTRC(TRCConfig.from_dict(ckpt["config"]), problems)
+        else:
+            stored = get_problem(**ckpt["problem"])
+            if problem is not None:
+                expected = get_problem(problem) if isinstance(problem, str) else problem
+                if expected.to_dict() != stored.to_dict():
+                    diff = sorted(k for k, v in expected.to_dict().items() if stored.to_dict().get(k) != v)
+                    raise TRCError(f"was trained on problem {stored.name!r}, not on the expected "
+                                   f"{expected.name!r} (they differ in {', '.join(diff)})")
+            model = TinyRecursiveControl(TRCConfig.from_dict(ckpt["config"]), stored)
         _load_state(model, ckpt["state_dict"], "model")
         value_predictor = None
         if "value_predictor" in ckpt:

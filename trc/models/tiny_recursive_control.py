@@ -126,6 +126,25 @@ class ReasoningCore(nn.Module):
         return h
 
 
+def build_network(config: TRCConfig, n_x: int, n_u: int, horizon: int) -> dict[str, nn.Module]:
+    """The trainable parts of a planner whose plans have up to ``horizon`` steps, by attribute name.
+
+    The decoders emit ``horizon * n_u`` numbers and the context reads as many; a planner with a
+    shorter horizon uses their first ``T * n_u`` (:mod:`trc.models.multi_problem`).
+    """
+    d, h, n_U = config.latent_dim, config.hidden_dim, horizon * n_u
+    n_feedback = n_x + 1 + config.feedback_points * n_x                   # Observer.size
+    network = {"encoder": mlp(2 * n_x, h, d), "initial_decoder": mlp(d, h, n_U),
+               "context": mlp(n_U + n_feedback, h, d), "core": ReasoningCore(d, h, config.num_layers),
+               "refine_decoder": mlp(d, h, n_U)}
+    with torch.no_grad():  # an untrained model refines gently
+        network["refine_decoder"][-1].weight.mul_(0.1)
+        network["refine_decoder"][-1].bias.zero_()
+    if config.use_halting:
+        network["halt_head"] = HaltingHead(d + 3, h)
+    return network
+
+
 def _legacy_factory(preset: str):
     """``create_<preset>(state_dim, control_dim, control_horizon, control_bounds, problem)``."""
 
@@ -156,6 +175,8 @@ class TinyRecursiveControl(nn.Module):
         config: a :class:`TRCConfig`; its problem fields are filled in from ``problem``.
         problem: a :class:`~trc.problems.ControlProblem` or a registered name; kept as
             ``model.problem`` and simulated in every refinement iteration.
+        network: the trainable parts (:func:`build_network`) when they are shared with other
+            problems' planners (:class:`~trc.models.multi_problem.MultiProblemTRC`); None builds its own.
 
     Attributes:
         config: the resolved config; ``num_iterations`` is its ``K``.
@@ -163,26 +184,17 @@ class TinyRecursiveControl(nn.Module):
         value_predictor: present when it was loaded from a checkpoint that holds a value head.
     """
 
-    def __init__(self, config: TRCConfig, problem: ControlProblem | str):
+    def __init__(self, config: TRCConfig, problem: ControlProblem | str, network: dict[str, nn.Module] | None = None):
         super().__init__()
         self.problem = get_problem(problem) if isinstance(problem, str) else problem
         self.config = cfg = config.resolve(self.problem)
         self.checkpoint_metadata: dict[str, Any] = {}
         self.simulator = None  # None: the problem's own rollout and cost (see simulated_by)
-        p, d, h = self.problem, cfg.latent_dim, cfg.hidden_dim
-        n_U = p.horizon * p.n_u
-        self.observer = Observer(p, cfg.feedback_points)
-        n_feedback = self.observer.size
-        self.encoder = mlp(2 * p.n_x, h, d)
-        self.initial_decoder = mlp(d, h, n_U)
-        self.context = mlp(n_U + n_feedback, h, d)
-        self.core = ReasoningCore(d, h, cfg.num_layers)
-        self.refine_decoder = mlp(d, h, n_U)
-        with torch.no_grad():  # an untrained model refines gently
-            self.refine_decoder[-1].weight.mul_(0.1)
-            self.refine_decoder[-1].bias.zero_()
-        if cfg.use_halting:
-            self.halt_head = HaltingHead(d + 3, h)
+        self.observer = Observer(self.problem, cfg.feedback_points)
+        if network is None:
+            network = build_network(cfg, self.problem.n_x, self.problem.n_u, self.problem.horizon)
+        for name, module in network.items():  # given: shared with other problems (trc.models.multi_problem)
+            setattr(self, name, module)
 
     @property
     def num_iterations(self) -> int:
@@ -236,11 +248,19 @@ class TinyRecursiveControl(nn.Module):
 
     def start(self, x0: Tensor, target: Tensor) -> tuple[Tensor, TRCCarry]:
         """Encode the starts and propose ``U_0``: ``z_init [B, d]`` and the carry before iteration 1."""
-        z_init = self.encoder(self.observer.inputs(x0, target))
+        z_init = self.encode(x0, target)
         z_init = F.rms_norm(z_init, z_init.shape[-1:])                           # (B, d)
-        U0 = self.problem.u_max * torch.tanh(self.initial_decoder(z_init)).view(
-            x0.shape[0], self.problem.horizon, self.problem.n_u)
+        U0 = self.problem.u_max * torch.tanh(self._decode(self.initial_decoder, z_init))
         return z_init, TRCCarry(z_init, torch.zeros_like(z_init) if self.config.use_two_level else None, U0)
+
+    def encode(self, x0: Tensor, target: Tensor) -> Tensor:
+        """The encoder's latent ``[B, d]`` before its normalization."""
+        return self.encoder(self.observer.inputs(x0, target))
+
+    def _decode(self, head: nn.Module, z: Tensor) -> Tensor:
+        """``head(z)``'s first ``T * n_u`` numbers as ``[B, T, n_u]`` (a shared head may emit more)."""
+        T, n_u = self.problem.horizon, self.problem.n_u
+        return head(z)[:, :T * n_u].view(z.shape[0], T, n_u)
 
     @torch.no_grad()
     def _keep_best(self, carry: TRCCarry, best, x0: Tensor, target: Tensor):
@@ -279,6 +299,8 @@ class TinyRecursiveControl(nn.Module):
             with torch.no_grad():
                 fb = self.feedback(x0, carry.U, target)                        # (B, n_feedback)
         U_flat = carry.U.flatten(1) / self.problem.u_max                       # (B, T*n_u)
+        width = self.context[0].in_features - fb.shape[1]                      # a shared context reads more
+        U_flat = F.pad(U_flat, (0, width - U_flat.shape[1]))                   # (B, width), zeros past T
         injection = z_init + self.context(torch.cat([U_flat, fb], -1))         # (B, d)
         z_H, z_L = carry.z_H, carry.z_L
         for h in range(cfg.H_cycles):
@@ -295,7 +317,7 @@ class TinyRecursiveControl(nn.Module):
             if trace is not None:
                 trace[0].append(z_H)
                 trace[1].append(z_L)
-        dU = self.problem.u_max * torch.tanh(self.refine_decoder(z_H)).view_as(carry.U)
+        dU = self.problem.u_max * torch.tanh(self._decode(self.refine_decoder, z_H))
         U = _ClipSTE.apply(carry.U + dU, self.problem.u_max)                  # (B, T, n_u)
         seen = fb[:, self.problem.n_x].detach()                                # log(1 + cost) of carry.U
         return TRCCarry(z_H, z_L, U, carry.step + 1, seen, seen if carry.seen is None else carry.seen)
@@ -490,4 +512,4 @@ class TinyRecursiveControl(nn.Module):
     create_two_level_large = _legacy_factory("two_level_large")
 
 
-__all__ = ["PRESETS", "TRCCarry", "TRCConfig", "TRCOutput", "TinyRecursiveControl"]
+__all__ = ["PRESETS", "TRCCarry", "TRCConfig", "TRCOutput", "TinyRecursiveControl", "build_network"]
