@@ -22,7 +22,8 @@ def build_model(problem, model_size: str = "small", use_two_level: bool = False,
                 gradient_truncation: bool | None = True, halting: bool = False):
     """The model the ``trc train`` flags describe: a preset, with the cycles and K changed if given.
 
-    With ``halting`` the model gets a halting head and ``iterations`` is its ``K_max``.
+    With ``halting`` the model gets a halting head and ``iterations`` is its ``K_max``.  A list of
+    problems makes one :class:`~trc.models.multi_problem.MultiProblemTRC` for all of them.
 
     Gradient truncation is on by default: each refinement iteration is then trained as a step of
     its own (TRM's deep supervision), which is what makes the per-iterate losses of
@@ -38,6 +39,10 @@ def build_model(problem, model_size: str = "small", use_two_level: bool = False,
                                    ("num_outer_cycles", iterations)) if v is not None}
     if gradient_truncation is not None:
         overrides["use_gradient_truncation"] = gradient_truncation
+    if isinstance(problem, (list, tuple)):
+        from trc.models.multi_problem import MultiProblemTRC
+
+        return MultiProblemTRC.from_preset(preset, problem, use_halting=halting, **overrides)
     return TinyRecursiveControl.from_preset(preset, problem, use_halting=halting, **overrides)
 
 
@@ -66,8 +71,12 @@ def add_train_command(sub) -> None:
                     "iterate's cost (see --loss_variant). The defaults are the settings measured in "
                     "benchmarks/vanderpol.py. Writes best_model.pt, last_model.pt and history.json "
                     "into --output_dir, which must not hold a run already unless --resume is given.")
-    p.add_argument("--data", required=True, help="dataset .npz written by trc generate")
-    p.add_argument("--problem", default=None, help="problem name or module:Name (default: the dataset's); must match the dataset")
+    p.add_argument("--data", required=True,
+                   help="dataset .npz written by trc generate; comma-separated datasets of several problems "
+                        "train one model for all of them (trc.training.multi_problem)")
+    p.add_argument("--problem", default=None,
+                   help="problem name or module:Name (default: the dataset's); must match the dataset; with several "
+                        "datasets, one name per dataset, comma-separated, in the same order")
     p.add_argument("--output_dir", required=True, help="folder for best_model.pt, last_model.pt, history.json")
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the training data; with --resume, a larger number extends a finished run "
@@ -278,6 +287,10 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     _check_args(args)
     if args.baseline:
         args.process_weight = 0.0
+    if "," in args.data or "," in (args.problem or ""):  # one model for several problems
+        from trc.training.multi_problem import multi_train_command
+
+        return multi_train_command(args, hooks)
     out = Path(args.output_dir)
     check_writable(out / "last_model.pt")
     data = load_dataset(args.data)

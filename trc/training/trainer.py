@@ -139,7 +139,8 @@ def _to(batch: Any, device: torch.device) -> Any:
 
 
 def _reseed(seed: int, loader) -> None:
-    """Seed torch and every generator the loader shuffles with (on it, its sampler, their samplers)."""
+    """Seed torch and every generator the loader shuffles with (on it, its sampler, their samplers, and
+    the loaders it combines, listed in its ``loaders``)."""
     torch.manual_seed(seed)
     todo, seen = [loader], set()
     while todo:
@@ -151,6 +152,7 @@ def _reseed(seed: int, loader) -> None:
         if isinstance(generator, torch.Generator):
             generator.manual_seed(seed)
         todo += [getattr(owner, name, None) for name in ("sampler", "batch_sampler")]
+        todo += list(getattr(owner, "loaders", ()))
 
 
 class Trainer:

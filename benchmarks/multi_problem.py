@@ -1,0 +1,143 @@
+"""One model for many problems: a multi-problem model against single-problem models, per problem.
+
+Trains (``trc train``, skipped where ``--runs`` already holds the checkpoint), from
+``--train_samples`` LQR demonstrations per problem (cached as in ``benchmarks/beyond_teacher.py``):
+
+* ``multi``: one model for all ``--problems``
+  (``trc train --problem a,b,... --data a.npz,b.npz,...``, each problem with its recipe);
+* ``multi_act``: the same with a halting head (``--act``), fine-tuned from ``multi`` for
+  ``--act_epochs``: how many iterations each problem takes when the model stops on its own;
+* ``single_<problem>``: a model of the same preset for each problem alone (its recipe's epochs);
+  its parameter count is printed next to the multi-problem model's (the same network without
+  the problem embedding, and for a shorter horizon, smaller decoders).
+
+Then, on ``--test_samples`` held-out starts per problem against the optimum (cached), prints for
+every model and problem the open-loop success and cost over the optimum, the closed loop
+(replanning every step) for the pendulum, the halting model's mean iterations, and the
+training wall times.
+
+    python benchmarks/multi_problem.py --runs runs/multi                       # trains what is missing
+    python benchmarks/multi_problem.py --epochs 2 --act_epochs 1 --test_samples 50 --runs /tmp/m   # smoke test
+
+Targets (multi-problem model, held-out starts vs the optimum): double_integrator >= 99 % and
+<= 1.01x; vanderpol >= 99.5 % and <= 1.01x; vanderpol_constrained >= 75 % and <= 1.03x;
+pendulum (closed loop) >= 93 % and <= 1.07x; halting model's mean iterations
+double_integrator < vanderpol < pendulum; the multi-problem training <= 20 min on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from beyond_teacher import evaluate, train  # noqa: E402
+from vanderpol import cached, test_set  # noqa: E402
+
+from trc import get_problem  # noqa: E402
+from trc.data.datasets import generate_dataset  # noqa: E402
+from trc.models.checkpoint import load_checkpoint  # noqa: E402
+
+PROBLEMS = "double_integrator,vanderpol,vanderpol_constrained,pendulum"
+CLOSED_LOOP = {"pendulum"}   # judged replanning every step; the others open loop
+
+
+def trained(out: Path, data: str, problems: str, flags: list[str], epochs: int | None, seed: int) -> tuple[Path, float]:
+    """``out/best_model.pt``, trained unless it exists; the training wall time (nan if it existed)."""
+    best = out / "best_model.pt"
+    if best.exists():
+        return best, float("nan")
+    return best, train(data, problems, flags, seed, epochs, out)["train_wall_s"]
+
+
+def row(planner, problem, test: dict, optimum: np.ndarray) -> dict:
+    """Success and cost over the optimum (open loop, or closed loop for CLOSED_LOOP problems)."""
+    r = evaluate(planner, problem, test, optimum)
+    loop = "closed" if problem.name in CLOSED_LOOP else "open"
+    return {"loop": loop, "success": r[f"{loop}_success"], "cost_over_optimum": r[f"{loop}_cost_over_optimum"]}
+
+
+def halting_row(model, problem, test: dict, optimum: np.ndarray) -> dict:
+    """The halting model's plans for ``problem``: success, cost over the optimum, mean iterations."""
+    x0 = torch.as_tensor(test["initial_states"], dtype=torch.float64)
+    U, info = model.plan(x0, problem=problem.name, return_info=True)
+    ev = problem.evaluate(x0, U.to(torch.float64))
+    return {"success": 100 * ev["success"].double().mean().item(),
+            "cost_over_optimum": ev["cost"].double().mean().item() / optimum.mean(),
+            "iterations": info["iterations"].double().mean().item()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--problems", default=PROBLEMS)
+    ap.add_argument("--runs", default="runs/multi_problem", help="folder of the trained models (reused)")
+    ap.add_argument("--train_samples", type=int, default=1000)
+    ap.add_argument("--test_samples", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: trc train's)")
+    ap.add_argument("--act_epochs", type=int, default=20, help="epochs of the halting fine-tuning")
+    ap.add_argument("--no_single", action="store_true", help="skip the single-problem models")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default="data/benchmark_cache")
+    ap.add_argument("--output", default=None, help="write every result as JSON here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.problems.split(",")
+    problems = [get_problem(n) for n in names]
+    cache, runs = Path(args.cache), Path(args.runs)
+    cache.mkdir(parents=True, exist_ok=True)
+    paths, tests = [], {}
+    for p in problems:
+        path = cache / f"{p.name}_lqr_{args.train_samples}.npz"
+        cached(path, lambda p=p: generate_dataset(p, args.train_samples, "lqr", seed=0))
+        paths.append(str(path))
+        tests[p.name] = test_set(p, args.test_samples, cache)
+    data = ",".join(paths)
+    print(f"{', '.join(names)}: {args.train_samples} LQR demonstrations and {args.test_samples} test states each, "
+          f"{torch.get_num_threads()} thread(s)", flush=True)
+    results = {}
+
+    multi_path, wall = trained(runs / "multi", data, args.problems, [], args.epochs, args.seed)
+    multi = load_checkpoint(multi_path)
+    print(f"multi: {multi.get_parameter_count()['total']} parameters, trained in {wall:.0f} s "
+          f"({wall / 60:.1f} min)", flush=True)
+    results["multi"] = {"train_wall_s": wall, "parameters": multi.get_parameter_count()["total"]}
+    for p in problems:
+        r = row(multi.planner(p.name), p, *tests[p.name])
+        results["multi"][p.name] = r
+        print(f"  {p.name:22s} {r['loop']:6s} loop: success {r['success']:6.2f} %, cost/opt "
+              f"{r['cost_over_optimum']:.4f}", flush=True)
+
+    act_path, wall = trained(runs / "multi_act", data, args.problems,
+                             ["--act", "--init_from", str(multi_path)], args.act_epochs, args.seed)
+    act = load_checkpoint(act_path)
+    print(f"multi_act (halting, K_max {act.num_iterations}, fine-tuned {args.act_epochs} epochs in {wall:.0f} s), "
+          f"open loop with halting:", flush=True)
+    results["multi_act"] = {"train_wall_s": wall}
+    for p in problems:
+        r = halting_row(act, p, *tests[p.name])
+        results["multi_act"][p.name] = r
+        print(f"  {p.name:22s} success {r['success']:6.2f} %, cost/opt {r['cost_over_optimum']:.4f}, "
+              f"mean iterations {r['iterations']:.2f}", flush=True)
+
+    for p in [] if args.no_single else problems:
+        path, wall = trained(runs / f"single_{p.name}", str(paths[names.index(p.name)]), p.name, [], args.epochs,
+                             args.seed)
+        single = load_checkpoint(path)
+        r = row(single, p, *tests[p.name])
+        r.update(train_wall_s=wall, parameters=single.get_parameter_count()["total"])
+        results[f"single_{p.name}"] = r
+        print(f"single {p.name:15s} ({r['parameters']} parameters, {wall:.0f} s) {r['loop']:6s} loop: success "
+              f"{r['success']:6.2f} %, cost/opt {r['cost_over_optimum']:.4f}", flush=True)
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

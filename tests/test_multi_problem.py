@@ -1,0 +1,133 @@
+"""One model for several problems: routing, horizons and bounds, checkpoints, ``trc train`` with several datasets."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from trc import TRCError, get_problem, load_checkpoint, save_checkpoint
+from trc.cli import main
+from trc.data.datasets import generate_dataset, save_dataset
+from trc.models import MultiProblemTRC, TinyRecursiveControl, TRCConfig
+
+NAMES = ["double_integrator", "vanderpol", "pendulum"]
+OLD_CHECKPOINT = Path(__file__).parent / "data" / "single_problem_v1.pt"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MultiProblemTRC(TRCConfig(latent_dim=16, hidden_dim=32, num_outer_cycles=2, feedback_points=3), NAMES)
+
+
+def starts(problem, n, seed=0):
+    return problem.sample_initial_states(n, torch.Generator().manual_seed(seed))
+
+
+def test_a_mixed_batch_plans_each_start_with_its_own_problem(model):
+    ids = torch.tensor([0, 1, 2, 1, 0, 2, 2, 0])
+    x0 = torch.cat([starts(model.problems[i], 1, seed=j) for j, i in enumerate(ids.tolist())])
+    mixed = model(x0, ids, return_all_iterations=True)
+    assert mixed.controls.shape == (8, model.horizon, 1)
+    for i, problem in enumerate(model.problems):
+        rows = ids == i
+        alone = model.planner(problem.name)(x0[rows], return_all_iterations=True)
+        T = problem.horizon
+        torch.testing.assert_close(mixed.all_controls[rows, :, :T], alone.all_controls)
+        assert torch.all(mixed.controls[rows, T:] == 0)
+    # the same starts planned as another problem (another simulator, scale and embedding) differ
+    other = model(x0, torch.ones_like(ids)).controls
+    assert not torch.allclose(other[ids == 2], mixed.controls[ids == 2])
+
+
+def test_each_problem_plans_at_its_own_horizon_and_bound(model):
+    for problem in model.problems:
+        U = model.plan(starts(problem, 5).numpy(), problem=problem.name)
+        assert U.shape == (5, problem.horizon, 1)
+        assert np.abs(U).max() <= problem.u_max + 1e-6
+    assert {p.horizon for p in model.problems} == {15, 100} and len({p.u_max for p in model.problems}) == 3
+    x0 = torch.cat([starts(p, 2) for p in model.problems])
+    U, info = model.plan(x0, problem=[n for n in NAMES for _ in range(2)], return_info=True)
+    assert U.shape == (6, 100, 1) and info["iterations"].tolist() == [2] * 6
+    torch.testing.assert_close(U[:2, :15], model.plan(x0[:2], problem="double_integrator"))
+    assert torch.all(U[:2, 15:] == 0)
+
+
+def test_plan_needs_one_of_its_problems(model):
+    x0 = np.zeros(2)
+    with pytest.raises(TRCError, match="pass problem=NAME"):
+        model.plan(x0)
+    with pytest.raises(TRCError, match="not for 'vanderpol_constrained'"):
+        model.plan(x0, problem="vanderpol_constrained")
+    with pytest.raises(TRCError, match="2 starts but 3 problems"):
+        model.plan(np.zeros((2, 2)), problem=["pendulum"] * 3)
+
+
+def test_problems_must_share_their_dimensions():
+    odd = SimpleNamespace(name="odd", n_x=3, n_u=1, horizon=10)
+    with pytest.raises(TRCError, match="equal dimensions"):
+        MultiProblemTRC(TRCConfig(), ["vanderpol", odd])
+    with pytest.raises(TRCError, match="given twice"):
+        MultiProblemTRC(TRCConfig(), ["vanderpol", "vanderpol"])
+    with pytest.raises(TRCError, match="leaves control_horizon unset"):
+        MultiProblemTRC(TRCConfig(control_horizon=100), ["vanderpol", "pendulum"])
+
+
+def test_checkpoint_round_trip_loads_with_weights_only(model, tmp_path):
+    path = save_checkpoint(model, tmp_path / "m.pt", epoch=3)
+    raw = torch.load(path, weights_only=True)
+    assert [p["name"] for p in raw["problems"]] == NAMES and "problem" not in raw
+    back = load_checkpoint(path, problem="pendulum")
+    assert isinstance(back, MultiProblemTRC) and back.problem_names == NAMES
+    assert back.checkpoint_metadata == {"epoch": 3}
+    x0 = starts(get_problem("vanderpol"), 4)
+    torch.testing.assert_close(back.plan(x0, problem="vanderpol"), model.plan(x0, problem="vanderpol"))
+    with pytest.raises(TRCError, match="none of them the expected 'vanderpol_constrained'"):
+        load_checkpoint(path, problem="vanderpol_constrained")
+
+
+def test_a_checkpoint_written_before_multi_problem_models_loads_and_plans():
+    model = load_checkpoint(OLD_CHECKPOINT)
+    assert type(model) is TinyRecursiveControl
+    meta = model.checkpoint_metadata
+    np.testing.assert_allclose(model.plan(meta["x0"]), meta["plan"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("multi_data")
+    paths = {}
+    for name in ("double_integrator", "vanderpol"):
+        paths[name] = str(folder / f"{name}.npz")
+        save_dataset(paths[name], generate_dataset(get_problem(name), 16, seed=0))
+    return paths
+
+
+def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
+    argv = ["train", "--problem", "double_integrator,vanderpol", "--data",
+            f"{datasets['double_integrator']},{datasets['vanderpol']}", "--output_dir", str(tmp_path),
+            "--epochs", "1", "--batch_size", "8", "--self_play", "off", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "double_integrator: success" in printed and "vanderpol: success" in printed
+    model = load_checkpoint(tmp_path / "best_model.pt")
+    assert model.problem_names == ["double_integrator", "vanderpol"]
+    assert model.plan(np.zeros(2), problem="double_integrator").shape == (15, 1)
+    settings = model.checkpoint_metadata["settings"]
+    assert [p["name"] for p in settings["problem"]] == ["double_integrator", "vanderpol"]
+
+
+@pytest.mark.parametrize("problems, data, message", [
+    ("double_integrator,vanderpol,pendulum", "double_integrator,vanderpol",
+     "--problem names 3 problems but --data gives 2 datasets"),
+    ("vanderpol,double_integrator", "double_integrator,vanderpol", "was made for problem 'double_integrator', not 'vanderpol'"),
+    ("vanderpol,", "double_integrator,vanderpol", "has an empty item"),
+])
+def test_cli_mismatched_problems_and_datasets_are_one_line_and_exit_2(datasets, tmp_path, capsys, problems, data,
+                                                                       message):
+    data = ",".join(datasets[n] for n in data.split(","))
+    assert main(["train", "--problem", problems, "--data", data, "--output_dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

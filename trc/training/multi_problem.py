@@ -1,0 +1,276 @@
+"""Training one :class:`~trc.models.multi_problem.MultiProblemTRC` on several problems.
+
+Every batch holds one problem: :class:`MultiProblemData` interleaves the problems' own
+training batches (plain demonstrations or :class:`~trc.training.selfplay.SelfPlayData`, as
+each problem's recipe says) in a random order, so an epoch is one pass over every problem's
+data, and :class:`MultiProblemObjective` trains the batch's problem planner with that
+problem's own objective (its simulator, cost, bound, horizon and loss variant).  Validation
+runs :func:`~trc.training.supervised_trainer.validation_metrics` per problem and reports
+each problem's figures as ``"<problem>/<metric>"`` and their means over the problems; the
+best epoch has the lowest mean cost over the expert's (``cost_over_expert``), a figure of
+the same scale on every problem.
+
+``trc train --problem a,b --data a.npz,b.npz`` runs :func:`multi_train_command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from trc.errors import TRCError
+from trc.training.supervised_trainer import ProcessSupervisionObjective, checkpoint_io, validation_metrics
+from trc.training.trainer import TrainConfig, Trainer
+
+Tensor = torch.Tensor
+
+
+class MultiProblemData:
+    """Batches ``{"problem": i, "batch": b}``: every batch of every problem's loader once per epoch,
+    the problems interleaved in a random order.
+
+    Args:
+        loaders: one iterable of batches per problem, in the model's problem order; a loader
+            with ``refresh(model, epoch)`` (self-play) is refreshed with its problem's planner.
+        seed: seeds the interleaving (the trainer reseeds it, and the loaders, every epoch).
+    """
+
+    def __init__(self, loaders: Sequence, seed: int = 0):
+        if not loaders:
+            raise TRCError("multi-problem data needs at least one loader")
+        self.loaders = list(loaders)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.horizons: list[int | None] = [None] * len(self.loaders)
+
+    def __len__(self) -> int:
+        return sum(len(loader) for loader in self.loaders)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        order = torch.cat([torch.full((len(loader),), i) for i, loader in enumerate(self.loaders)])
+        order = order[torch.randperm(len(order), generator=self.generator)]
+        batches = [iter(loader) for loader in self.loaders]
+        for i in order.tolist():
+            yield {"problem": i, "batch": next(batches[i])}
+
+    def refresh(self, model, epoch: int) -> None:
+        """Refresh every self-play loader with its problem's planner; note each one's horizon."""
+        for i, loader in enumerate(self.loaders):
+            if hasattr(loader, "refresh"):
+                loader.refresh(model.planner(i), epoch)
+                self.horizons[i] = loader.horizon
+
+    @property
+    def log(self) -> list[dict]:
+        """The self-play loaders' records, each with its ``problem`` id."""
+        return [{"problem": i, **r} for i, loader in enumerate(self.loaders) for r in getattr(loader, "log", [])]
+
+    def state_dict(self) -> dict:
+        return {"loaders": [loader.state_dict() if hasattr(loader, "state_dict") else {} for loader in self.loaders]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for loader, s in zip(self.loaders, state["loaders"]):
+            if hasattr(loader, "load_state_dict"):
+                loader.load_state_dict(s)
+
+
+class MultiProblemObjective:
+    """``objective(model, batch)``: the batch's problem objective on that problem's planner.
+
+    Args:
+        objectives: one ``objective(planner, batch) -> (loss, parts)`` per problem, in the model's order
+            (:class:`~trc.training.supervised_trainer.ProcessSupervisionObjective` or
+            :class:`~trc.training.deep_supervision.DeepSupervisionObjective`).
+    """
+
+    def __init__(self, objectives: Sequence):
+        self.objectives = list(objectives)
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Any]):
+        i = int(batch["problem"])
+        return self.objectives[i](model.planner(i), batch["batch"])
+
+
+def multi_validation_metrics(model, val_loaders: Sequence) -> dict[str, float]:
+    """Each problem's :func:`~trc.training.supervised_trainer.validation_metrics` as
+    ``"<problem>/<metric>"``, and ``success``, ``cost_over_expert`` (and a halting model's
+    ``iterations``) as means over the problems."""
+    out: dict[str, float] = {}
+    per = [validation_metrics(model.planner(i), loader) for i, loader in enumerate(val_loaders)]
+    for problem, metrics in zip(model.problems, per):
+        out.update({f"{problem.name}/{k}": v for k, v in metrics.items()})
+    for key in ("success", "cost_over_expert", "iterations"):
+        if all(key in m for m in per):
+            out[key] = sum(m[key] for m in per) / len(per)
+    return out
+
+
+def train_multi_problem(model, train_loaders: Sequence, val_loaders: Sequence | None = None, epochs: int = 100,
+                        lr: float = 3e-3, process_weight: float = 1.0, variants: Sequence[str] | str = "monotone",
+                        output_dir: str | Path | None = None, resume: bool = False,
+                        metadata: Mapping[str, Any] | None = None, hooks: Mapping[str, Callable] | None = None,
+                        final_only: bool = False, halt_tolerance: float | None = None, **config: Any):
+    """Train a :class:`~trc.models.multi_problem.MultiProblemTRC` on every problem's data.
+
+    Args:
+        model: the multi-problem model.
+        train_loaders: one loader per problem, in ``model.problems`` order (demonstration batches
+            or :class:`~trc.training.selfplay.SelfPlayData`).
+        val_loaders: one validation loader per problem, or None (the best epoch is then the lowest loss).
+        variants: the loss variant, one for all problems or one per problem.
+        process_weight, final_only, halt_tolerance, output_dir, resume, metadata, hooks, **config:
+            as in :func:`~trc.training.supervised_trainer.train_with_process_supervision`.
+
+    Returns:
+        The trained model (best epoch's weights) with ``training_history``.
+    """
+    P = len(model.problems)
+    variants = [variants] * P if isinstance(variants, str) else list(variants)
+    for loaders, what in ((train_loaders, "training loaders"), (val_loaders, "validation loaders"),
+                          (variants, "loss variants")):
+        if loaders is not None and len(loaders) != P:
+            raise TRCError(f"{len(loaders)} {what} for {P} problems; one per problem")
+    planners = [model.planner(i) for i in range(P)]
+    meta = {"process_weight": process_weight, "variant": variants, "final_only": bool(final_only), "epochs": epochs,
+            "lr": lr, **(metadata or {})}
+    if model.config.use_halting:
+        from trc.models.halting import DEFAULT_TOLERANCE
+        from trc.training.deep_supervision import DeepSupervisionObjective
+
+        meta["halt_tolerance"] = tol = DEFAULT_TOLERANCE if halt_tolerance is None else halt_tolerance
+        objectives = [DeepSupervisionObjective(p.problem, process_weight, v, tol=tol)
+                      for p, v in zip(planners, variants)]
+    else:
+        objectives = [ProcessSupervisionObjective(p.problem, process_weight, v, final_only=final_only)
+                      for p, v in zip(planners, variants)]
+    data = MultiProblemData(train_loaders, seed=config.get("seed", 0))
+    monitor = "cost_over_expert" if val_loaders is not None else "loss"
+    cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
+                      checkpoint_dir=None if output_dir is None else str(output_dir), **config)
+    val_fn = None if val_loaders is None else (lambda m: multi_validation_metrics(m, val_loaders))
+    hooks = dict(hooks or {})
+    given = hooks.get("on_epoch_start")
+
+    def on_epoch_start(epoch: int) -> None:
+        data.refresh(model, epoch)
+        for objective, horizon in zip(objectives, data.horizons):
+            objective.horizon = horizon
+        if given is not None:
+            given(epoch)
+
+    hooks.update(on_epoch_start=on_epoch_start, state_dict=data.state_dict, load_state_dict=data.load_state_dict)
+    save_fn, load_fn = checkpoint_io(meta)
+    history = Trainer(cfg, save_fn, load_fn).fit(model, MultiProblemObjective(objectives), data, val_fn,
+                                                 hooks=hooks, resume=resume)
+    history["selfplay_log"] = data.log
+    model.training_history = history
+    model.eval()
+    return model
+
+
+def split_list(value: str | None, flag: str) -> list[str] | None:
+    """``"a,b"`` as ``["a", "b"]``; an empty item is an error."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",")]
+    if not all(items):
+        raise TRCError(f"{flag} {value!r} has an empty item; give comma-separated names")
+    return items
+
+
+def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
+    """``trc train --problem a,b --data a.npz,b.npz``: one model for all the problems.
+
+    Each problem takes its recipe's self-play and curriculum settings and loss variant
+    (flags given apply to all); the epochs are ``--epochs`` (default
+    :data:`MULTI_PROBLEM_EPOCHS`).  Writes what a single-problem run writes.
+    """
+    from trc.data.datasets import (check_dataset, check_in_start_box, dataset_digest, dataset_problem, load_dataset,
+                                   make_loader, split_dataset)
+    from trc.problems import get_problem
+    from trc.training.recipe import RECIPE, build_training_data, recipe
+    from trc.training.train import DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, init_weights
+    from trc.io import atomic_write, check_writable
+
+    paths, names = split_list(args.data, "--data"), split_list(args.problem, "--problem")
+    if names is not None and len(names) != len(paths):
+        raise TRCError(f"--problem names {len(names)} problems but --data gives {len(paths)} datasets; "
+                       f"give one dataset per problem, in the same order")
+    if args.use_value_predictor:
+        raise TRCError("--use_value_predictor trains single-problem models only")
+    out = Path(args.output_dir)
+    check_writable(out / "last_model.pt")
+    problems, datasets = [], []
+    for i, path in enumerate(paths):
+        data = load_dataset(path)
+        if "problem" in data["metadata"]:
+            problem = dataset_problem(data)
+            if names is not None and names[i] != problem.name:
+                raise TRCError(f"dataset {path!r} was made for problem {problem.name!r}, not {names[i]!r} "
+                               f"(--problem and --data pair up in order)")
+        elif names is None:
+            raise TRCError(f"dataset {path!r} does not name its problem; pass --problem")
+        else:
+            problem = get_problem(names[i])
+        check_dataset(data, f"dataset {path!r}", problem)
+        check_in_start_box(data, f"dataset {path!r}", problem)
+        problems.append(problem)
+        datasets.append(data)
+    flags = {k: getattr(args, k) for k in RECIPE}
+    flags["self_play"] = (args.process_weight > 0 and None) if args.self_play is None else args.self_play == "on"
+    recipes = [recipe(p.name, **flags) for p in problems]
+    epochs = args.epochs if args.epochs is not None else MULTI_PROBLEM_EPOCHS
+    args.epochs = epochs
+    settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
+    settings.update({k: [r[k] for r in recipes] for k in RECIPE if k != "epochs"})
+    settings.update(problem=[p.to_dict() for p in problems], data=args.data,
+                    data_sha256=",".join(dataset_digest(d) for d in datasets), epochs=epochs)
+    _check_run_folder(out, settings, args.resume, epochs)
+    torch.manual_seed(args.seed)
+    K = (args.max_iterations or DEFAULTS["max_iterations"]) if args.act else args.iterations
+    model = build_model(problems, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
+                        gradient_truncation=(None if args.gradient_truncation else False) if args.baseline
+                        else args.gradient_truncation, halting=args.act)
+    if args.init_from is not None:
+        init_weights(model, args.init_from)
+    train_loaders, val_loaders = [], []
+    for problem, data, r in zip(problems, datasets, recipes):
+        train, val = split_dataset(data, args.val_fraction, args.seed)
+        train_loaders.append(build_training_data(problem, train, args.batch_size, r, args.seed, epochs)
+                             or make_loader(train, args.batch_size, shuffle=True, seed=args.seed))
+        val_loaders.append(make_loader(val, 256, shuffle=False))
+    model = train_multi_problem(
+        model, train_loaders, val_loaders, epochs=epochs, lr=args.lr, process_weight=args.process_weight,
+        variants=[r["loss_variant"] for r in recipes], output_dir=out, resume=args.resume,
+        metadata={"settings": settings}, hooks=hooks, final_only=args.baseline, halt_tolerance=args.halt_tolerance,
+        seed=args.seed, device=args.device, progress=not args.quiet)
+    history = model.training_history
+    atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+    stop = history["stop_reason"]
+    if stop and stop.startswith("non-finite"):
+        kept = ("no checkpoint was written" if history["best_epoch"] is None
+                else f"the checkpoints of the epochs before are kept in {str(out)!r}")
+        raise TRCError(f"training stopped: {stop} (a too large --lr?); {kept}")
+    if stop:
+        print(f"trc train: stopped early: {stop}")
+    if history["best_epoch"] is not None:
+        best = history["epochs"][history["best_epoch"]]["val"]
+        for p in problems:
+            its = best.get(f"{p.name}/iterations")
+            print(f"trc train: {p.name}: success {100 * best[f'{p.name}/success']:.1f}%, cost / expert "
+                  f"{best.get(f'{p.name}/cost_over_expert', math.nan):.4f}"
+                  + ("" if its is None else f", {its:.2f} iterations per start"))
+        print(f"trc train: best epoch {history['best_epoch']}; wrote {out / 'best_model.pt'}")
+    return 0
+
+
+# One pass over every problem's data per epoch; measured in benchmarks/multi_problem.py.
+MULTI_PROBLEM_EPOCHS = 60
+
+__all__ = ["MULTI_PROBLEM_EPOCHS", "MultiProblemData", "MultiProblemObjective", "multi_train_command",
+           "multi_validation_metrics", "train_multi_problem"]
