@@ -1,5 +1,6 @@
 """One model for several problems: routing, horizons and bounds, checkpoints, ``trc train`` with several datasets."""
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -117,6 +118,17 @@ def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
     assert model.plan(np.zeros(2), problem="double_integrator").shape == (15, 1)
     settings = model.checkpoint_metadata["settings"]
     assert [p["name"] for p in settings["problem"]] == ["double_integrator", "vanderpol"]
+    # --resume extends it, and refuses other data
+    assert main(argv[:-1] + ["--epochs", "2", "--resume", "--quiet"]) == 0
+    assert len(json.loads((tmp_path / "history.json").read_text())["epochs"]) == 2
+    swapped = ["train", "--data", f"{datasets['double_integrator']},{datasets['double_integrator']}", "--output_dir",
+               str(tmp_path), "--epochs", "3", "--resume", "--quiet"]
+    assert main(swapped) == 2 and "other data" in capsys.readouterr().err
+    # trc analyze judges the planner of the dataset's problem
+    assert main(["analyze", "--checkpoint", str(tmp_path / "best_model.pt"), "--data", datasets["vanderpol"],
+                 "--output", str(tmp_path / "analysis")]) == 0
+    report = json.loads((tmp_path / "analysis.json").read_text())
+    assert 0 <= report["model"]["summary"]["success_rate"] <= 100
 
 
 @pytest.mark.parametrize("problems, data, message", [

@@ -35,8 +35,8 @@ def run_analyze(args) -> int:
     out = Path(args.output)
     for path in (out, out.with_suffix(".png"), out.with_suffix(".svg"), out.with_suffix(".json")):
         check_writable(path)
-    model = load_checkpoint(args.checkpoint, problem=args.problem)
-    baseline = None if args.baseline is None else load_checkpoint(args.baseline, problem=model.problem)
+    model = _one_problem(load_checkpoint(args.checkpoint, problem=args.problem), args)
+    baseline = None if args.baseline is None else _one_problem(load_checkpoint(args.baseline, problem=model.problem), args)
     data = load_dataset(args.data, problem=model.problem)
     optimal = solve_optimal_costs(model.problem, data) if args.solve_optimal else None
     runs = {"model": model} if baseline is None else {"model": model, "baseline": baseline}
@@ -60,6 +60,15 @@ def run_analyze(args) -> int:
     print(format_table({m.display_name: summaries[name] for name, m in metrics.items()}))
     print(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')} and {json_path}")
     return 0
+
+
+def _one_problem(model, args):
+    """A multi-problem model's planner of ``--problem`` (default: the dataset's); a single-problem model as is."""
+    if not hasattr(model, "planners"):
+        return model
+    from trc.data.datasets import dataset_problem, load_dataset
+
+    return model.planner(args.problem or dataset_problem(load_dataset(args.data)).name)
 
 
 def _finite_or_none(obj: Any) -> Any:

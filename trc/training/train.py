@@ -60,6 +60,7 @@ PROCESS_WEIGHT_HELP = (
 
 def add_train_command(sub) -> None:
     """Add ``trc train`` to the CLI's subparsers."""
+    from trc.training.multi_problem import MULTI_PROBLEM_EPOCHS
     from trc.training.recipe import describe
 
     p = sub.add_parser(
@@ -80,7 +81,8 @@ def add_train_command(sub) -> None:
     p.add_argument("--output_dir", required=True, help="folder for best_model.pt, last_model.pt, history.json")
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the training data; with --resume, a larger number extends a finished run "
-                        f"(default {describe('epochs')})")
+                        f"(default {describe('epochs')}; several problems: {MULTI_PROBLEM_EPOCHS}, each epoch a pass over every "
+                        "problem's data)")
     p.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"], help="samples per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate, AdamW with warmup and cosine decay (default %(default)s)")
     p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
