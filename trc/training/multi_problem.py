@@ -201,8 +201,9 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     if names is not None and len(names) != len(paths):
         raise TRCError(f"--problem names {len(names)} problems but --data gives {len(paths)} datasets; "
                        f"give one dataset per problem, in the same order")
-    if args.use_value_predictor:
-        raise TRCError("--use_value_predictor trains single-problem models only")
+    for flag in ("use_value_predictor", "heads_only"):
+        if getattr(args, flag, False):
+            raise TRCError(f"--{flag} trains single-problem models only")
     out = Path(args.output_dir)
     check_writable(out / "last_model.pt")
     problems, datasets = [], []
