@@ -5,8 +5,9 @@ Trains (``trc train``, skipped where ``--runs`` already holds the checkpoint), f
 
 * ``multi``: one model for all ``--problems``
   (``trc train --problem a,b,... --data a.npz,b.npz,...``, each problem with its recipe);
-* ``multi_act``: the same with a halting head (``--act``), fine-tuned from ``multi`` for
-  ``--act_epochs``: how many iterations each problem takes when the model stops on its own;
+* ``multi_act``: ``multi`` with a halting head (``--act --heads_only``: the planner kept, the
+  head trained for ``--act_epochs``): how many iterations each problem takes when the model
+  stops on its own;
 * ``single_<problem>``: a model of the same preset for each problem alone (its recipe's epochs);
   its parameter count is printed next to the multi-problem model's (the same network without
   the problem embedding, and for a shorter horizon, smaller decoders).
@@ -115,7 +116,7 @@ def main() -> None:
               f"{r['cost_over_optimum']:.4f}", flush=True)
 
     act_path, wall = trained(runs / "multi_act", data, args.problems,
-                             ["--act", "--init_from", str(multi_path)], args.act_epochs, args.seed)
+                             ["--act", "--heads_only", "--init_from", str(multi_path)], args.act_epochs, args.seed)
     act = load_checkpoint(act_path)
     print(f"multi_act (halting, K_max {act.num_iterations}, fine-tuned {args.act_epochs} epochs in {wall:.0f} s), "
           f"open loop with halting:", flush=True)

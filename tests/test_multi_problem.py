@@ -131,6 +131,25 @@ def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
     assert 0 <= report["model"]["summary"]["success_rate"] <= 100
 
 
+def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner(datasets, tmp_path):
+    data = f"{datasets['double_integrator']},{datasets['vanderpol']}"
+    base = ["train", "--problem", "double_integrator,vanderpol", "--data", data, "--epochs", "1",
+            "--batch_size", "8", "--self_play", "off", "--quiet"]
+    assert main([*base, "--output_dir", str(tmp_path / "planner")]) == 0
+    planner = tmp_path / "planner" / "best_model.pt"
+    assert main([*base, "--output_dir", str(tmp_path / "act"), "--epochs", "2", "--act", "--max_iterations", "3",
+                 "--init_from", str(planner), "--heads_only"]) == 0
+    before = torch.load(planner, weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "act" / "best_model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)                  # the shared planner is kept
+    assert not torch.equal(after["halt_head.net.2.bias"], torch.tensor([-2.0, 2.0]))  # the head learned
+    history = json.loads((tmp_path / "act" / "history.json").read_text())
+    assert all("loss" in e["val"] for e in history["epochs"])                      # judged by its own loss
+    model = load_checkpoint(tmp_path / "act" / "best_model.pt")
+    U, info = model.plan(np.zeros((4, 2)), problem="vanderpol", return_info=True)
+    assert U.shape == (4, 100, 1) and info["iterations"].max() <= 3
+
+
 @pytest.mark.parametrize("problems, data, message", [
     ("double_integrator,vanderpol,pendulum", "double_integrator,vanderpol",
      "--problem names 3 problems but --data gives 2 datasets"),

@@ -150,9 +150,20 @@ def train_multi_problem(model, train_loaders: Sequence, val_loaders: Sequence | 
                       for p, v in zip(planners, variants)]
     data = MultiProblemData(train_loaders, seed=config.get("seed", 0))
     monitor = "cost_over_expert" if val_loaders is not None else "loss"
+    val_fn = None if val_loaders is None else (lambda m: multi_validation_metrics(m, val_loaders))
+    from trc.training.deep_supervision import trains_planner
+
+    if val_fn is not None and model.config.use_halting and not trains_planner(model):
+        # Only the heads of a fixed planner train (--heads_only): judge them by their own loss on the
+        # validation data, as a single-problem run does (the cost would prefer the head that halts least).
+        from trc.training.supervised_trainer import mean_loss
+
+        monitor = "loss"
+        val_fn = lambda m: {**multi_validation_metrics(m, val_loaders),  # noqa: E731
+                            "loss": sum(mean_loss(o, m.planner(i), v) for i, (o, v) in
+                                        enumerate(zip(objectives, val_loaders))) / P}
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
                       checkpoint_dir=None if output_dir is None else str(output_dir), **config)
-    val_fn = None if val_loaders is None else (lambda m: multi_validation_metrics(m, val_loaders))
     hooks = dict(hooks or {})
     given = hooks.get("on_epoch_start")
 
@@ -201,9 +212,8 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     if names is not None and len(names) != len(paths):
         raise TRCError(f"--problem names {len(names)} problems but --data gives {len(paths)} datasets; "
                        f"give one dataset per problem, in the same order")
-    for flag in ("use_value_predictor", "heads_only"):
-        if getattr(args, flag, False):
-            raise TRCError(f"--{flag} trains single-problem models only")
+    if args.use_value_predictor:
+        raise TRCError("--use_value_predictor trains single-problem models only")
     out = Path(args.output_dir)
     check_writable(out / "last_model.pt")
     problems, datasets = [], []
@@ -239,6 +249,10 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
                         else args.gradient_truncation, halting=args.act)
     if args.init_from is not None:
         init_weights(model, args.init_from)
+    if args.heads_only:
+        from trc.training.deep_supervision import freeze_planner
+
+        freeze_planner(model)
     train_loaders, val_loaders = [], []
     for problem, data, r in zip(problems, datasets, recipes):
         train, val = split_dataset(data, args.val_fraction, args.seed)
