@@ -12,6 +12,8 @@ from trc import TRCError, get_problem, load_checkpoint, save_checkpoint
 from trc.cli import main
 from trc.data.datasets import generate_dataset, save_dataset
 from trc.models import MultiProblemTRC, TinyRecursiveControl, TRCConfig
+from trc.training.multi_problem import MULTI_PROBLEM_LR
+from trc.training.train import DEFAULTS
 
 NAMES = ["double_integrator", "vanderpol", "pendulum"]
 OLD_CHECKPOINT = Path(__file__).parent / "data" / "single_problem_v1.pt"
@@ -118,6 +120,7 @@ def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
     assert model.plan(np.zeros(2), problem="double_integrator").shape == (15, 1)
     settings = model.checkpoint_metadata["settings"]
     assert [p["name"] for p in settings["problem"]] == ["double_integrator", "vanderpol"]
+    assert settings["lr"] == MULTI_PROBLEM_LR != DEFAULTS["lr"]    # a shared network's own default
     # --resume extends it, and refuses other data
     assert main(argv[:-1] + ["--epochs", "2", "--resume", "--quiet"]) == 0
     assert len(json.loads((tmp_path / "history.json").read_text())["epochs"]) == 2

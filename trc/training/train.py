@@ -60,7 +60,7 @@ PROCESS_WEIGHT_HELP = (
 
 def add_train_command(sub) -> None:
     """Add ``trc train`` to the CLI's subparsers."""
-    from trc.training.multi_problem import MULTI_PROBLEM_EPOCHS
+    from trc.training.multi_problem import MULTI_PROBLEM_EPOCHS, MULTI_PROBLEM_LR
     from trc.training.recipe import describe
 
     p = sub.add_parser(
@@ -84,7 +84,9 @@ def add_train_command(sub) -> None:
                         f"(default {describe('epochs')}; several problems: {MULTI_PROBLEM_EPOCHS}, each epoch a pass over every "
                         "problem's data)")
     p.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"], help="samples per step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate, AdamW with warmup and cosine decay (default %(default)s)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate, AdamW with warmup and cosine decay (default {DEFAULTS['lr']:g}; "
+                        f"several problems: {MULTI_PROBLEM_LR:g})")
     p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
                    help=PROCESS_WEIGHT_HELP + " (0: behavior cloning of every iterate, mean_k MSE(U_k, expert); "
                         "default %(default)s)")
@@ -293,6 +295,8 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         from trc.training.multi_problem import multi_train_command
 
         return multi_train_command(args, hooks)
+    if args.lr is None:
+        args.lr = DEFAULTS["lr"]
     out = Path(args.output_dir)
     check_writable(out / "last_model.pt")
     data = load_dataset(args.data)
