@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from trc.errors import TRCError
-from trc.training.supervised_trainer import ProcessSupervisionObjective, checkpoint_io, validation_metrics
+from trc.training.supervised_trainer import (ProcessSupervisionObjective, checkpoint_io, heads_only_validation,
+                                           mean_loss, validation_metrics)
 from trc.training.trainer import TrainConfig, Trainer
 
 Tensor = torch.Tensor
@@ -151,17 +152,10 @@ def train_multi_problem(model, train_loaders: Sequence, val_loaders: Sequence | 
     data = MultiProblemData(train_loaders, seed=config.get("seed", 0))
     monitor = "cost_over_expert" if val_loaders is not None else "loss"
     val_fn = None if val_loaders is None else (lambda m: multi_validation_metrics(m, val_loaders))
-    from trc.training.deep_supervision import trains_planner
-
-    if val_fn is not None and model.config.use_halting and not trains_planner(model):
-        # Only the heads of a fixed planner train (--heads_only): judge them by their own loss on the
-        # validation data, as a single-problem run does (the cost would prefer the head that halts least).
-        from trc.training.supervised_trainer import mean_loss
-
-        monitor = "loss"
-        val_fn = lambda m: {**multi_validation_metrics(m, val_loaders),  # noqa: E731
-                            "loss": sum(mean_loss(o, m.planner(i), v) for i, (o, v) in
-                                        enumerate(zip(objectives, val_loaders))) / P}
+    heads = heads_only_validation(model, val_fn, lambda m: sum(
+        mean_loss(o, m.planner(i), v) for i, (o, v) in enumerate(zip(objectives, val_loaders))) / P)
+    if heads is not None:
+        monitor, val_fn = "loss", heads
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
                       checkpoint_dir=None if output_dir is None else str(output_dir), **config)
     hooks = dict(hooks or {})

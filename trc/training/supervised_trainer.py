@@ -223,16 +223,11 @@ def train_with_process_supervision(
                                                 value_weight, final_only)
     val_fn = None if val_loader is None else (
         lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
-    # The best epoch has the lowest validation cost; a run that trains only the heads of a fixed planner
-    # (--heads_only) is judged by its own loss on the validation data instead: the cost would prefer the
-    # head that halts least.
+    # The best epoch has the lowest validation cost, or for a run of the heads alone their own loss.
     monitor = "cost" if val_loader is not None else "loss"
-    from trc.training.deep_supervision import trains_planner
-
-    if val_fn is not None and getattr(model.config, "use_halting", False) and not trains_planner(model):
-        monitor = "loss"
-        val_fn = lambda m: {**validation_metrics(m, val_loader, dynamics_fn, cost_params),  # noqa: E731
-                            "loss": mean_loss(objective, m, val_loader)}
+    heads = heads_only_validation(model, val_fn, lambda m: mean_loss(objective, m, val_loader))
+    if heads is not None:
+        monitor, val_fn = "loss", heads
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor=monitor, mode="min",
                       checkpoint_dir=None if output_dir is None else str(output_dir), **config)
     hooks = dict(hooks or {})
@@ -257,6 +252,20 @@ def train_with_process_supervision(
 
 
 @torch.no_grad()
+def heads_only_validation(model: nn.Module, val_fn: Callable | None, loss: Callable) -> Callable | None:
+    """For a halting model whose planner is frozen (``--heads_only``): ``val_fn`` with ``"loss": loss(model)``
+    added, the figure its best epoch is chosen by; otherwise None.
+
+    Such a run is judged by its own loss on the validation data: the cost would prefer the epoch
+    whose head halts least.
+    """
+    from trc.training.deep_supervision import trains_planner
+
+    if val_fn is None or not getattr(model.config, "use_halting", False) or trains_planner(model):
+        return None
+    return lambda m: {**val_fn(m), "loss": loss(m)}
+
+
 def mean_loss(objective, model: nn.Module, loader) -> float:
     """The mean of ``objective(model, batch)``'s loss over ``loader``'s samples (weighted by batch size)."""
     total, n = 0.0, 0
