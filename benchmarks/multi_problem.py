@@ -27,14 +27,14 @@ double_integrator < vanderpol < pendulum; the multi-problem training <= 20 min o
 
 Measured (defaults, seed 0, 1 thread, a 2-core machine shared with other jobs):
 
-=====================  ====================  ===================  =============================
+=====================  =====================  ===================  ==============================
 problem                multi (250 ep., 1e-3)  single (its recipe)  multi + halting head (K_max 8)
-=====================  ====================  ===================  =============================
+=====================  =====================  ===================  ==============================
 double_integrator      100.0 %, 1.0027x       100.0 %, 1.0008x     99.9 %, 1.0034x, 1.26 it.
 vanderpol              98.6 %, 1.0226x        99.9 %, 1.0058x      98.0 %, 1.0205x, 2.76 it.
 vanderpol_constrained  61.3 %, 1.0286x        80.3 %, 1.0063x      57.1 %, 1.0224x, 3.28 it.
 pendulum (closed)      0.0 %, 5.41x           0.0 %, 5.11x         (open loop) 7.9 %, 2.64x, 4.13 it.
-=====================  ====================  ===================  =============================
+=====================  =====================  ===================  ==============================
 
 The multi-problem model (92,296 parameters; the single ones 92,040, the double integrator's
 59,230) trained in 732 s (12.2 min), its halting head in 190 s; the single models in 98, 172,
@@ -44,9 +44,8 @@ pendulum 4.13).  Missed: Van der Pol (98.6 %, 1.023x) and constrained Van der Po
 (61.3 %) stay below their single-problem models, and the pendulum is not solved by either.
 Seed 1 (the multi-problem model alone, same defaults, 11.5 min): 99.9 %, 99.8 %, 66.8 % and
 0.0 % at 1.0026x, 1.0217x, 1.0299x and 5.42x.  The earlier defaults (120 epochs at the
-single-problem lr 3e-3) reached 99.7 %, 95.3 %, 45.2 %
-and 0.2 %, at 1.0052x, 1.0488x, 1.0504x and 5.43x; 120 epochs at 1e-3 reached 99.8 %, 96.9 %,
-51.6 % and 0.0 %.
+single-problem lr 3e-3) reached 99.7 %, 95.3 %, 45.2 % and 0.2 %, at 1.0052x, 1.0488x,
+1.0504x and 5.43x; 120 epochs at 1e-3 reached 99.8 %, 96.9 %, 51.6 % and 0.0 %.
 """
 
 from __future__ import annotations
