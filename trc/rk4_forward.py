@@ -4,7 +4,11 @@ On CPU a batched rollout costs about 2-3 microseconds per torch operation,
 whatever the batch: a Van der Pol rollout of ``T = 100`` steps through
 :func:`trc.dynamics.rollout` runs some 4000 of them.  Both loops here compute
 ``rollout(rk4(f, dt), x0, U)`` (to rounding) in inference mode, writing every
-stage into preallocated buffers (``out=``) instead of allocating.
+stage into preallocated buffers (``out=``) instead of allocating.  Both return
+``X [B, T+1, n_x]`` as a view of their time-major buffer, not a contiguous
+copy: besides the copy it saves, an error ``X - target [B, 1, n_x]`` is then
+about ten times faster (the broadcast runs along the batch, which is
+contiguous, instead of along ``n_x = 2`` numbers at a time).
 
 :func:`rk4_forward` (any dynamics) calls ``f(x [B, n_x], u [B, n_u])`` four
 times per step and combines the stages with fused ``add`` calls.
@@ -51,7 +55,7 @@ def rk4_forward(f: Dynamics, dt: float, x0: Tensor, U: Tensor) -> Tensor:
             s = torch.add(k1, k4)
             s.add_(k2, alpha=2.0).add_(k3, alpha=2.0)
             torch.add(x, s, alpha=h6, out=xs[t + 1])
-    return X.transpose(0, 1).contiguous()
+    return X.transpose(0, 1)
 
 
 def second_order_forward(acceleration: Acceleration, dt: float, x0: Tensor, U: Tensor) -> Tensor:
@@ -96,4 +100,4 @@ def second_order_forward(acceleration: Acceleration, dt: float, x0: Tensor, U: T
             torch.add(k[t], ks[2], out=k_sum)
             k_sum.add_(ks[0], alpha=2.0).add_(ks[1], alpha=2.0)
             torch.add(xt, k_sum, alpha=h6, out=x[t + 1])
-    return Xa[:, :n].permute(2, 0, 1).contiguous()
+    return Xa[:, :n].permute(2, 0, 1)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from trc.adjoint import rk4_rollout
-from trc.cost import quad, trajectory_cost
+from trc.cost import quad, sum_over_time, trajectory_cost
 from trc.dynamics import rk4
 
 Tensor = torch.Tensor
@@ -193,7 +193,7 @@ class ControlProblem:
         tgt = self.target_like(X[:, 0], target)
         if not self.owns_cost():
             return trajectory_cost(X, U, tgt, *self.cost_matrices(X.dtype, X.device))
-        return self.stage_cost(X[:, :-1], U, tgt.unsqueeze(1)).sum(-1) + self.terminal_cost(X[:, -1], tgt)
+        return sum_over_time(self.stage_cost(X[:, :-1], U, tgt.unsqueeze(1))) + self.terminal_cost(X[:, -1], tgt)
 
     def cost_derivatives(self, X: Tensor, U: Tensor, target: Tensor) -> dict[str, Tensor]:
         """First and second derivatives of the stage and terminal costs along a trajectory.
