@@ -4,7 +4,8 @@ Trains (``trc train``, skipped where ``--runs`` already holds the checkpoint), f
 ``--train_samples`` LQR demonstrations per problem (cached as in ``benchmarks/beyond_teacher.py``):
 
 * ``multi``: one model for all ``--problems``
-  (``trc train --problem a,b,... --data a.npz,b.npz,...``, each problem with its recipe);
+  (``trc train --problem a,b,... --data a.npz,b.npz,...``, each problem with its recipe, trained
+  on the log of its loss: ``--problem_balance log``, the default);
 * ``multi_act``: ``multi`` with a halting head (``--act --heads_only``: the planner kept, the
   head trained for ``--act_epochs``): how many iterations each problem takes when the model
   stops on its own;
@@ -71,12 +72,16 @@ PROBLEMS = "double_integrator,vanderpol,vanderpol_constrained,pendulum"
 CLOSED_LOOP = {"pendulum"}   # judged replanning every step; the others open loop
 
 
-def trained(out: Path, data: str, problems: str, flags: list[str], epochs: int | None, seed: int) -> tuple[Path, float]:
-    """``out/best_model.pt``, trained unless it exists; the training wall time (nan if it existed)."""
+def trained(out: Path, data: str, problems: str, flags: list[str], epochs: int | None, seed: int
+            ) -> tuple[Path, float, float]:
+    """``out/best_model.pt``, trained unless it exists; the training wall and CPU times (nan if it existed).
+
+    The run takes one thread, so its CPU time is its wall time on a machine it has to itself."""
     best = out / "best_model.pt"
     if best.exists():
-        return best, float("nan")
-    return best, train(data, problems, flags, seed, epochs, out)["train_wall_s"]
+        return best, float("nan"), float("nan")
+    times = train(data, problems, flags, seed, epochs, out)
+    return best, times["train_wall_s"], times["train_cpu_s"]
 
 
 def row(planner, problem, test: dict, optimum: np.ndarray) -> dict:
@@ -126,18 +131,18 @@ def main() -> None:
           f"{torch.get_num_threads()} thread(s)", flush=True)
     results = {}
 
-    multi_path, wall = trained(runs / "multi", data, args.problems, [], args.epochs, args.seed)
+    multi_path, wall, cpu = trained(runs / "multi", data, args.problems, [], args.epochs, args.seed)
     multi = load_checkpoint(multi_path)
     print(f"multi: {multi.get_parameter_count()['total']} parameters, trained in {wall:.0f} s "
-          f"({wall / 60:.1f} min)", flush=True)
-    results["multi"] = {"train_wall_s": wall, "parameters": multi.get_parameter_count()["total"]}
+          f"({wall / 60:.1f} min; CPU {cpu:.0f} s)", flush=True)
+    results["multi"] = {"train_wall_s": wall, "train_cpu_s": cpu, "parameters": multi.get_parameter_count()["total"]}
     for p in problems:
         r = row(multi.planner(p.name), p, *tests[p.name])
         results["multi"][p.name] = r
         print(f"  {p.name:22s} {r['loop']:6s} loop: success {r['success']:6.2f} %, cost/opt "
               f"{r['cost_over_optimum']:.4f}", flush=True)
 
-    act_path, wall = trained(runs / "multi_act", data, args.problems,
+    act_path, wall, _ = trained(runs / "multi_act", data, args.problems,
                              ["--act", "--heads_only", "--init_from", str(multi_path)], args.act_epochs, args.seed)
     act = load_checkpoint(act_path)
     print(f"multi_act (halting, K_max {act.num_iterations}, fine-tuned {args.act_epochs} epochs in {wall:.0f} s), "
@@ -150,7 +155,7 @@ def main() -> None:
               f"mean iterations {r['iterations']:.2f}", flush=True)
 
     for p in [] if args.no_single else problems:
-        path, wall = trained(runs / f"single_{p.name}", str(paths[names.index(p.name)]), p.name, [], args.epochs,
+        path, wall, _ = trained(runs / f"single_{p.name}", str(paths[names.index(p.name)]), p.name, [], args.epochs,
                              args.seed)
         single = load_checkpoint(path)
         r = row(single, p, *tests[p.name])

@@ -1,6 +1,7 @@
 """One model for several problems: routing, horizons and bounds, checkpoints, ``trc train`` with several datasets."""
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,8 @@ from trc import TRCError, get_problem, load_checkpoint, save_checkpoint
 from trc.cli import main
 from trc.data.datasets import generate_dataset, save_dataset
 from trc.models import MultiProblemTRC, TinyRecursiveControl, TRCConfig
-from trc.training.multi_problem import MULTI_PROBLEM_LR
+from trc.training.multi_problem import MULTI_PROBLEM_LR, MultiProblemObjective, train_multi_problem
+from trc.training.supervised_trainer import ProcessSupervisionObjective
 from trc.training.train import DEFAULTS
 
 NAMES = ["double_integrator", "vanderpol", "pendulum"]
@@ -98,6 +100,34 @@ def test_a_checkpoint_written_before_multi_problem_models_loads_and_plans():
     np.testing.assert_allclose(model.plan(meta["x0"]), meta["plan"], rtol=1e-5, atol=1e-6)
 
 
+def test_log_balance_scales_each_problems_gradient_by_its_own_loss(model):
+    objectives = [ProcessSupervisionObjective(p, 1.0, "ratio") for p in model.problems]
+    grads, losses = {}, {}
+    for i, problem in enumerate(model.problems):
+        x0 = starts(problem, 4, seed=i)
+        expert = torch.rand(4, problem.horizon, 1, generator=torch.Generator().manual_seed(i)) * problem.u_max
+        batch = {"problem": i, "batch": (x0, expert)}
+        for balance in ("none", "log"):
+            model.zero_grad()
+            loss, parts = MultiProblemObjective(objectives, balance)(model, batch)
+            loss.backward()
+            grads[i, balance] = model.encoder[0].weight.grad.clone()
+            losses[i, balance] = loss.detach()
+            assert torch.equal(parts["problem_loss"], losses[i, "none"])     # the problem's own loss, reported
+        torch.testing.assert_close(losses[i, "log"], losses[i, "none"].log())
+        torch.testing.assert_close(grads[i, "log"], grads[i, "none"] / losses[i, "none"])
+    assert len({round(losses[i, "none"].item(), 6) for i in range(3)}) == 3    # the problems' losses differ
+    with pytest.raises(TRCError, match="unknown balance 'max'"):
+        MultiProblemObjective(objectives, "max")
+
+
+def test_a_halting_model_trains_only_without_balance():
+    halting = MultiProblemTRC(TRCConfig(latent_dim=16, hidden_dim=32, num_outer_cycles=2, feedback_points=3,
+                                        use_halting=True), NAMES[:2])
+    with pytest.raises(TRCError, match="balance 'none'"):
+        train_multi_problem(halting, [[], []], epochs=1, balance="log")
+
+
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     folder = tmp_path_factory.mktemp("multi_data")
@@ -121,6 +151,9 @@ def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
     settings = model.checkpoint_metadata["settings"]
     assert [p["name"] for p in settings["problem"]] == ["double_integrator", "vanderpol"]
     assert settings["lr"] == MULTI_PROBLEM_LR != DEFAULTS["lr"]    # a shared network's own default
+    assert settings["problem_balance"] == "log"
+    train = json.loads((tmp_path / "history.json").read_text())["epochs"][0]["train"]
+    assert train["loss"] <= math.log(train["problem_loss"])    # the mean of log L_p (Jensen), not of L_p
     # --resume extends it, and refuses other data
     assert main(argv[:-1] + ["--epochs", "2", "--resume", "--quiet"]) == 0
     assert len(json.loads((tmp_path / "history.json").read_text())["epochs"]) == 2
@@ -149,8 +182,16 @@ def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner
     history = json.loads((tmp_path / "act" / "history.json").read_text())
     assert all("loss" in e["val"] for e in history["epochs"])                      # judged by its own loss
     model = load_checkpoint(tmp_path / "act" / "best_model.pt")
+    assert model.checkpoint_metadata["settings"]["problem_balance"] == "none"      # its objective's own backward
     U, info = model.plan(np.zeros((4, 2)), problem="vanderpol", return_info=True)
     assert U.shape == (4, 100, 1) and info["iterations"].max() <= 3
+
+
+def test_cli_problem_balance_needs_several_problems(datasets, tmp_path, capsys):
+    argv = ["train", "--data", datasets["vanderpol"], "--output_dir", str(tmp_path), "--problem_balance", "log"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--problem_balance needs several problems" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("problems, data, message", [

@@ -60,7 +60,7 @@ PROCESS_WEIGHT_HELP = (
 
 def add_train_command(sub) -> None:
     """Add ``trc train`` to the CLI's subparsers."""
-    from trc.training.multi_problem import MULTI_PROBLEM_EPOCHS, MULTI_PROBLEM_LR
+    from trc.training.multi_problem import BALANCES, DEFAULT_BALANCE, MULTI_PROBLEM_EPOCHS, MULTI_PROBLEM_LR
     from trc.training.recipe import describe
 
     p = sub.add_parser(
@@ -87,6 +87,11 @@ def add_train_command(sub) -> None:
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate, AdamW with warmup and cosine decay (default {DEFAULTS['lr']:g}; "
                         f"several problems: {MULTI_PROBLEM_LR:g})")
+    p.add_argument("--problem_balance", choices=tuple(BALANCES), default=None,
+                   help="several problems: how their losses L_p share the network. 'log' trains each batch on "
+                        "log L_p, whose gradient is its problem's loss relative to its own level, so a problem "
+                        "with a large loss does not set the step sizes for the others; 'none' on L_p as it is "
+                        f"(default {DEFAULT_BALANCE}; none with --act)")
     p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
                    help=PROCESS_WEIGHT_HELP + " (0: behavior cloning of every iterate, mean_k MSE(U_k, expert); "
                         "default %(default)s)")
@@ -187,7 +192,7 @@ RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "
                "model_size", "use_two_level", "H_cycles", "L_cycles", "iterations", "gradient_truncation",
                "use_value_predictor", "value_weight", "val_fraction", "seed", "self_play", "fresh_starts", "explore",
                "explore_noise", "visited_starts", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act",
-               "max_iterations", "halt_tolerance", "init_from", "heads_only")
+               "max_iterations", "halt_tolerance", "init_from", "heads_only", "problem_balance")
 RUN_FILES = ("last_model.pt", "best_model.pt", "history.json")
 
 
@@ -295,6 +300,8 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         from trc.training.multi_problem import multi_train_command
 
         return multi_train_command(args, hooks)
+    if args.problem_balance is not None:
+        raise TRCError("--problem_balance needs several problems (comma-separated --problem and --data)")
     if args.lr is None:
         args.lr = DEFAULTS["lr"]
     out = Path(args.output_dir)
