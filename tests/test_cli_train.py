@@ -82,7 +82,8 @@ def test_training_flags_change_the_trained_weights(data, baseline, tmp_path, fla
 
 @pytest.mark.parametrize("flags", [
     ["--self_play", "off"], ["--fresh_starts", "4"], ["--explore", "0"], ["--explore_noise", "0.01"],
-    ["--visited_starts", "16"],
+    ["--visited_starts", "16"], ["--stitch", "1"], ["--tail_starts", "16"], ["--explore_best", "on"],
+    ["--neighbours", "2"],
     ["--curriculum_box", "0.2"], ["--curriculum_horizon", "0.5"],
 ])
 def test_self_play_and_curriculum_flags_change_the_trained_weights(data, tmp_path_factory, tmp_path, flags):
@@ -93,7 +94,7 @@ def test_self_play_and_curriculum_flags_change_the_trained_weights(data, tmp_pat
     assert not torch.equal(weights(reference, "last_model.pt"), weights(tmp_path / "b", "last_model.pt"))
     settings = load_checkpoint(tmp_path / "b" / "best_model.pt").checkpoint_metadata["settings"]
     name, value = flags[-2][2:], flags[-1]
-    assert str(settings[name]).lower() == {"off": "false"}.get(value, value)
+    assert str(settings[name]).lower() == {"off": "false", "on": "true"}.get(value, value)
 
 
 def test_curriculum_ramp_changes_the_trained_weights(data, tmp_path):
@@ -113,6 +114,32 @@ def test_recipe_defaults_are_recorded(data, tmp_path):
     assert train(data, tmp_path / "sp", "--self_play", "on", "--fresh_starts", "8") == 0
     assert load_checkpoint(tmp_path / "sp" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is True
     assert load_checkpoint(tmp_path / "bc" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is False
+
+
+def test_val_closed_loop_picks_the_best_epoch_by_its_closed_loop_cost(data, tmp_path):
+    assert train(data, tmp_path, "--epochs", "3", "--val_closed_loop", "5") == 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["monitor"] == "closed_cost"
+    closed = [e["val"]["closed_cost"] for e in history["epochs"]]
+    assert history["best_epoch"] == closed.index(min(closed))
+    assert all(0 <= e["val"]["closed_success"] <= 1 for e in history["epochs"])
+    assert load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata["settings"]["val_closed_loop"] == 5
+
+
+def test_the_pendulum_recipe_imitates_its_archive():
+    from types import SimpleNamespace
+
+    from trc.training.recipe import RECIPE, recipe, recipe_flags
+
+    given = SimpleNamespace(**dict.fromkeys(RECIPE))
+    r = recipe("pendulum", **recipe_flags(given))
+    assert r["process_weight"] == 0 and r["self_play"] is True       # imitation of the archive, not of LQR
+    assert recipe("vanderpol", **recipe_flags(given))["process_weight"] == RECIPE["process_weight"] > 0
+    given.process_weight = 0.0                                        # --process_weight 0: clone the teacher
+    assert recipe("pendulum", **recipe_flags(given))["self_play"] is False
+    given.self_play, given.explore_best = "on", "off"
+    flags = recipe_flags(given)
+    assert flags["self_play"] is True and flags["explore_best"] is False
 
 
 def test_same_flags_same_weights(data, baseline, tmp_path):

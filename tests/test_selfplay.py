@@ -9,7 +9,8 @@ from trc import get_problem
 from trc.data.datasets import generate_dataset, make_loader
 from trc.errors import TRCError
 from trc.training.curriculum import Curriculum, difficulty
-from trc.training.selfplay import PlanArchive, SelfPlayConfig, SelfPlayData, smooth_noise
+from trc.training.selfplay import (PlanArchive, SelfPlayConfig, SelfPlayData, join, nearest, smooth_noise, stitched,
+                                    tails)
 from trc.training.train import build_model
 
 HORIZON = 20
@@ -100,3 +101,73 @@ def test_selfplay_state_round_trips(problem, data):
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.archive.U, b.archive.U) and torch.equal(a.archive.cost, b.archive.cost)
     assert math.isclose(a.log[0]["mean_cost"], b.log[0]["mean_cost"])
+
+
+class _Marker(torch.nn.Module):
+    """A stand-in planner whose plan tells where it planned from: ``U[t] = 100 + x_0 + t``."""
+
+    def forward(self, x0, target, return_all_iterations=False):
+        T = HORIZON
+        U = (100.0 + x0[:, :1, None] + torch.arange(T, dtype=x0.dtype)[None, :, None])    # (b, T, 1)
+        return type("Out", (), {"all_controls": U[:, None], "controls": U})()
+
+
+def test_join_splices_two_plans():
+    first = torch.arange(5.0)[None, :, None].repeat(2, 1, 1)            # 0 1 2 3 4
+    second = -torch.arange(1.0, 6.0)[None, :, None].repeat(2, 1, 1)     # -1 -2 -3 -4 -5
+    out = join(first, second, torch.tensor([2, 5]), offset=torch.tensor([1, 0]))
+    assert out[0, :, 0].tolist() == [1, 2, -1, -2, -3]
+    assert out[1, :, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_stitched_candidate_is_the_archive_prefix_then_the_model_plan_from_where_it_leads(problem, data):
+    x0 = torch.as_tensor(data["initial_states"])
+    archive = PlanArchive(problem, x0, problem.target_like(x0), torch.as_tensor(data["control_sequences"]))
+    out = stitched(_Marker(), archive, torch.Generator().manual_seed(0))
+    X = problem.rollout(archive.x0, archive.U)
+    ks = set()
+    for i in range(len(archive)):
+        k = int(torch.nonzero(out[i, :, 0] > 50)[0])                  # the model's part starts here
+        assert 1 <= k < HORIZON
+        torch.testing.assert_close(out[i, :k], archive.U[i, :k])
+        expected = 100.0 + X[i, k, 0] + torch.arange(HORIZON - k, dtype=out.dtype)
+        torch.testing.assert_close(out[i, k:, 0], expected)
+        ks.add(k)
+    assert len(ks) > 5                                                 # the cut varies by start
+
+
+def test_tails_start_where_the_archive_plan_leads_and_keep_its_rest(problem, data):
+    x0 = torch.as_tensor(data["initial_states"])
+    archive = PlanArchive(problem, x0, problem.target_like(x0), torch.as_tensor(data["control_sequences"]))
+    rows = torch.tensor([0, 3, 3, 7])
+    x, U = tails(_Marker(), archive, rows, torch.Generator().manual_seed(1))
+    X = problem.rollout(archive.x0[rows], archive.U[rows])
+    for j, i in enumerate(rows):
+        k = int(torch.nonzero(torch.isclose(X[j, :-1], x[j:j + 1]).all(-1))[0])   # x is X[k]
+        assert 1 <= k < HORIZON
+        torch.testing.assert_close(U[j, :HORIZON - k], archive.U[i, k:])
+        torch.testing.assert_close(U[j, HORIZON - k:, 0], 100.0 + X[j, -1, 0] + torch.arange(k, dtype=U.dtype))
+
+
+def test_stitch_and_tail_starts_grow_the_archive_within_their_room(problem, data):
+    config = SelfPlayConfig(fresh_starts=8, explore=1, stitch=1, tail_starts=300, explore_best=True, neighbours=2)
+    loader = SelfPlayData(problem, data, 16, config, seed=0)
+    model = build_model(problem)
+    costs = []
+    for epoch in range(3):
+        loader.refresh(model, epoch)
+        costs.append(loader.archive.cost[:loader.num_box].clone())
+    assert len(loader.archive) == 48 + 8 + 300                        # 256 per refresh, capped at the room
+    assert (costs[1] <= costs[0]).all() and (costs[2] <= costs[1]).all()
+    a = loader.archive
+    torch.testing.assert_close(a.cost, problem.evaluate(a.x0, a.U, a.target)["cost"])
+    assert {"box_cost", "box_success"} <= set(loader.log[-1])
+    b = SelfPlayData(problem, data, 16, config, seed=3)
+    b.load_state_dict(loader.state_dict())
+    b.refresh(model, 3)
+    assert len(b.archive) == len(a)                                   # the restored ring keeps its room
+
+
+def test_nearest_finds_the_nearest_others():
+    x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.3], [5.0, 5.0]])
+    assert nearest(x, 2, chunk=3).tolist() == [[1, 2], [0, 2], [0, 1], [2, 1]]

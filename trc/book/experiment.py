@@ -128,7 +128,8 @@ class Experiment:
         object.__setattr__(self, "recipe", _pairs(self.recipe))
         from trc.training.recipe import RECIPE
 
-        unknown = sorted(set(dict(self.recipe)) - (set(RECIPE) - {"epochs", "loss_variant"}))
+        own = {"epochs", "loss_variant", "process_weight", "val_closed_loop"}  # fields of their own, or unused here
+        unknown = sorted(set(dict(self.recipe)) - (set(RECIPE) - own))
         if unknown:
             raise TRCError(f"experiment: unknown recipe setting {unknown[0]!r}")
         preset = ("two_level_" if self.use_two_level else "") + str(self.model_size)

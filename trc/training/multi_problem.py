@@ -227,7 +227,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     from trc.data.datasets import (check_dataset, check_in_start_box, dataset_digest, dataset_problem, load_dataset,
                                    make_loader, split_dataset)
     from trc.problems import get_problem
-    from trc.training.recipe import RECIPE, build_training_data, recipe
+    from trc.training.recipe import RECIPE, build_training_data, recipe, recipe_flags
     from trc.training.train import DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, init_weights
     from trc.io import atomic_write, check_writable
 
@@ -255,9 +255,9 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         check_in_start_box(data, f"dataset {path!r}", problem)
         problems.append(problem)
         datasets.append(data)
-    flags = {k: getattr(args, k) for k in RECIPE}
-    flags["self_play"] = (args.process_weight > 0 and None) if args.self_play is None else args.self_play == "on"
-    recipes = [recipe(p.name, **flags) for p in problems]
+    recipes = [recipe(p.name, **recipe_flags(args)) for p in problems]
+    if args.process_weight is None:  # one weight for every problem: the problem-free recipe's
+        args.process_weight = RECIPE["process_weight"]
     epochs = args.epochs if args.epochs is not None else MULTI_PROBLEM_EPOCHS
     args.epochs = epochs
     if args.lr is None:
@@ -265,7 +265,8 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     if args.problem_balance is None:
         args.problem_balance = "none" if args.act else DEFAULT_BALANCE
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
-    settings.update({k: [r[k] for r in recipes] for k in RECIPE if k != "epochs"})
+    settings.update({k: [r[k] for r in recipes] for k in RECIPE
+                     if k not in ("epochs", "process_weight", "val_closed_loop")})
     settings.update(problem=[p.to_dict() for p in problems], data=args.data,
                     data_sha256=",".join(dataset_digest(d) for d in datasets), epochs=epochs)
     _check_run_folder(out, settings, args.resume, epochs)

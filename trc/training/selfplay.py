@@ -23,16 +23,29 @@ epoch (``refresh``, the trainer's ``on_epoch_start`` hook) it
 1. runs the model on every start and offers each iterate to the archive;
 2. explores: ``explore`` perturbed copies of the model's final plan per start
    (smooth noise: Gaussian values at ``knots`` points, linearly interpolated,
-   of size ``noise * u_max``, some smaller), each offered to the archive;
-3. on the first refresh, adds ``fresh_starts`` start states drawn from the
+   of size ``noise * u_max``, some smaller), each offered to the archive; with
+   ``explore_best`` every other copy perturbs the archive's own plan instead;
+3. stitches (``stitch`` candidates per start, :func:`stitched`): the archive
+   plan's first ``k`` controls, then the model's plan from the state they reach;
+4. passes plans between starts (``neighbours``): each start is offered the
+   archive plans of its nearest other starts (:func:`nearest`);
+5. with ``tail_starts > 0``, adds later states along the archive's plans as
+   starts (:func:`tails`), each with the rest of its plan, ``U[k:]``, then the
+   model's plan from where that ends, in a ring of ``tail_starts`` slots.
+   Together with 4 this is dynamic programming without an optimizer: a good
+   ending found from one state becomes a candidate for every start whose plan
+   reaches near it, and the states a good plan passes through, which a
+   replanning controller meets, get plans of their own;
+6. on the first refresh, adds ``fresh_starts`` start states drawn from the
    problem's box beyond the demonstrations, their entry starting from the
    teacher's (LQR) plan;
-4. with ``visited_starts > 0`` and a ``visit`` function (the states a
+7. with ``visited_starts > 0`` and a ``visit`` function (the states a
    replanning controller meets), adds those states as starts, overwriting
    the oldest such ones when the room is used up.
 
-No optimizer runs on any plan: candidates come only from the model and from
-random perturbations of its plans, and the simulator only judges them.  A
+No optimizer runs on any plan: candidates come only from the model, from
+random perturbations of its plans and from splicing plans the archive holds,
+and the simulator only judges them.  A
 :class:`~trc.training.curriculum.Curriculum`, if given, restricts the starts a
 batch is drawn from (start-box growth) and tells the objective how many steps
 of the horizon to charge (progressive horizon extension).
@@ -64,6 +77,10 @@ class SelfPlayConfig:
         knots: the perturbations are smooth: drawn at this many points, interpolated.
         every: refresh the archive every this many epochs.
         visited_starts: room for states met in closed loop (needs a ``visit`` function).
+        stitch: stitched candidates (archive prefix, then the model's plan) per start and refresh.
+        explore_best: every other perturbed copy perturbs the archive's plan, not the model's.
+        tail_starts: room for later states along the archive's plans, added as starts.
+        neighbours: archive plans of this many nearest other starts offered to each start.
     """
 
     fresh_starts: int = 1000
@@ -72,6 +89,10 @@ class SelfPlayConfig:
     knots: int = 10
     every: int = 1
     visited_starts: int = 0
+    stitch: int = 0
+    explore_best: bool = False
+    tail_starts: int = 0
+    neighbours: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -81,6 +102,9 @@ class SelfPlayConfig:
             (self.knots >= 2, f"knots must be >= 2, got {self.knots}"),
             (self.every >= 1, f"every must be >= 1, got {self.every}"),
             (self.visited_starts >= 0, f"visited_starts must be >= 0, got {self.visited_starts}"),
+            (self.stitch >= 0, f"stitch must be >= 0, got {self.stitch}"),
+            (self.tail_starts >= 0, f"tail_starts must be >= 0, got {self.tail_starts}"),
+            (self.neighbours >= 0, f"neighbours must be >= 0, got {self.neighbours}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -173,7 +197,75 @@ def plans_of(model: nn.Module, x0: Tensor, target: Tensor, batch: int = 1024) ->
     return torch.cat(out)
 
 
+def join(first: Tensor, second: Tensor, k: Tensor, offset: Tensor | int = 0) -> Tensor:
+    """Two plans spliced per row at step ``k [b]``: ``first[t + offset]`` for ``t < k``, then ``second[t - k]``.
+
+    Args:
+        first, second: plans ``[b, T, n_u]``.
+        k: the splice step per row, ``[b]``, in ``0..T``.
+        offset: ``[b]`` or an int; ``first``'s controls are read from step ``offset`` on (``t + offset < T``).
+
+    Returns:
+        ``[b, T, n_u]``.
+    """
+    T = first.shape[1]
+    t = torch.arange(T)[None, :, None]                                           # (1, T, 1)
+    k = k[:, None, None]
+    offset = torch.as_tensor(offset).reshape(-1, 1, 1)
+    head = first.gather(1, (t + offset).clamp_max(T - 1).expand_as(first))
+    tail = second.gather(1, (t - k).clamp_min(0).expand_as(second))
+    return torch.where(t < k, head, tail)
+
+
+@torch.no_grad()
+def stitched(model: nn.Module, archive: PlanArchive, generator: torch.Generator) -> Tensor:
+    """Every archive plan's first ``k`` controls, then the model's plan from where they lead: ``[N, T, n_u]``.
+
+    ``k`` is drawn per start from ``1..T-1``; the model plans from the state ``X[k]`` that the
+    archive's plan reaches, and its first ``T - k`` controls complete the candidate.
+    """
+    problem = archive.problem
+    N, T, _ = archive.U.shape
+    X = problem.rollout(archive.x0, archive.U)                                   # (N, T+1, n_x)
+    k = torch.randint(1, T, (N,), generator=generator)
+    xk = problem.wrap_state(X[torch.arange(N), k]).nan_to_num()
+    V = plans_of(model, xk, archive.target)[:, -1].to(archive.U.dtype)          # (N, T, n_u)
+    return join(archive.U, V, k)
+
+
+@torch.no_grad()
+def nearest(x: Tensor, m: int, chunk: int = 1024) -> Tensor:
+    """The indices ``[N, m]`` of each point's ``m`` nearest others among ``x [N, n_x]`` (Euclidean)."""
+    out = []
+    for i in range(0, len(x), chunk):
+        d = torch.cdist(x[i:i + chunk], x)                                       # (c, N)
+        d[torch.arange(len(d)), torch.arange(i, i + len(d))] = math.inf
+        out.append(d.topk(min(m, len(x) - 1), largest=False).indices)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def tails(model: nn.Module, archive: PlanArchive, rows: Tensor, generator: torch.Generator
+          ) -> tuple[Tensor, Tensor]:
+    """Later starts along the archive's trajectories, and their plans: ``(x [b, n_x], U [b, T, n_u])``.
+
+    For each entry ``rows [b]``, a step ``k`` drawn from ``1..T-1``: the start is the state ``X[k]``
+    its plan reaches, the plan the rest of its controls, ``U[k:]``, then the model's first ``k``
+    controls from the state ``X[T]`` where they end.
+    """
+    problem = archive.problem
+    U = archive.U[rows]
+    b, T, _ = U.shape
+    X = problem.rollout(archive.x0[rows], U)                                     # (b, T+1, n_x)
+    k = torch.randint(1, T, (b,), generator=generator)
+    x = problem.wrap_state(X[torch.arange(b), k])
+    end = problem.wrap_state(X[:, -1]).nan_to_num()
+    V = plans_of(model, end, archive.target[rows])[:, -1].to(U.dtype)           # (b, T, n_u)
+    return x, join(U, V, T - k, offset=k)
+
+
 VISIT_ROLLOUTS, VISIT_KEEP = 32, 64  # closed loops run, and states kept, per refresh
+TAIL_KEEP = 256  # tail starts added per refresh
 
 
 def closed_loop_visits(model: nn.Module, x0: Tensor, target: Tensor) -> Tensor:
@@ -220,8 +312,8 @@ class SelfPlayData:
                 from trc.data.experts import lqr_controls as teacher
             fresh = problem.sample_initial_states(config.fresh_starts, torch.Generator().manual_seed(seed + 2))
             self.archive.add(fresh, problem.target_like(fresh), teacher(problem, fresh))
-        self._visited_slots = torch.empty(0, dtype=torch.long)
-        self._next_slot = 0
+        self.num_box = len(self.archive)
+        self._rings: dict[str, tuple[Tensor, int]] = {}  # ring -> (archive slots, next to overwrite)
         # an epoch is as many batches as the demonstrations fill: self-play costs no extra steps
         self.num_batches = max(1, math.ceil(self.num_demos / batch_size))
         self.epoch = 0
@@ -260,7 +352,9 @@ class SelfPlayData:
         """Before ``epoch``: offer the model's plans and explorations to the archive (module docstring).
 
         Returns:
-            A record ``{epoch, starts, improved, mean_cost}`` (also appended to ``self.log``).
+            A record ``{epoch, starts, improved, mean_cost, box_cost, box_success}`` (also appended to
+            ``self.log``); ``box_*`` are over the demonstrations' and fresh starts alone, whose
+            number does not change.
         """
         self.epoch = epoch
         cfg = self.config
@@ -269,6 +363,11 @@ class SelfPlayData:
         archive = self.archive
         if self.visit is not None and cfg.visited_starts:
             self._add_visited(model)
+        if cfg.tail_starts:
+            rows = torch.randint(0, self.num_box, (min(TAIL_KEEP, cfg.tail_starts),), generator=self._explore_gen)
+            x, U = tails(model, archive, rows, self._explore_gen)
+            keep = torch.isfinite(x).all(1)
+            self._ring_add("tail", cfg.tail_starts, x[keep], U[keep])
         before = archive.cost.clone()
         plans = plans_of(model, archive.x0, archive.target)              # (N, K+1, T, n_u)
         N, K1, T, n_u = plans.shape
@@ -279,10 +378,20 @@ class SelfPlayData:
         for j in range(cfg.explore):
             scale = cfg.noise * self.problem.u_max / (1, 3, 10)[j % 3]
             noise = smooth_noise((N, T, n_u), cfg.knots, self._explore_gen, final.dtype)
-            archive.offer(final + scale * noise, idx)
+            base = archive.U.clone() if cfg.explore_best and j % 2 else final
+            archive.offer(base + scale * noise, idx)
+        for _ in range(cfg.stitch):
+            archive.offer(stitched(model, archive, self._explore_gen), idx)
+        if cfg.neighbours:
+            near = nearest(self.problem.wrap_state(archive.x0), cfg.neighbours)      # (N, m)
+            for j in range(near.shape[1]):
+                archive.offer(archive.U[near[:, j]].clone(), idx)
         improved = int((archive.cost < before).sum())
-        record = {"epoch": epoch, "starts": N, "improved": improved,
-                  "mean_cost": float(archive.cost[torch.isfinite(archive.cost)].mean())}
+        box = torch.arange(self.num_box)
+        ok = self.problem.evaluate(archive.x0[box], archive.U[box], archive.target[box])["success"]
+        finite = lambda c: float(c[torch.isfinite(c)].mean())  # noqa: E731
+        record = {"epoch": epoch, "starts": N, "improved": improved, "mean_cost": finite(archive.cost),
+                  "box_cost": finite(archive.cost[box]), "box_success": float(ok.float().mean())}
         self.log.append(record)
         return record
 
@@ -291,7 +400,7 @@ class SelfPlayData:
         a = self.archive
         return {"x0": a.x0.clone(), "target": a.target.clone(), "U": a.U.clone(), "cost": a.cost.clone(),
                 "improved": a.improved, "explore_rng": self._explore_gen.get_state(),
-                "visited_slots": self._visited_slots.clone(), "next_slot": self._next_slot, "log": list(self.log)}
+                "rings": {k: (v[0].clone(), v[1]) for k, v in self._rings.items()}, "log": list(self.log)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
@@ -299,7 +408,7 @@ class SelfPlayData:
         a.x0, a.target, a.U, a.cost = state["x0"], state["target"], state["U"], state["cost"]
         a.improved = state["improved"]
         self._explore_gen.set_state(state["explore_rng"])
-        self._visited_slots, self._next_slot, self.log = state["visited_slots"], state["next_slot"], list(state["log"])
+        self._rings, self.log = dict(state["rings"]), list(state["log"])
 
     def _add_visited(self, model: nn.Module) -> None:
         """Add states the model meets in closed loop as starts, in a ring of ``visited_starts`` slots.
@@ -314,18 +423,27 @@ class SelfPlayData:
         states = states[torch.isfinite(states).all(1)]
         if not len(states):
             return
-        target = self.problem.target_like(states)
-        U = plans_of(model, states, target)[:, -1]
-        room = cfg.visited_starts - len(self._visited_slots)
-        if room > 0:
-            k = min(room, len(states))
-            archive.add(states[:k], target[:k], U[:k])
-            self._visited_slots = torch.cat([self._visited_slots, torch.arange(len(archive) - k, len(archive))])
-            states, target, U = states[k:], target[k:], U[k:]
-        if len(states):
-            pos = (self._next_slot + torch.arange(len(states))) % len(self._visited_slots)
-            self._next_slot = int(pos[-1] + 1) % len(self._visited_slots)
-            archive.add(states, target, U, self._visited_slots[pos])
+        U = plans_of(model, states, self.problem.target_like(states))[:, -1]
+        self._ring_add("visited", cfg.visited_starts, states, U)
+
+    def _ring_add(self, ring: str, room: int, x: Tensor, U: Tensor) -> None:
+        """Add starts ``x [b, n_x]`` with plans ``U [b, T, n_u]`` to a ring of ``room`` archive slots,
+        appending while there is room, then overwriting the oldest."""
+        archive = self.archive
+        slots, next_slot = self._rings.get(ring, (torch.empty(0, dtype=torch.long), 0))
+        target = self.problem.target_like(x)
+        free = room - len(slots)
+        if free > 0:
+            k = min(free, len(x))
+            archive.add(x[:k], target[:k], U[:k])
+            slots = torch.cat([slots, torch.arange(len(archive) - k, len(archive))])
+            x, target, U = x[k:], target[k:], U[k:]
+        if len(x):
+            pos = (next_slot + torch.arange(len(x))) % len(slots)
+            next_slot = int(pos[-1] + 1) % len(slots)
+            archive.add(x, target, U, slots[pos])
+        self._rings[ring] = (slots, next_slot)
 
 
-__all__ = ["PlanArchive", "SelfPlayConfig", "SelfPlayData", "closed_loop_visits", "plans_of", "smooth_noise"]
+__all__ = ["PlanArchive", "SelfPlayConfig", "SelfPlayData", "closed_loop_visits", "join", "nearest", "plans_of",
+           "smooth_noise", "stitched", "tails"]

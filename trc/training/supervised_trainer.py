@@ -29,8 +29,11 @@ Tensor = torch.Tensor
 
 
 def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | None = None,
-                       cost_params: Mapping | None = None) -> dict[str, float]:
+                       cost_params: Mapping | None = None, closed_loop_every: int = 0) -> dict[str, float]:
     """Success rate, mean final error and mean cost of the model's final controls.
+
+    With ``closed_loop_every = r > 0`` also ``closed_success`` and ``closed_cost``: the model as a
+    controller that replans every ``r`` steps from the same starts, on the problem's own simulator.
 
     Controls are clipped to the bound and simulated (``dynamics_fn`` or the
     problem's rollout, also in the model's feedback); costs use the problem's
@@ -68,6 +71,12 @@ def validation_metrics(model: nn.Module, val_loader, dynamics_fn: Callable | Non
             totals["cost"] += costs.sum().item()
             totals["expert_cost"] += batch["costs"].sum().item() if "costs" in batch else math.nan
             n += x0.shape[0]
+            if closed_loop_every:
+                from trc.evaluation.closed_loop import closed_loop
+
+                cl = closed_loop(model, x0, closed_loop_every, target, problem)
+                totals["closed_success"] = totals.get("closed_success", 0.0) + cl.success.sum().item()
+                totals["closed_cost"] = totals.get("closed_cost", 0.0) + cl.cost.sum().item()
     if n == 0:
         raise TRCError("the validation data is empty")
     out = {k: v / n for k, v in totals.items()}
@@ -152,6 +161,7 @@ def train_with_process_supervision(
     hooks: Mapping[str, Callable] | None = None,
     final_only: bool = False,
     halt_tolerance: float | None = None,
+    val_closed_loop: int = 0,
     **config: Any,
 ) -> nn.Module:
     """Train ``model`` on expert demonstrations plus the cost of every refinement iterate.
@@ -196,6 +206,9 @@ def train_with_process_supervision(
             :data:`trc.models.halting.DEFAULT_TOLERANCE`).  Such a model is trained by
             :class:`~trc.training.deep_supervision.DeepSupervisionObjective`: all its
             iterations, one backward pass each, and the halting head.
+        val_closed_loop: ``r > 0``: validation also runs the model in closed loop from the validation starts,
+            replanning every ``r`` steps (:func:`trc.evaluation.closed_loop.closed_loop`, the problem's own
+            simulator), and the best epoch is the one with the lowest realised cost ``closed_cost``.
         **config: further :class:`~trc.training.trainer.TrainConfig` fields (``weight_decay``,
             ``grad_clip``, ``patience``, ``seed``, ``device``, ``progress`` ...).
 
@@ -222,9 +235,10 @@ def train_with_process_supervision(
         objective = ProcessSupervisionObjective(problem, process_weight, variant, dynamics_fn, cost_params,
                                                 value_weight, final_only)
     val_fn = None if val_loader is None else (
-        lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params))
-    # The best epoch has the lowest validation cost, or for a run of the heads alone their own loss.
-    monitor = "cost" if val_loader is not None else "loss"
+        lambda m: validation_metrics(m, val_loader, dynamics_fn, cost_params, val_closed_loop))
+    # The best epoch has the lowest validation cost (open or closed loop), or for a run of the heads
+    # alone their own loss.
+    monitor = ("closed_cost" if val_closed_loop else "cost") if val_loader is not None else "loss"
     heads = heads_only_validation(model, val_fn, lambda m: mean_loss(objective, m, val_loader))
     if heads is not None:
         monitor, val_fn = "loss", heads

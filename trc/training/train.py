@@ -92,9 +92,10 @@ def add_train_command(sub) -> None:
                         "log L_p, whose gradient is its problem's loss relative to its own level, so a problem "
                         "with a large loss does not set the step sizes for the others; 'none' on L_p as it is "
                         f"(default {DEFAULT_BALANCE}; none with --act)")
-    p.add_argument("--process_weight", type=float, default=DEFAULTS["process_weight"],
-                   help=PROCESS_WEIGHT_HELP + " (0: behavior cloning of every iterate, mean_k MSE(U_k, expert); "
-                        "default %(default)s)")
+    p.add_argument("--process_weight", type=float, default=None,
+                   help=PROCESS_WEIGHT_HELP + " (0: behavior cloning of every iterate, mean_k MSE(U_k, expert), "
+                        "of the self-play archive's plans where the recipe turns self-play on; "
+                        f"default {describe('process_weight')})")
     p.add_argument("--baseline", action="store_true",
                    help="the seed's baseline (train_trc.py): behavior cloning of the final controls only, "
                         "MSE(U_K, expert), with the preset's own gradient flow (single-latent presets: through "
@@ -168,9 +169,25 @@ def add_recipe_arguments(p) -> None:
     g.add_argument("--explore_noise", type=float, default=None,
                    help="size of the largest perturbation, a fraction of the control bound "
                         f"(default {describe('explore_noise')})")
+    g.add_argument("--explore_best", choices=("on", "off"), default=None,
+                   help="perturb the archive's best plan as well as the model's (every other copy) "
+                        f"(default {describe('explore_best')})")
+    g.add_argument("--stitch", type=int, default=None,
+                   help="stitched candidates per start and epoch: the archive plan's first k controls, then the "
+                        f"model's plan from the state they reach (default {describe('stitch')})")
+    g.add_argument("--neighbours", type=int, default=None,
+                   help="plans of this many nearest other starts tried per start and epoch "
+                        f"(default {describe('neighbours')})")
+    g.add_argument("--tail_starts", type=int, default=None,
+                   help="room for later starts along the archive's trajectories, each with the rest of its plan "
+                        f"(default {describe('tail_starts')})")
     g.add_argument("--visited_starts", type=int, default=None,
                    help="room for states the model meets when it replans every step in closed loop, added "
                         f"as starts (default {describe('visited_starts')})")
+    g.add_argument("--val_closed_loop", type=int, default=None,
+                   help="judge every epoch on the validation starts in closed loop, replanning every this many "
+                        "steps, and keep the cheapest as best_model.pt (0: the open-loop plans judge; "
+                        f"default {describe('val_closed_loop')})")
     g.add_argument("--curriculum_box", type=float, default=None,
                    help="fraction of the start box trained on at the first epoch, growing to 1 "
                         f"(default {describe('curriculum_box')}; 1 is off)")
@@ -191,8 +208,9 @@ DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "proces
 RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "baseline", "loss_variant",
                "model_size", "use_two_level", "H_cycles", "L_cycles", "iterations", "gradient_truncation",
                "use_value_predictor", "value_weight", "val_fraction", "seed", "self_play", "fresh_starts", "explore",
-               "explore_noise", "visited_starts", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act",
-               "max_iterations", "halt_tolerance", "init_from", "heads_only", "problem_balance")
+               "explore_noise", "explore_best", "stitch", "tail_starts", "neighbours", "visited_starts",
+               "val_closed_loop", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act", "max_iterations",
+               "halt_tolerance", "init_from", "heads_only", "problem_balance")
 RUN_FILES = ("last_model.pt", "best_model.pt", "history.json")
 
 
@@ -201,11 +219,12 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "lr", "val_fraction", "H_cycles", "L_cycles", "iterations"):
         if getattr(args, name) is not None:  # None: the recipe's or the preset's
             check(name, getattr(args, name), "--")
-    check_loss_settings(args.process_weight, args.loss_variant or DEFAULT_VARIANT,
+    check_loss_settings(DEFAULTS["process_weight"] if args.process_weight is None else args.process_weight,
+                        args.loss_variant or DEFAULT_VARIANT,
                         0.01 if args.value_weight is None else args.value_weight, prefix="--")
     checks = [
         (args.value_weight is None or args.use_value_predictor, "--value_weight needs --use_value_predictor"),
-        (args.loss_variant in (None, DEFAULT_VARIANT) or args.process_weight > 0,
+        (args.loss_variant in (None, DEFAULT_VARIANT) or args.process_weight != 0,
          "--loss_variant has no effect with --process_weight 0"),
     ]
     checks += [
@@ -220,7 +239,8 @@ def _check_args(args: argparse.Namespace) -> None:
         (not args.heads_only or args.init_from is not None, "--heads_only needs --init_from (the planner to keep)"),
         (not args.heads_only or args.act, "--heads_only trains a halting head: it needs --act"),
     ]
-    for name in ("fresh_starts", "explore", "visited_starts"):
+    for name in ("fresh_starts", "explore", "stitch", "tail_starts", "neighbours", "visited_starts",
+                 "val_closed_loop"):
         value = getattr(args, name)
         checks.append((value is None or value >= 0, f"--{name} must be >= 0, got {value}"))
     for name in ("curriculum_box", "curriculum_horizon", "curriculum_ramp"):
@@ -230,7 +250,7 @@ def _check_args(args: argparse.Namespace) -> None:
     checks.append((args.explore_noise is None or (math.isfinite(args.explore_noise) and args.explore_noise >= 0),
                    f"--explore_noise must be >= 0, got {args.explore_noise}"))
     if args.baseline:
-        checks.append((args.process_weight in (0, DEFAULTS["process_weight"]),
+        checks.append((args.process_weight in (None, 0),
                        f"--baseline is behavior cloning (process weight 0); it takes no --process_weight "
                        f"{args.process_weight}"))
         checks.append((not args.use_value_predictor, "--baseline trains no value head (--use_value_predictor)"))
@@ -317,11 +337,9 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         problem = get_problem(args.problem)
     check_dataset(data, f"dataset {args.data!r}", problem)
     check_in_start_box(data, f"dataset {args.data!r}", problem)
-    from trc.training.recipe import RECIPE, build_training_data, recipe
+    from trc.training.recipe import build_training_data, recipe, recipe_flags
 
-    flags = {k: getattr(args, k) for k in RECIPE}
-    flags["self_play"] = (args.process_weight > 0 and None) if args.self_play is None else args.self_play == "on"
-    for key, value in recipe(problem.name, **flags).items():
+    for key, value in recipe(problem.name, **recipe_flags(args)).items():
         setattr(args, key, value)
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
     settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs)
@@ -348,7 +366,8 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         process_weight=args.process_weight, value_predictor=value_predictor,
         value_weight=0.01 if args.value_weight is None else args.value_weight, variant=args.loss_variant,
         output_dir=out, resume=args.resume, metadata={"settings": settings}, seed=args.seed, final_only=args.baseline,
-        device=args.device, progress=not args.quiet, hooks=hooks, halt_tolerance=args.halt_tolerance)
+        device=args.device, progress=not args.quiet, hooks=hooks, halt_tolerance=args.halt_tolerance,
+        val_closed_loop=args.val_closed_loop)
     history = model.training_history
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     stop = history["stop_reason"]
