@@ -135,6 +135,9 @@ def test_the_pendulum_recipe_imitates_its_archive():
     r = recipe("pendulum", **recipe_flags(given))
     assert r["process_weight"] == 0 and r["self_play"] is True       # imitation of the archive, not of LQR
     assert recipe("vanderpol", **recipe_flags(given))["process_weight"] == RECIPE["process_weight"] > 0
+    multi = recipe("pendulum", multi=True, **recipe_flags(given))     # one model for several problems
+    assert (multi["stitch"], multi["explore_noise"], multi["process_weight"]) == (0, 0.3, 1.0)
+    assert multi["self_play"] is True and multi["visited_starts"] == 1000
     given.process_weight = 0.0                                        # --process_weight 0: clone the teacher
     assert recipe("pendulum", **recipe_flags(given))["self_play"] is False
     given.self_play, given.explore_best = "on", "off"

@@ -255,7 +255,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         check_in_start_box(data, f"dataset {path!r}", problem)
         problems.append(problem)
         datasets.append(data)
-    recipes = [recipe(p.name, **recipe_flags(args)) for p in problems]
+    recipes = [recipe(p.name, multi=True, **recipe_flags(args)) for p in problems]
     if args.process_weight is None:  # one weight for every problem: the problem-free recipe's
         args.process_weight = RECIPE["process_weight"]
     epochs = args.epochs if args.epochs is not None else MULTI_PROBLEM_EPOCHS

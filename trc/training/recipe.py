@@ -44,12 +44,24 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def recipe(problem: str, **given: Any) -> dict[str, Any]:
-    """The recipe's settings for ``problem``, with every ``given`` value that is not None instead."""
+# Settings a problem's recipe gives for training that problem alone: one model for several problems
+# (trc.training.multi_problem, measured in benchmarks/multi_problem.py before they existed) keeps the
+# problem-free values of these unless a flag gives them.
+SINGLE_PROBLEM_ONLY = ("process_weight", "explore_noise", "explore_best", "stitch", "neighbours", "tail_starts",
+                       "val_closed_loop")
+
+
+def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:
+    """The recipe's settings for ``problem``, with every ``given`` value that is not None instead.
+
+    With ``multi`` (``problem`` trained in one model with others) the problem's own values of
+    :data:`SINGLE_PROBLEM_ONLY` are left out.
+    """
     unknown = sorted(set(given) - set(RECIPE))
     if unknown:
         raise TRCError(f"the recipe has no setting {unknown[0]!r}; known: {', '.join(RECIPE)}")
-    out = {**RECIPE, **PROBLEM_RECIPES.get(problem, {})}
+    own = {k: v for k, v in PROBLEM_RECIPES.get(problem, {}).items() if not (multi and k in SINGLE_PROBLEM_ONLY)}
+    out = {**RECIPE, **own}
     out.update({k: v for k, v in given.items() if v is not None})
     return out
 
@@ -103,4 +115,5 @@ def build_training_data(problem, data: Mapping, batch_size: int, settings: Mappi
                         seed=seed, visit=closed_loop_visits, epochs=epochs)
 
 
-__all__ = ["PROBLEM_RECIPES", "RECIPE", "build_training_data", "describe", "recipe", "recipe_flags"]
+__all__ = ["PROBLEM_RECIPES", "RECIPE", "SINGLE_PROBLEM_ONLY", "build_training_data", "describe", "recipe",
+           "recipe_flags"]
