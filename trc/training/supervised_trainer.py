@@ -265,7 +265,6 @@ def train_with_process_supervision(
     return model
 
 
-@torch.no_grad()
 def heads_only_validation(model: nn.Module, val_fn: Callable | None, loss: Callable) -> Callable | None:
     """For a halting model whose planner is frozen (``--heads_only``): ``val_fn`` with ``"loss": loss(model)``
     added, the figure its best epoch is chosen by; otherwise None.
@@ -280,6 +279,7 @@ def heads_only_validation(model: nn.Module, val_fn: Callable | None, loss: Calla
     return lambda m: {**val_fn(m), "loss": loss(m)}
 
 
+@torch.no_grad()
 def mean_loss(objective, model: nn.Module, loader) -> float:
     """The mean of ``objective(model, batch)``'s loss over ``loader``'s samples (weighted by batch size)."""
     total, n = 0.0, 0
