@@ -84,6 +84,23 @@ def glue_keys_saved(notebook: dict) -> set[str]:
             for out in cell.get("outputs", [])} - {None}
 
 
+def glue_md_keys_used(notebook: dict) -> set[str]:
+    """Keys that the markdown cells paste as markdown, with ``{glue:md}``."""
+    return {content.split("::")[-1] for cell in notebook["cells"] if cell["cell_type"] == "markdown"
+            for role, content in GLUE_ROLE.findall("".join(cell["source"])) if role == "md"}
+
+
+def glue_mimes(notebook: dict) -> dict[str, set[str]]:
+    """The mime types saved for every glued key (myst-nb's prefix removed)."""
+    mimes: dict[str, set[str]] = {}
+    for cell in notebook["cells"]:
+        for out in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                mimes[name] = {m.removeprefix("application/papermill.record/") for m in out.get("data", {})}
+    return mimes
+
+
 def glue_texts(notebook: dict) -> dict[str, str]:
     """The saved ``text/plain`` of every glued key (myst-nb's mime prefix removed)."""
     texts = {}
@@ -106,6 +123,16 @@ def test_glue_keys_are_parsed_from_roles_and_outputs():
     assert glue_keys_used(notebook) - glue_keys_saved(notebook) == {"ch_fig"}
 
 
+def test_glue_md_keys_and_their_mimes_are_parsed():
+    markdown = {"cell_type": "markdown", "source": ["{glue:md}`ch_verdict` and {glue:text}`ch_cost:.1f`"]}
+    glued = {"cell_type": "code", "source": "", "outputs": [
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "ch_verdict", "mime_prefix": ""}},
+         "data": {"application/papermill.record/text/plain": "'a plateau'"}}]}
+    notebook = {"cells": [markdown, glued]}
+    assert glue_md_keys_used(notebook) == {"ch_verdict"}
+    assert glue_mimes(notebook) == {"ch_verdict": {"text/plain"}}
+
+
 def test_every_glued_number_the_prose_uses_is_in_the_saved_outputs():
     """A number the prose pastes must exist in the executed notebook, else the book prints nothing."""
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -120,6 +147,11 @@ def test_every_glued_number_the_prose_uses_is_in_the_saved_outputs():
         for key, text in glue_texts(notebook).items():
             if key in glue_keys_used(notebook) and text.startswith(("np.", "tensor(", "array(")):
                 pytest.fail(f"{path.name}: glue {key!r} saved {text!r}; glue a float() or int()")
+        # {glue:md} pastes the text/markdown of the output; a plain str glued has only text/plain,
+        # and the book would print its repr, quotes included
+        mimes = glue_mimes(notebook)
+        plain = sorted(k for k in glue_md_keys_used(notebook) if k in mimes and "text/markdown" not in mimes[k])
+        assert not plain, f"{path.name}: {{glue:md}} pastes {plain}, glued without markdown; glue Markdown(...)"
 
 
 def test_every_citation_is_in_the_bibliography():
