@@ -39,7 +39,7 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     # the failing teacher: self-play that passes good swing-ups on (to the later states along them and to the
     # neighbouring starts), imitated alone, the model judged in closed loop (benchmarks/beyond_teacher.py)
     "pendulum": {"self_play": True, "loss_variant": "ratio", "process_weight": 0.0, "explore_noise": 1.0,
-                 "stitch": 2, "neighbours": 4, "tail_starts": 3000, "visited_starts": 1000, "epochs": 100,
+                 "stitch": 2, "neighbours": 4, "tail_starts": 3000, "visited_starts": 1000, "epochs": 160,
                  "val_closed_loop": 5},
 }
 
