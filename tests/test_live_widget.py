@@ -4,7 +4,8 @@ The test starts Voilà (a Jupyter server that runs a notebook and serves its wid
 ``tests/data/lambda_live.ipynb``, a λ explorer over synthetic results, opens it in headless
 Chromium (Debian's ``chromium``, driven by Playwright), moves the λ slider one step with the
 keyboard and checks that the report and the figure change: the slider's ``.observe``
-callback ran in the kernel and the new figure reached the page.
+callback ran in the kernel and the new figure reached the page. Requests that leave the
+local server are refused, so the test needs no network.
 
 Without Chromium, Playwright or Voilà the test skips; ``TRC_REQUIRE_BROWSER=1`` (CI) turns
 the skip into a failure.
@@ -92,7 +93,12 @@ def test_moving_the_lambda_slider_redraws_the_figure(voila_url):
         try:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
-            page.goto(voila_url)
+            # Voilà's template links stylesheets on public CDNs (Font Awesome); offline they
+            # may hang rather than fail, and the page's load event would wait for them. Only
+            # the local server is asked; the test waits for the widgets, not for "load".
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(voila_url)
+                       else route.abort())
+            page.goto(voila_url, wait_until="commit")
             page.wait_for_selector(".widget-output img")                 # the kernel ran the notebook
             report = page.locator(".widget-html-content").first
             assert report.inner_text().startswith("λ = 0.1:")
