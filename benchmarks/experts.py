@@ -46,6 +46,7 @@ import torch
 
 from trc import get_problem
 from trc.data.experts import initial_guesses, lqr_controls, optimal_controls
+from trc.evaluation.closed_loop import closed_loop
 
 
 def _casadi_model(problem):
@@ -201,23 +202,37 @@ WARM_START_PROBLEMS = ("vanderpol", "vanderpol_constrained", "pendulum")
 def trained_planner(name: str, args):
     """The trc model that warm-starts IPOPT on problem ``name``.
 
-    ``--checkpoint name=path`` loads one; otherwise a small model is trained here by
-    process supervision from ``--warm_train`` LQR demonstrations for ``--warm_epochs`` epochs
-    (``trc.book.experiment.Experiment``; cached in ``--cache_dir``, so a second run loads it).
+    ``--checkpoint name=path`` loads one; otherwise it is what a user gets: ``trc train`` with no
+    other flag (the default recipe, self-play included where the recipe turns it on) on
+    ``--warm_train`` LQR demonstrations, ``--warm_epochs`` overriding the recipe's epochs; cached in
+    ``--cache_dir``, so a second run loads it.
     """
-    from trc.book.experiment import Experiment
+    import sys
+    from pathlib import Path
+
+    from trc.data.datasets import generate_dataset
     from trc.models.checkpoint import load_checkpoint
 
     paths = dict(spec.split("=", 1) for spec in args.checkpoint)
     if name in paths:
         return load_checkpoint(paths[name], problem=name), f"checkpoint {paths[name]}"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from beyond_teacher import train
+    from vanderpol import cached
+
     from trc.training.recipe import recipe
 
     epochs = args.warm_epochs or recipe(name)["epochs"]
-    exp = Experiment(problem=name, num_train=args.warm_train, num_test=16, epochs=epochs)
-    result = exp.run(cache_dir=args.cache_dir)
-    how = f"{'loaded from the cache, ' if result.cached else ''}trained in {result.train_seconds:.0f} s"
-    return result.model, (f"small PS model, {args.warm_train} LQR demonstrations, {epochs} epochs, {how}")
+    cache = Path(args.cache_dir)
+    data = cache / f"{name}_lqr_{args.warm_train}.npz"
+    cached(data, lambda: generate_dataset(get_problem(name), args.warm_train, "lqr", seed=0))
+    out = cache / f"warm-{name}-n{args.warm_train}-e{epochs}-s{args.seed}"
+    how = "loaded from the cache"
+    if not (out / "best_model.pt").exists():
+        t = train(data, name, [], args.seed, args.warm_epochs, out)
+        how = f"trained in {t['train_wall_s']:.0f} s"
+    return (load_checkpoint(out / "best_model.pt", problem=name),
+            f"trc train's default recipe, {args.warm_train} LQR demonstrations, {epochs} epochs, {how}")
 
 
 def warm_start_report(name: str, args) -> None:
@@ -232,7 +247,10 @@ def warm_start_report(name: str, args) -> None:
     target = problem.target_like(x0)
     with torch.no_grad():
         U_trc = problem.clip(model.plan(x0.float()).double())
-    starts = {"trc": U_trc, "lqr": lqr_controls(problem, x0, target), "zero": torch.zeros_like(U_trc)}
+        # the controls trc applies when it replans at every step from where the system is
+        U_closed = closed_loop(model, x0.float(), replan_every=1).U.double()
+    starts = {"trc": U_trc, "trc_cl": U_closed, "lqr": lqr_controls(problem, x0, target),
+              "zero": torch.zeros_like(U_trc)}
     iters = {k: np.zeros(len(x0)) for k in starts}
     secs = {k: np.zeros(len(x0)) for k in starts}
     cpu = {k: np.zeros(len(x0)) for k in starts}
@@ -255,14 +273,15 @@ def warm_start_report(name: str, args) -> None:
     for k in starts:
         print(f"   {k:6s} {iters[k].mean():15.1f} {np.median(iters[k]):7.0f} {1e3 * secs[k].mean():9.1f} "
               f"{ok[k].mean():10.0%} {at_best[k].mean():16.0%} {cost[k].mean():16.6g}")
-    for other in ("lqr", "zero"):
-        same = at_best["trc"] & at_best[other]
-        fewer = 1 - iters["trc"][same].sum() / max(1, iters[other][same].sum())
-        print(f"   trc start vs {other:4s}: {fewer:+.1%} fewer iterations on the {same.sum()} states where both "
-              f"reach the best optimum (all states: {1 - iters['trc'].mean() / iters[other].mean():+.1%}); "
-              f"wall time {secs['trc'].mean() / secs[other].mean():.2f}x   [target: >= 30 % fewer]")
+    for mine, other in (("trc", "lqr"), ("trc", "zero"), ("trc_cl", "lqr"), ("trc_cl", "zero")):
+        same = at_best[mine] & at_best[other]
+        fewer = 1 - iters[mine][same].sum() / max(1, iters[other][same].sum())
+        print(f"   {mine:6s} vs {other:4s}: {fewer:+.1%} fewer iterations on the {same.sum()} states where both "
+              f"reach the best optimum (all states: {1 - iters[mine].mean() / iters[other].mean():+.1%}); "
+              f"wall time {secs[mine].mean() / secs[other].mean():.2f}x   [target: >= 30 % fewer]")
     plan_cost = problem.evaluate(x0, U_trc)["cost"].numpy()
     above = plan_cost / best - 1
+    closed_above = problem.evaluate(x0, U_closed)["cost"].numpy() / best - 1
     x_big = problem.sample_initial_states(1024, gen, dtype=torch.float32)
     _, t1 = timed(lambda: model.plan(x0[:1].float()), args.repeats * 10)
     _, t1024 = timed(lambda: model.plan(x_big), args.repeats)
@@ -270,7 +289,8 @@ def warm_start_report(name: str, args) -> None:
     _, c1024 = timed(lambda: model.plan(x_big), args.repeats, clock=time.process_time)
     ipopt_s = secs["lqr"].mean()
     print(f"   trc's plan alone: mean cost {np.mean(above):+.2%} above the best optimum (median {np.median(above):+.2%}, "
-          f"ratio of means {plan_cost.mean() / best.mean() - 1:+.2%})   [target on vanderpol: <= +1 %]")
+          f"ratio of means {plan_cost.mean() / best.mean() - 1:+.2%})   [target on vanderpol: <= +1 %]; "
+          f"its closed loop {np.mean(closed_above):+.2%} (median {np.median(closed_above):+.2%})")
     ipopt_c = cpu["lqr"].mean()
     print(f"   trc time per start, wall: batch 1 {1e3 * t1:.2f} ms ({ipopt_s / t1:.0f}x faster than IPOPT from LQR, "
           f"{1e3 * ipopt_s:.1f} ms), batch 1024 {1e6 * t1024 / 1024:.1f} us ({ipopt_s / (t1024 / 1024):.0f}x)   "

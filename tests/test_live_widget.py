@@ -79,7 +79,7 @@ def voila_url(tmp_path):
 
 
 @pytest.mark.browser
-def test_moving_the_lambda_slider_redraws_the_figure(voila_url):
+def test_moving_the_lambda_slider_redraws_the_figure(voila_url, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
         skip_or_fail("no chromium on PATH (Debian: apt-get install chromium)")
@@ -112,5 +112,8 @@ def test_moving_the_lambda_slider_redraws_the_figure(voila_url):
             assert "success 99.6%" in report.inner_text()
             after = page.locator(".widget-output img").first.get_attribute("src")
             assert after.startswith("data:image/png") and after != before
+        except Exception as e:
+            log = (tmp_path / "voila.log").read_text()[-3000:]
+            raise AssertionError(f"{type(e).__name__}: {e}\nVoilà's log (end):\n{log}") from None
         finally:
             browser.close()
