@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "data" / "lambda_live.ipynb"
 START_TIMEOUT_S = 180       # Voilà and its kernel start slowly on a busy machine
-TIMEOUT_MS = 120_000
+TIMEOUT_MS = 240_000       # the kernel runs the notebook before the first widget shows
 
 
 def skip_or_fail(reason: str) -> None:
