@@ -17,23 +17,47 @@ dependency of trc.  Run: ``python benchmarks/experts.py [--num_ref 50]``.
 ``--warm_start`` reports instead how much trc's plan helps IPOPT: on each problem of
 :data:`WARM_START_PROBLEMS`, IPOPT started from trc's plan, from clipped LQR and from zeros
 (iterations, wall time, whether it reaches the best optimum any start found), and trc's own time
-per start at batch 1 and 1024 against IPOPT's.  The model is ``--checkpoint PROBLEM=PATH``, or a
-small one trained here for ``--warm_epochs`` epochs (by default as many as ``trc train`` gives the
-problem; a few minutes on one CPU thread, cached in ``--cache_dir``):
+per start at batch 1 and 1024 against IPOPT's.  The model is ``--checkpoint PROBLEM=PATH``, or
+what ``trc train`` gives with no other flag, trained here (``--warm_epochs`` overrides the recipe's
+epochs; up to ten minutes on one CPU thread for the pendulum, cached in ``--cache_dir``):
 ``python benchmarks/experts.py --warm_start [--warm_problems vanderpol]``.
 
-Measured (``--warm_start --warm_problems vanderpol``, 50 new start states, IPOPT's default
-options, tolerance 1e-8; the model trained here for 250 epochs in 194 s on a shared machine):
-IPOPT needs 10.0 iterations from trc's plan, 10.2 from clipped LQR and 19.4 from zeros, all 50
-reaching the same optimum: +1.8 % fewer iterations than from LQR (target >= 30 %: missed;
-LQR is already 1.003x the optimum on Van der Pol, and IPOPT's ten or so barrier iterations do
-not shrink for a start closer still) and +48.5 % fewer than from zeros.  trc's plan alone is
-+0.92 % above the optimum (median +0.45 %; target <= +1 %: met), at 17.5 ms wall for one start
-(8x faster than IPOPT's 137.5 ms) and 45.8 us per start at batch 1024 (3000x; target >= 100x:
-met).  With the 40-epoch model of an earlier version the plan was +1.5 % above the optimum.
-With ``--ipopt warm`` (a small initial barrier parameter) IPOPT needs 11.1 iterations from trc's
-plan, 8.4 from LQR's and 28.5 from zeros: on Van der Pol LQR's plan (1.003x) is closer to the
-optimum than trc's (1.009x), so no IPOPT setting makes trc the better start there.
+Measured (``--warm_start``, 50 new start states per problem, IPOPT's default options, tolerance
+1e-8, single shooting; trc's model is ``trc train`` with no other flag, trained here: Van der Pol
+250 epochs in 99 s, constrained Van der Pol 60 epochs in 32 s, pendulum 160 epochs in 489 s).
+``trc`` starts IPOPT from the open-loop plan, ``trc_cl`` from the controls trc applies when it
+replans at every step (``trc.evaluation.closed_loop``):
+
+=====================  ==========================================  =================================
+problem                mean IPOPT iterations: trc / trc_cl / LQR    at the best optimum found, mean
+                       / zeros                                      final cost (trc_cl, LQR, zeros)
+=====================  ==========================================  =================================
+vanderpol              10.0 / 9.8 / 10.2 / 19.4                     100 % each, 374.7
+vanderpol_constrained  10.4 / 11.1 / 16.7 / 18.2                    100 % each, 1372.7
+pendulum               142.0 / 609.8 / 102.7 / 73.5                 12 / 90 / 14 / 8 %; 188.6, 316.4,
+                                                                    333.8 (trc's plan 283.5)
+=====================  ==========================================  =================================
+
+* Van der Pol: 1.8 % fewer iterations than from LQR (target >= 30 %: missed; LQR is already
+  1.003x the optimum and IPOPT's ten or so barrier iterations do not shrink for a start closer
+  still), 48.5 % fewer than from zeros.  trc's plan alone is 0.92 % above the optimum (median
+  0.45 %; target <= 1 %: met), its closed loop 0.42 %; trc takes 8.0 ms for one start (8x
+  faster than IPOPT's 60.9 ms from LQR) and 19.1 us per start at batch 1024 (3184x; target
+  >= 100x: met).
+* Constrained Van der Pol, where the clipped LQR teacher is weak: 37.6 % fewer iterations than
+  from LQR and 42.6 % fewer than from zeros, every start at the same optimum (target >= 30 %:
+  met); wall time 0.62x LQR's.
+* Pendulum: iterations say little here, since from LQR and from zeros IPOPT converges in 74-103
+  iterations to costlier local optima (it reaches the best optimum found on 14 % and 8 % of the
+  starts).  Started from trc's closed-loop controls it reaches it on 90 %, at a mean cost of
+  188.6 against 316.4 and 333.8, but in 610 iterations on average (half the starts stop at the
+  1000-iteration cap, unconverged yet still the cheapest of the four): on the swing-up trc's
+  start decides which optimum IPOPT finds, not how fast.
+
+With ``--ipopt warm`` (a small initial barrier parameter; Van der Pol, a 250-epoch model of the
+same kind, 1.009x) IPOPT needed 11.1 iterations from trc's plan, 8.4 from LQR's and 28.5 from
+zeros: on Van der Pol LQR's plan (1.003x) is closer to the optimum than trc's, so no IPOPT setting
+makes trc the better start there.
 """
 
 from __future__ import annotations
@@ -317,7 +341,7 @@ def main() -> None:
     ap.add_argument("--ipopt", choices=("default", "warm"), default="default",
                     help="IPOPT's own defaults, or options for a close start (IPOPT_WARM), for every start alike")
     ap.add_argument("--checkpoint", action="append", default=[], metavar="PROBLEM=PATH",
-                    help="the trc model of a problem (default: a small one trained here, see --warm_epochs)")
+                    help="the trc model of a problem (default: trc train with no other flag, trained here)")
     ap.add_argument("--warm_train", type=int, default=1000, help="demonstrations of a model trained here")
     ap.add_argument("--warm_epochs", type=int, default=None,
                     help="epochs of a model trained here (default: trc train's for the problem)")
