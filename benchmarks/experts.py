@@ -63,14 +63,23 @@ makes trc the better start there.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from trc import get_problem
-from trc.data.experts import initial_guesses, lqr_controls, optimal_controls
-from trc.evaluation.closed_loop import closed_loop
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from beyond_teacher import train  # noqa: E402
+from vanderpol import cached  # noqa: E402
+
+from trc import get_problem  # noqa: E402
+from trc.data.datasets import generate_dataset  # noqa: E402
+from trc.data.experts import initial_guesses, lqr_controls, optimal_controls  # noqa: E402
+from trc.evaluation.closed_loop import closed_loop  # noqa: E402
+from trc.models.checkpoint import load_checkpoint  # noqa: E402
+from trc.training.recipe import recipe  # noqa: E402
 
 
 def _casadi_model(problem):
@@ -231,21 +240,9 @@ def trained_planner(name: str, args):
     ``--warm_train`` LQR demonstrations, ``--warm_epochs`` overriding the recipe's epochs; cached in
     ``--cache_dir``, so a second run loads it.
     """
-    import sys
-    from pathlib import Path
-
-    from trc.data.datasets import generate_dataset
-    from trc.models.checkpoint import load_checkpoint
-
     paths = dict(spec.split("=", 1) for spec in args.checkpoint)
     if name in paths:
         return load_checkpoint(paths[name], problem=name), f"checkpoint {paths[name]}"
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from beyond_teacher import train
-    from vanderpol import cached
-
-    from trc.training.recipe import recipe
-
     epochs = args.warm_epochs or recipe(name)["epochs"]
     cache = Path(args.cache_dir)
     data = cache / f"{name}_lqr_{args.warm_train}.npz"
