@@ -13,13 +13,13 @@ the skip into a failure.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,20 @@ def skip_or_fail(reason: str) -> None:
     if os.environ.get("TRC_REQUIRE_BROWSER") == "1":
         pytest.fail(f"TRC_REQUIRE_BROWSER=1 but {reason}")
     pytest.skip(reason)
+
+
+def answers(port: int) -> bool:
+    """Whether the server answers a request that renders no notebook: a request for the notebook
+    would start a kernel of its own and run the notebook beside the browser's."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/api")
+        conn.getresponse()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 def free_port() -> int:
@@ -60,14 +74,10 @@ def voila_url(tmp_path):
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Voilà did not serve {url}:\n{(tmp_path / 'voila.log').read_text()[-3000:]}")
-                time.sleep(1)
+        while not answers(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Voilà did not serve {url}:\n{(tmp_path / 'voila.log').read_text()[-3000:]}")
+            time.sleep(1)
         yield url
     finally:
         server.terminate()
@@ -93,6 +103,8 @@ def test_moving_the_lambda_slider_redraws_the_figure(voila_url, tmp_path):
         try:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
+            console: list[str] = []
+            page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
             # Voilà's template links stylesheets on public CDNs (Font Awesome); offline they
             # may hang rather than fail, and the page's load event would wait for them. Only
             # the local server is asked; the test waits for the widgets, not for "load".
@@ -114,6 +126,11 @@ def test_moving_the_lambda_slider_redraws_the_figure(voila_url, tmp_path):
             assert after.startswith("data:image/png") and after != before
         except Exception as e:
             log = (tmp_path / "voila.log").read_text()[-3000:]
-            raise AssertionError(f"{type(e).__name__}: {e}\nVoilà's log (end):\n{log}") from None
+            try:
+                shown = page.inner_text("body", timeout=5_000)[-1500:]
+            except Exception as again:
+                shown = f"(unreadable: {again})"
+            raise AssertionError(f"{type(e).__name__}: {e}\nVoilà's log (end):\n{log}\nthe page (end):\n{shown}\n"
+                                 "its console (end):\n" + "\n".join(console[-20:])) from None
         finally:
             browser.close()
