@@ -126,6 +126,52 @@ def test_val_closed_loop_picks_the_best_epoch_by_its_closed_loop_cost(data, tmp_
     assert load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata["settings"]["val_closed_loop"] == 5
 
 
+def test_closed_loop_steps_tune_the_best_model_in_closed_loop(data, baseline, tmp_path, capsys):
+    assert train(data, tmp_path, "--closed_loop_steps", "4") == 0
+    log = json.loads((tmp_path / "history.json").read_text())["closed_loop_tuning"]
+    checks = [r for r in log if "cost" in r]
+    assert [r["step"] for r in checks] == [0, 4] and sum("train_cost" in r for r in log) == 4
+    kept = min(checks, key=lambda r: r["cost"])
+    meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
+    assert meta["closed_loop_tuning"] == {"steps": 4, "kept_step": kept["step"]}
+    assert f"closed-loop tuning kept step {kept['step']} of 4" in capsys.readouterr().out
+    # the epochs are the baseline's; the tuning moved the weights whenever it kept a later step
+    assert torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path, "last_model.pt"))
+    assert torch.equal(weights(baseline), weights(tmp_path)) == (kept["step"] == 0)
+
+
+def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_path, monkeypatch):
+    import trc.training.closed_loop_tuning as tuning
+
+    flags = ("--closed_loop_steps", "30")  # validated and saved at steps 25 and 30
+    assert train(data, tmp_path / "whole", *flags) == 0
+    real, calls = tuning.closed_loop_rollout, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 27:  # during step 27, after step 25's save
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "closed_loop_rollout", interrupted)
+    assert train(data, tmp_path / "cut", *flags) == 130
+    assert read_checkpoint(tmp_path / "cut" / "closed_loop_tuning.pt")["trainer_state"]["step"] == 25
+    monkeypatch.setattr(tuning, "closed_loop_rollout", real)
+    assert train(data, tmp_path / "cut", *flags, "--resume") == 0
+    assert torch.equal(weights(tmp_path / "whole"), weights(tmp_path / "cut"))
+    whole, cut = (json.loads((tmp_path / d / "history.json").read_text())["closed_loop_tuning"]
+                  for d in ("whole", "cut"))
+    assert whole == cut
+
+
+def test_closed_loop_steps_refuse_a_multi_problem_model(data, tmp_path, capsys):
+    argv = ["train", "--data", f"{data['vanderpol']},{data['double_integrator']}",
+            "--problem", "vanderpol,double_integrator", "--output_dir", str(tmp_path), "--epochs", "1",
+            "--quiet", "--closed_loop_steps", "2"]
+    assert main(argv) == 2
+    assert "single-problem" in capsys.readouterr().err
+
+
 def test_the_pendulum_recipe_imitates_its_archive():
     from types import SimpleNamespace
 
@@ -138,8 +184,10 @@ def test_the_pendulum_recipe_imitates_its_archive():
     multi = recipe("pendulum", multi=True, **recipe_flags(given))     # one model for several problems
     assert (multi["stitch"], multi["explore_noise"], multi["process_weight"]) == (0, 0.3, 1.0)
     assert multi["self_play"] is True and multi["visited_starts"] == 1000
+    assert r["closed_loop_steps"] > 0 and multi["closed_loop_steps"] == 0   # tuned in closed loop, alone only
     given.process_weight = 0.0                                        # --process_weight 0: clone the teacher
-    assert recipe("pendulum", **recipe_flags(given))["self_play"] is False
+    bc = recipe("pendulum", **recipe_flags(given))
+    assert bc["self_play"] is False and bc["closed_loop_steps"] == 0
     given.self_play, given.explore_best = "on", "off"
     flags = recipe_flags(given)
     assert flags["self_play"] is True and flags["explore_best"] is False
@@ -212,6 +260,7 @@ def test_quiet_hides_the_progress_bar(data, tmp_path, capsys):
     (["--fresh_starts", "-1"], "--fresh_starts must be >= 0"),
     (["--curriculum_box", "0"], "--curriculum_box must be in (0, 1]"),
     (["--explore_noise", "nan"], "--explore_noise must be >= 0"),
+    (["--closed_loop_steps", "-1"], "--closed_loop_steps must be >= 0"),
     (["--process_weight", "0", "--loss_variant", "seed"], "--loss_variant has no effect"),
     (["--problem", "double_integrator"], "was made for problem 'vanderpol', not 'double_integrator'"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),

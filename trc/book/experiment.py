@@ -266,7 +266,16 @@ class Experiment:
             make_loader(val, 256, shuffle=False), epochs=self.epochs, lr=self.lr,
             process_weight=self.process_weight, value_predictor=value_predictor, value_weight=self.value_weight,
             variant=self.variant, seed=self.seed, progress=progress, halt_tolerance=self.halt_tolerance,
-            **dict(self.options))
+            restore_best=not self.recipe_settings()["closed_loop_steps"], **dict(self.options))
+        steps = self.recipe_settings()["closed_loop_steps"]
+        if steps:  # as trc train --closed_loop_steps: the last epoch tuned on its closed-loop cost
+            from trc.training.closed_loop_tuning import ClosedLoopTuning, tune_closed_loop
+
+            history = model.training_history
+            model, history["closed_loop_tuning"] = tune_closed_loop(
+                model, torch.as_tensor(val["initial_states"], dtype=torch.float64), ClosedLoopTuning(steps=steps),
+                seed=self.seed, val_target=torch.as_tensor(val["target_states"], dtype=torch.float64))
+            model.training_history = history
         model.checkpoint_metadata = {
             "experiment": self.to_dict(), "cache_key": self.cache_key(), "process_weight": self.process_weight,
             "variant": self.variant, "history": model.training_history,

@@ -256,6 +256,8 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         problems.append(problem)
         datasets.append(data)
     recipes = [recipe(p.name, multi=True, **recipe_flags(args)) for p in problems]
+    if any(r["closed_loop_steps"] for r in recipes):
+        raise TRCError("--closed_loop_steps tunes a single-problem model; train one problem at a time for it")
     if args.process_weight is None:  # one weight for every problem: the problem-free recipe's
         args.process_weight = RECIPE["process_weight"]
     epochs = args.epochs if args.epochs is not None else MULTI_PROBLEM_EPOCHS
@@ -266,7 +268,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         args.problem_balance = "none" if args.act else DEFAULT_BALANCE
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
     settings.update({k: [r[k] for r in recipes] for k in RECIPE
-                     if k not in ("epochs", "process_weight", "val_closed_loop")})
+                     if k not in ("epochs", "process_weight", "val_closed_loop", "closed_loop_steps")})
     settings.update(problem=[p.to_dict() for p in problems], data=args.data,
                     data_sha256=",".join(dataset_digest(d) for d in datasets), epochs=epochs)
     _check_run_folder(out, settings, args.resume, epochs)

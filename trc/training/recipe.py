@@ -30,6 +30,7 @@ RECIPE: dict[str, Any] = {
     "curriculum_horizon": 1.0,  # fraction of the horizon charged at the first epoch (1: off)
     "curriculum_ramp": 0.5,   # fraction of the epochs over which both grow to 1
     "val_closed_loop": 0,     # > 0: the best epoch is the one cheapest in closed loop, replanning this often
+    "closed_loop_steps": 0,   # > 0: then the last epoch tuned this many steps on its closed-loop cost
 }
 
 # Where a problem departs from RECIPE.
@@ -37,10 +38,11 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     # the weak teacher: self-play and the 'ratio' term, whose refinements may move far from it
     "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 60},
     # the failing teacher: self-play that passes good swing-ups on (to the later states along them and to the
-    # neighbouring starts), imitated alone, the model judged in closed loop (benchmarks/beyond_teacher.py)
+    # neighbouring starts), imitated alone, then the model tuned on the cost it realises in closed loop
+    # (trc.training.closed_loop_tuning; benchmarks/beyond_teacher.py)
     "pendulum": {"self_play": True, "loss_variant": "ratio", "process_weight": 0.0, "explore_noise": 1.0,
-                 "stitch": 2, "neighbours": 4, "tail_starts": 3000, "visited_starts": 1000, "epochs": 160,
-                 "val_closed_loop": 5},
+                 "stitch": 2, "neighbours": 4, "tail_starts": 3000, "visited_starts": 1000, "epochs": 100,
+                 "val_closed_loop": 5, "closed_loop_steps": 200},
 }
 
 
@@ -48,7 +50,7 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
 # (trc.training.multi_problem, measured in benchmarks/multi_problem.py before they existed) keeps the
 # problem-free values of these unless a flag gives them.
 SINGLE_PROBLEM_ONLY = ("process_weight", "explore_noise", "explore_best", "stitch", "neighbours", "tail_starts",
-                       "val_closed_loop")
+                       "val_closed_loop", "closed_loop_steps")
 
 
 def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:
@@ -69,14 +71,15 @@ def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:
 def recipe_flags(args) -> dict[str, Any]:
     """The recipe's settings as ``trc train``'s flags give them (None: not given), on/off flags as booleans.
 
-    An explicit ``--process_weight 0`` (behavior cloning of the teacher) turns self-play off unless
-    ``--self_play`` is given too.
+    An explicit ``--process_weight 0`` (behavior cloning of the teacher) turns self-play and
+    closed-loop tuning off unless ``--self_play`` or ``--closed_loop_steps`` is given too.
     """
     flags = {k: getattr(args, k, None) for k in RECIPE}
     for key in ("self_play", "explore_best"):
         flags[key] = None if flags[key] is None else flags[key] == "on"
-    if flags["self_play"] is None and args.process_weight == 0:
-        flags["self_play"] = False
+    if args.process_weight == 0:
+        flags["self_play"] = False if flags["self_play"] is None else flags["self_play"]
+        flags["closed_loop_steps"] = 0 if flags["closed_loop_steps"] is None else flags["closed_loop_steps"]
     return flags
 
 

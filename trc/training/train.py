@@ -188,6 +188,11 @@ def add_recipe_arguments(p) -> None:
                    help="judge every epoch on the validation starts in closed loop, replanning every this many "
                         "steps, and keep the cheapest as best_model.pt (0: the open-loop plans judge; "
                         f"default {describe('val_closed_loop')})")
+    g.add_argument("--closed_loop_steps", type=int, default=None,
+                   help="after the epochs, this many gradient steps on the cost the model realises in closed loop, "
+                        "replanning every step from fresh starts of the start box; the step cheapest in closed loop "
+                        f"on the validation starts is kept (0: none; default {describe('closed_loop_steps')}; 0 with "
+                        "--process_weight 0)")
     g.add_argument("--curriculum_box", type=float, default=None,
                    help="fraction of the start box trained on at the first epoch, growing to 1 "
                         f"(default {describe('curriculum_box')}; 1 is off)")
@@ -211,7 +216,7 @@ RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "
                "explore_noise", "explore_best", "stitch", "tail_starts", "neighbours", "visited_starts",
                "val_closed_loop", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act", "max_iterations",
                "halt_tolerance", "init_from", "heads_only", "problem_balance")
-RUN_FILES = ("last_model.pt", "best_model.pt", "history.json")
+RUN_FILES = ("last_model.pt", "best_model.pt", "history.json", "closed_loop_tuning.pt")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -240,7 +245,7 @@ def _check_args(args: argparse.Namespace) -> None:
         (not args.heads_only or args.act, "--heads_only trains a halting head: it needs --act"),
     ]
     for name in ("fresh_starts", "explore", "stitch", "tail_starts", "neighbours", "visited_starts",
-                 "val_closed_loop"):
+                 "val_closed_loop", "closed_loop_steps"):
         value = getattr(args, name)
         checks.append((value is None or value >= 0, f"--{name} must be >= 0, got {value}"))
     for name in ("curriculum_box", "curriculum_horizon", "curriculum_ramp"):
@@ -342,7 +347,8 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     for key, value in recipe(problem.name, **recipe_flags(args)).items():
         setattr(args, key, value)
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
-    settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs)
+    settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs,
+                    closed_loop_steps=args.closed_loop_steps)  # recorded; a resumed run may tune longer
     _check_run_folder(out, settings, args.resume, args.epochs)
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
@@ -367,10 +373,13 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         value_weight=0.01 if args.value_weight is None else args.value_weight, variant=args.loss_variant,
         output_dir=out, resume=args.resume, metadata={"settings": settings}, seed=args.seed, final_only=args.baseline,
         device=args.device, progress=not args.quiet, hooks=hooks, halt_tolerance=args.halt_tolerance,
-        val_closed_loop=args.val_closed_loop)
+        val_closed_loop=args.val_closed_loop, restore_best=not args.closed_loop_steps)
     history = model.training_history
-    atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     stop = history["stop_reason"]
+    if args.closed_loop_steps and not (stop and stop.startswith("non-finite")):
+        model = _tune_in_closed_loop(model, val, args, out)
+        history["closed_loop_tuning"] = model.closed_loop_log
+    atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     if stop and stop.startswith("non-finite"):
         kept = ("no checkpoint was written" if history["best_epoch"] is None
                 else f"the checkpoints of the epochs before are kept in {str(out)!r}")
@@ -383,4 +392,47 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
               f"mean cost {best['cost']:.4g}"
               + (f", {best['iterations']:.2f} iterations per start" if "iterations" in best else "")
               + f"; wrote {out / 'best_model.pt'}")
+    if args.closed_loop_steps:
+        kept = min((r for r in history["closed_loop_tuning"] if "cost" in r), key=lambda r: r["cost"])
+        print(f"trc train: closed-loop tuning kept step {kept['step']} of {args.closed_loop_steps}: "
+              f"closed-loop success {100 * kept['success']:.1f}%, mean cost {kept['cost']:.4g} on the validation "
+              f"starts; best_model.pt holds it")
     return 0
+
+
+def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
+    """``--closed_loop_steps``: tune the last epoch's model on its closed-loop cost
+    (:mod:`trc.training.closed_loop_tuning`) and write it as ``best_model.pt``.
+
+    The tuning starts from the last epoch, not the best: the epochs' learning rate has decayed
+    there (on the pendulum, tuning the best of 100 epochs, epoch 66, lost success; the last gained).
+
+    The tuning's state is saved in ``closed_loop_tuning.pt`` at every validation, so that
+    ``--resume`` continues it; the model returned carries the log as ``closed_loop_log``.
+    """
+    from trc.models.checkpoint import read_checkpoint, save_checkpoint
+    from trc.training.closed_loop_tuning import ClosedLoopTuning, tune_closed_loop
+
+    state_path = out / "closed_loop_tuning.pt"
+    trained = len(model.training_history["epochs"])  # a state saved after other epochs is not continued
+    state = None
+    if args.resume and state_path.exists():
+        state = read_checkpoint(state_path)["trainer_state"]
+        state = state if state.get("trained_epochs") == trained else None
+        if state is not None and state["config"]["steps"] > args.closed_loop_steps:
+            raise TRCError(f"cannot resume from {str(state_path)!r}: it was set for {state['config']['steps']} "
+                           f"closed-loop steps, more than --closed_loop_steps {args.closed_loop_steps}")
+    config = ClosedLoopTuning(steps=args.closed_loop_steps)
+    best = read_checkpoint(out / "best_model.pt")
+    meta = best["metadata"]
+
+    def save(s: dict) -> None:
+        save_checkpoint(model, state_path, trainer_state={**s, "trained_epochs": trained}, **meta)
+
+    x0 = torch.as_tensor(val["initial_states"], dtype=torch.float64)
+    target = torch.as_tensor(val["target_states"], dtype=torch.float64)
+    model, log = tune_closed_loop(model, x0, config, seed=args.seed, val_target=target, state=state, save=save)
+    save_checkpoint(model, out / "best_model.pt", **{**meta, "closed_loop_tuning": {
+        "steps": config.steps, "kept_step": min((r for r in log if "cost" in r), key=lambda r: r["cost"])["step"]}})
+    model.closed_loop_log = log
+    return model

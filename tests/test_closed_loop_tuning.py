@@ -1,0 +1,77 @@
+"""Closed-loop tuning: the model trained on the cost it realises when it replans every step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trc import TRCError, get_problem
+from trc.evaluation import closed_loop
+from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
+from trc.training.closed_loop_tuning import ClosedLoopTuning, closed_loop_rollout, tune_closed_loop
+
+
+def small_model(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    problem = get_problem("double_integrator")
+    model = TinyRecursiveControl(TRCConfig(latent_dim=8, hidden_dim=16, num_layers=1, num_outer_cycles=2,
+                                           feedback_points=2), problem)
+    return model.to(dtype)
+
+
+def val_starts(n=32):
+    return get_problem("double_integrator").sample_initial_states(n, torch.Generator().manual_seed(7),
+                                                                  dtype=torch.float64)
+
+
+def test_the_rollout_is_the_evaluated_closed_loop_with_a_graph():
+    model = small_model(dtype=torch.float64)
+    x0 = val_starts(6)
+    X, U = closed_loop_rollout(model, x0, model.problem.target_like(x0, None))
+    reference = closed_loop(model, x0, replan_every=1)
+    assert torch.allclose(X, reference.X, atol=1e-10) and torch.allclose(U, reference.U, atol=1e-10)
+    model.problem.cost(X, U).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_tuning_lowers_the_closed_loop_cost_and_keeps_the_cheapest_validated_state():
+    model = small_model()
+    x0 = val_starts()
+    before = closed_loop(model, x0).cost.mean().item()
+    model, log = tune_closed_loop(model, x0, ClosedLoopTuning(steps=12, batch_size=16, lr=3e-3, eval_every=4))
+    checks = [r for r in log if "cost" in r]
+    assert [r["step"] for r in checks] == [0, 4, 8, 12]
+    assert checks[0]["cost"] == pytest.approx(before)
+    after = closed_loop(model, x0).cost.mean().item()
+    assert after == pytest.approx(min(r["cost"] for r in checks)) and after < before
+    assert sum("train_cost" in r for r in log) == 12 and not model.training
+
+
+def test_a_tuning_never_returns_a_state_worse_than_it_found():
+    model = small_model()
+    x0 = val_starts()
+    before = closed_loop(model, x0).cost.mean().item()
+    model, log = tune_closed_loop(model, x0, ClosedLoopTuning(steps=3, batch_size=8, lr=1.0, eval_every=1))
+    assert closed_loop(model, x0).cost.mean().item() <= before + 1e-9
+
+
+def test_an_interrupted_tuning_resumes_to_the_same_model():
+    x0 = val_starts()
+    config = ClosedLoopTuning(steps=8, batch_size=8, lr=3e-3, eval_every=4)
+    whole, _ = tune_closed_loop(small_model(), x0, config, seed=3)
+    saved = []
+    tune_closed_loop(small_model(), x0, ClosedLoopTuning(steps=4, batch_size=8, lr=3e-3, eval_every=4), seed=3,
+                     save=lambda s: saved.append({k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.items()}))
+    state = saved[-1]
+    state["weights"] = {k: v.clone() for k, v in state["weights"].items()}
+    resumed, log = tune_closed_loop(small_model(seed=1), x0, config, seed=3, state=state)
+    assert [r["step"] for r in log if "cost" in r] == [0, 4, 8]
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("field, bad", [("steps", -1), ("batch_size", 0), ("eval_every", 1.5), ("lr", 0.0),
+                                        ("max_grad_norm", float("nan")), ("steps", True)])
+def test_bad_settings_are_one_sentence(field, bad):
+    with pytest.raises(TRCError, match=field):
+        ClosedLoopTuning(**{field: bad})

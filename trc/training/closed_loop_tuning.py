@@ -1,0 +1,157 @@
+"""Closed-loop tuning: the planner trained on the cost it realises when it replans every step.
+
+Process supervision charges the cost of open-loop plans.  Where the dynamics are
+unstable (the pendulum's upright, errors growing like ``e^{3.1 t}``) a planner is
+used in closed loop (:func:`trc.evaluation.closed_loop.closed_loop`), and what
+counts is the cost of the trajectory it realises, each step's control being the
+first of a new plan from the state reached.  That closed loop is itself a
+differentiable program: the simulator is, and so is the planner.  Closed-loop
+tuning descends it, after the usual training:
+
+    x_0 ~ the problem's start box                          # [B, n_x], fresh every step
+    u_t = clip(model(x_t).controls[:, 0]),  x_{t+1} = f(x_t, u_t)   for t < T
+    loss = mean_b J_b / mean_b J_b.detach()               # J: the problem's cost of (X, U)
+
+The gradient flows through every plan and every simulator step (the feedback
+stabilises the unstable directions that make open-loop gradients useless here);
+the loss is the mean cost scaled to about 1, so that ``max_grad_norm`` means the
+same at every cost.  No plan is optimised: only the model's weights change, from
+starts it has never seen, as in training.  Every ``eval_every`` steps the model is
+judged in closed loop on the validation starts, and the cheapest state (step 0,
+the trained model, included) is what the tuning returns: tuning never leaves a
+model worse on validation than it found it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from trc.errors import TRCError
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class ClosedLoopTuning:
+    """Settings of :func:`tune_closed_loop` (``trc train --closed_loop_steps``).
+
+    Attributes:
+        steps: gradient steps (0: no tuning).
+        batch_size: start states per step, drawn from the problem's start box.
+        lr: Adam's learning rate (constant).
+        max_grad_norm: gradients are clipped to this norm (the closed loop's gradients are large
+            where a swing-up changes course).
+        eval_every: steps between validations; the cheapest validated state is kept.
+    """
+
+    steps: int = 0
+    batch_size: int = 64
+    lr: float = 1e-4
+    max_grad_norm: float = 1.0
+    eval_every: int = 25
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
+                raise TRCError(f"closed-loop tuning: {name} must be an integer >= {0 if name == 'steps' else 1}, "
+                               f"got {value!r}")
+        for name in ("lr", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise TRCError(f"closed-loop tuning: {name} must be a finite number > 0, got {value!r}")
+
+
+def closed_loop_rollout(model: nn.Module, x0: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """The closed loop replanning every step, with its graph: ``(X [B, T+1, n_x], U [B, T, n_u])``.
+
+    As :func:`trc.evaluation.closed_loop.closed_loop` with ``replan_every=1``, in the model's dtype
+    and with gradients through every plan and simulator step.
+    """
+    problem = model.problem
+    x, X, U = x0, [x0], []
+    for _ in range(problem.horizon):
+        u = problem.clip(model(problem.wrap_state(x), target).controls[:, 0])
+        x = problem.step(x, u)
+        X.append(x)
+        U.append(u)
+    return torch.stack(X, 1), torch.stack(U, 1)
+
+
+def tune_closed_loop(model: nn.Module, val_x0: Tensor, config: ClosedLoopTuning, seed: int = 0,
+                     val_target: Tensor | None = None, state: dict | None = None,
+                     save: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
+    """Tune ``model`` on its closed-loop cost (module docstring); returns it at its best validated state.
+
+    Args:
+        model: a single-problem model (``model.problem`` supplies the start box and the simulator).
+        val_x0: validation start states ``[N, n_x]``; the closed loop from them (replanning every step,
+            the problem's float64 simulator) picks the state kept.
+        config: the settings.
+        seed: draws the training starts.
+        val_target: ``[N, n_x]`` or None (the problem's target).
+        state: what an earlier call handed ``save``, to continue from (resuming an interrupted run).
+        save: called after every validation with a state of tensors, numbers, lists and dicts.
+
+    Returns:
+        The model (the best validated weights loaded, eval mode) and the log: one record per
+        validation, ``{"step", "cost", "success"}``, and per training step its ``train_cost``.
+    """
+    from trc.evaluation.closed_loop import closed_loop
+
+    if hasattr(model, "planners"):
+        raise TRCError("closed-loop tuning trains a single-problem model")
+    problem = model.problem
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    generator = torch.Generator().manual_seed(seed)
+
+    def validate(step: int) -> dict:
+        result = closed_loop(model, val_x0, replan_every=1, target=val_target)
+        return {"step": step, "cost": result.cost.double().mean().item(),
+                "success": result.success.double().mean().item()}
+
+    if state is None:
+        log, step = [validate(0)], 0
+        best = {"cost": log[0]["cost"], "weights": copy.deepcopy(model.state_dict())}
+    else:
+        model.load_state_dict(state["weights"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        log, step = list(state["log"]), int(state["step"])
+        best = {"cost": float(state["best_cost"]), "weights": state["best_weights"]}
+    while step < config.steps:
+        model.train()
+        x0 = problem.sample_initial_states(config.batch_size, generator, dtype=dtype).to(device)
+        target = problem.target_like(x0, None)
+        X, U = closed_loop_rollout(model, x0, target)
+        cost = problem.cost(X, U, target)
+        loss = (cost / cost.detach().mean()).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        step += 1
+        log.append({"step": step, "train_cost": cost.detach().double().mean().item()})
+        if step % config.eval_every == 0 or step == config.steps:
+            record = validate(step)
+            log.append(record)
+            if record["cost"] < best["cost"]:
+                best = {"cost": record["cost"], "weights": copy.deepcopy(model.state_dict())}
+            if save is not None:
+                save({"weights": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "generator": generator.get_state(), "log": log, "step": step,
+                      "best_cost": best["cost"], "best_weights": best["weights"], "config": asdict(config)})
+    model.load_state_dict(best["weights"])
+    model.eval()
+    return model, log
+
+
+__all__ = ["ClosedLoopTuning", "closed_loop_rollout", "tune_closed_loop"]
