@@ -268,7 +268,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         args.problem_balance = "none" if args.act else DEFAULT_BALANCE
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
     settings.update({k: [r[k] for r in recipes] for k in RECIPE
-                     if k not in ("epochs", "process_weight", "val_closed_loop", "closed_loop_steps")})
+                     if k not in ("epochs", "process_weight", "val_closed_loop")})
     settings.update(problem=[p.to_dict() for p in problems], data=args.data,
                     data_sha256=",".join(dataset_digest(d) for d in datasets), epochs=epochs)
     _check_run_folder(out, settings, args.resume, epochs)
