@@ -43,6 +43,7 @@ PARAMETERS = {
     "H_cycles": "count", "L_cycles": "count", "num_samples": "count", "num_train": "count", "num_test": "count",
     "latent_dim": "count", "hidden_dim": "count", "num_layers": "count", "feedback_points": "count0",
     "lr": "positive", "process_weight": "nonnegative", "value_weight": "nonnegative", "val_fraction": "fraction",
+    "steps": "count0", "eval_every": "count", "max_grad_norm": "positive",
 }
 
 

@@ -260,14 +260,14 @@ class Experiment:
 
             freeze_planner(model)
         value_predictor = create_value_predictor(model.config.latent_dim) if self.use_value_predictor else None
+        steps = self.recipe_settings()["closed_loop_steps"]
         start = time.perf_counter()
         model = train_with_process_supervision(
             model, self.training_data(train),
             make_loader(val, 256, shuffle=False), epochs=self.epochs, lr=self.lr,
             process_weight=self.process_weight, value_predictor=value_predictor, value_weight=self.value_weight,
             variant=self.variant, seed=self.seed, progress=progress, halt_tolerance=self.halt_tolerance,
-            restore_best=not self.recipe_settings()["closed_loop_steps"], **dict(self.options))
-        steps = self.recipe_settings()["closed_loop_steps"]
+            restore_best=not steps, **dict(self.options))
         if steps:  # as trc train --closed_loop_steps: the last epoch tuned on its closed-loop cost
             from trc.training.closed_loop_tuning import ClosedLoopTuning, tune_closed_loop
 

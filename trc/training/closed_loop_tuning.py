@@ -25,14 +25,13 @@ model worse on validation than it found it.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from trc.errors import TRCError
+from trc.errors import TRCError, check
 
 Tensor = torch.Tensor
 
@@ -57,15 +56,13 @@ class ClosedLoopTuning:
     eval_every: int = 25
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
-                raise TRCError(f"closed-loop tuning: {name} must be an integer >= {0 if name == 'steps' else 1}, "
-                               f"got {value!r}")
-        for name in ("lr", "max_grad_norm"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise TRCError(f"closed-loop tuning: {name} must be a finite number > 0, got {value!r}")
+        for name in ("steps", "batch_size", "eval_every", "lr", "max_grad_norm"):
+            check(name, getattr(self, name), "closed-loop tuning: ")
+
+
+def kept_record(log: list[dict]) -> dict:
+    """The validation record of the state :func:`tune_closed_loop` kept: the cheapest, the earliest of equals."""
+    return min((r for r in log if "cost" in r), key=lambda r: r["cost"])
 
 
 def closed_loop_rollout(model: nn.Module, x0: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -154,4 +151,4 @@ def tune_closed_loop(model: nn.Module, val_x0: Tensor, config: ClosedLoopTuning,
     return model, log
 
 
-__all__ = ["ClosedLoopTuning", "closed_loop_rollout", "tune_closed_loop"]
+__all__ = ["ClosedLoopTuning", "closed_loop_rollout", "kept_record", "tune_closed_loop"]

@@ -377,8 +377,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     history = model.training_history
     stop = history["stop_reason"]
     if args.closed_loop_steps and not (stop and stop.startswith("non-finite")):
-        model = _tune_in_closed_loop(model, val, args, out)
-        history["closed_loop_tuning"] = model.closed_loop_log
+        model, history["closed_loop_tuning"] = _tune_in_closed_loop(model, val, args, out)
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     if stop and stop.startswith("non-finite"):
         kept = ("no checkpoint was written" if history["best_epoch"] is None
@@ -393,7 +392,9 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
               + (f", {best['iterations']:.2f} iterations per start" if "iterations" in best else "")
               + f"; wrote {out / 'best_model.pt'}")
     if args.closed_loop_steps:
-        kept = min((r for r in history["closed_loop_tuning"] if "cost" in r), key=lambda r: r["cost"])
+        from trc.training.closed_loop_tuning import kept_record
+
+        kept = kept_record(history["closed_loop_tuning"])
         print(f"trc train: closed-loop tuning kept step {kept['step']} of {args.closed_loop_steps}: "
               f"closed-loop success {100 * kept['success']:.1f}%, mean cost {kept['cost']:.4g} on the validation "
               f"starts; best_model.pt holds it")
@@ -408,10 +409,10 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     there (on the pendulum, tuning the best of 100 epochs, epoch 66, lost success; the last gained).
 
     The tuning's state is saved in ``closed_loop_tuning.pt`` at every validation, so that
-    ``--resume`` continues it; the model returned carries the log as ``closed_loop_log``.
+    ``--resume`` continues it.  Returns the tuned model and the tuning's log.
     """
     from trc.models.checkpoint import read_checkpoint, save_checkpoint
-    from trc.training.closed_loop_tuning import ClosedLoopTuning, tune_closed_loop
+    from trc.training.closed_loop_tuning import ClosedLoopTuning, kept_record, tune_closed_loop
 
     state_path = out / "closed_loop_tuning.pt"
     trained = len(model.training_history["epochs"])  # a state saved after other epochs is not continued
@@ -432,7 +433,6 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     x0 = torch.as_tensor(val["initial_states"], dtype=torch.float64)
     target = torch.as_tensor(val["target_states"], dtype=torch.float64)
     model, log = tune_closed_loop(model, x0, config, seed=args.seed, val_target=target, state=state, save=save)
-    save_checkpoint(model, out / "best_model.pt", **{**meta, "closed_loop_tuning": {
-        "steps": config.steps, "kept_step": min((r for r in log if "cost" in r), key=lambda r: r["cost"])["step"]}})
-    model.closed_loop_log = log
-    return model
+    save_checkpoint(model, out / "best_model.pt",
+                    **{**meta, "closed_loop_tuning": {"steps": config.steps, "kept_step": kept_record(log)["step"]}})
+    return model, log
