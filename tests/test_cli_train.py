@@ -185,6 +185,9 @@ def test_the_pendulum_recipe_imitates_its_archive():
     assert (multi["stitch"], multi["explore_noise"], multi["process_weight"]) == (0, 0.3, 1.0)
     assert multi["self_play"] is True and multi["visited_starts"] == 1000
     assert r["closed_loop_steps"] > 0 and multi["closed_loop_steps"] == 0   # tuned in closed loop, alone only
+    given.heads_only = True                                           # a halting head on a kept planner
+    assert recipe("pendulum", **recipe_flags(given))["closed_loop_steps"] == 0
+    given.heads_only = False
     given.process_weight = 0.0                                        # --process_weight 0: clone the teacher
     bc = recipe("pendulum", **recipe_flags(given))
     assert bc["self_play"] is False and bc["closed_loop_steps"] == 0

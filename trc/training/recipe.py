@@ -72,13 +72,15 @@ def recipe_flags(args) -> dict[str, Any]:
     """The recipe's settings as ``trc train``'s flags give them (None: not given), on/off flags as booleans.
 
     An explicit ``--process_weight 0`` (behavior cloning of the teacher) turns self-play and
-    closed-loop tuning off unless ``--self_play`` or ``--closed_loop_steps`` is given too.
+    closed-loop tuning off unless ``--self_play`` or ``--closed_loop_steps`` is given too;
+    ``--heads_only`` (a halting head on a kept planner) turns closed-loop tuning off.
     """
     flags = {k: getattr(args, k, None) for k in RECIPE}
     for key in ("self_play", "explore_best"):
         flags[key] = None if flags[key] is None else flags[key] == "on"
     if args.process_weight == 0:
         flags["self_play"] = False if flags["self_play"] is None else flags["self_play"]
+    if args.process_weight == 0 or getattr(args, "heads_only", False):  # a kept planner is not tuned either
         flags["closed_loop_steps"] = 0 if flags["closed_loop_steps"] is None else flags["closed_loop_steps"]
     return flags
 
