@@ -133,14 +133,25 @@ def test_closed_loop_steps_tune_the_best_model_in_closed_loop(data, baseline, tm
     assert [r["step"] for r in checks] == [0, 4] and sum("train_cost" in r for r in log) == 4
     kept = min(checks, key=lambda r: r["cost"])
     meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
-    assert meta["closed_loop_tuning"] == {"steps": 4, "kept_step": kept["step"]}
+    assert meta["closed_loop_tuning"] == {"steps": 4, "replan_every": 1, "kept_step": kept["step"]}
     assert f"closed-loop tuning kept step {kept['step']} of 4" in capsys.readouterr().out
     # the epochs are the baseline's; the tuning moved the weights whenever it kept a later step
     assert torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path, "last_model.pt"))
     assert torch.equal(weights(baseline), weights(tmp_path)) == (kept["step"] == 0)
 
 
-def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_path, monkeypatch):
+def test_closed_loop_replan_sets_the_tuning_rollouts(data, tmp_path, monkeypatch):
+    import trc.training.closed_loop_tuning as tuning
+
+    real, seen = tuning.closed_loop_rollout, []
+    monkeypatch.setattr(tuning, "closed_loop_rollout", lambda *a: seen.append(a[3]) or real(*a))
+    assert train(data, tmp_path, "--closed_loop_steps", "2", "--closed_loop_replan", "4") == 0
+    assert seen == [4, 4]
+    meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
+    assert meta["closed_loop_tuning"]["replan_every"] == 4 and meta["settings"]["closed_loop_replan"] == 4
+
+
+def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_path, monkeypatch, capsys):
     import trc.training.closed_loop_tuning as tuning
 
     flags = ("--closed_loop_steps", "30")  # validated and saved at steps 25 and 30
@@ -157,6 +168,9 @@ def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_pa
     assert train(data, tmp_path / "cut", *flags) == 130
     assert read_checkpoint(tmp_path / "cut" / "closed_loop_tuning.pt")["trainer_state"]["step"] == 25
     monkeypatch.setattr(tuning, "closed_loop_rollout", real)
+    capsys.readouterr()
+    assert train(data, tmp_path / "cut", *flags, "--resume", "--closed_loop_replan", "2") == 2  # not the same tuning
+    assert "replanned every 1 steps, not --closed_loop_replan 2" in capsys.readouterr().err
     assert train(data, tmp_path / "cut", *flags, "--resume") == 0
     assert torch.equal(weights(tmp_path / "whole"), weights(tmp_path / "cut"))
     whole, cut = (json.loads((tmp_path / d / "history.json").read_text())["closed_loop_tuning"]
@@ -264,6 +278,7 @@ def test_quiet_hides_the_progress_bar(data, tmp_path, capsys):
     (["--curriculum_box", "0"], "--curriculum_box must be in (0, 1]"),
     (["--explore_noise", "nan"], "--explore_noise must be >= 0"),
     (["--closed_loop_steps", "-1"], "--closed_loop_steps must be >= 0"),
+    (["--closed_loop_replan", "0"], "--closed_loop_replan must be >= 1"),
     (["--process_weight", "0", "--loss_variant", "seed"], "--loss_variant has no effect"),
     (["--problem", "double_integrator"], "was made for problem 'vanderpol', not 'double_integrator'"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),

@@ -24,21 +24,24 @@ def val_starts(n=32):
                                                                   dtype=torch.float64)
 
 
-def test_the_rollout_is_the_evaluated_closed_loop_with_a_graph():
+@pytest.mark.parametrize("replan_every", [1, 4])  # 4: the horizon of 15 ends inside a plan
+def test_the_rollout_is_the_evaluated_closed_loop_with_a_graph(replan_every):
     model = small_model(dtype=torch.float64)
     x0 = val_starts(6)
-    X, U = closed_loop_rollout(model, x0, model.problem.target_like(x0, None))
-    reference = closed_loop(model, x0, replan_every=1)
+    X, U = closed_loop_rollout(model, x0, model.problem.target_like(x0, None), replan_every)
+    reference = closed_loop(model, x0, replan_every=replan_every)
     assert torch.allclose(X, reference.X, atol=1e-10) and torch.allclose(U, reference.U, atol=1e-10)
     model.problem.cost(X, U).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
-def test_tuning_lowers_the_closed_loop_cost_and_keeps_the_cheapest_validated_state():
+@pytest.mark.parametrize("replan_every", [1, 3])  # 3: trained on fewer plans, still judged replanning every step
+def test_tuning_lowers_the_closed_loop_cost_and_keeps_the_cheapest_validated_state(replan_every):
     model = small_model()
     x0 = val_starts()
     before = closed_loop(model, x0).cost.mean().item()
-    model, log = tune_closed_loop(model, x0, ClosedLoopTuning(steps=12, batch_size=16, lr=3e-3, eval_every=4))
+    model, log = tune_closed_loop(model, x0, ClosedLoopTuning(steps=12, batch_size=16, lr=3e-3, eval_every=4,
+                                                              replan_every=replan_every))
     checks = [r for r in log if "cost" in r]
     assert [r["step"] for r in checks] == [0, 4, 8, 12]
     assert checks[0]["cost"] == pytest.approx(before)
@@ -71,7 +74,8 @@ def test_an_interrupted_tuning_resumes_to_the_same_model():
 
 
 @pytest.mark.parametrize("field, bad", [("steps", -1), ("batch_size", 0), ("eval_every", 1.5), ("lr", 0.0),
-                                        ("max_grad_norm", float("nan")), ("steps", True)])
+                                        ("max_grad_norm", float("nan")), ("steps", True),
+                                        ("replan_every", 0)])
 def test_bad_settings_are_one_sentence(field, bad):
     with pytest.raises(TRCError, match=field):
         ClosedLoopTuning(**{field: bad})

@@ -260,7 +260,8 @@ class Experiment:
 
             freeze_planner(model)
         value_predictor = create_value_predictor(model.config.latent_dim) if self.use_value_predictor else None
-        steps = self.recipe_settings()["closed_loop_steps"]
+        settings = self.recipe_settings()
+        steps = settings["closed_loop_steps"]
         start = time.perf_counter()
         model = train_with_process_supervision(
             model, self.training_data(train),
@@ -273,7 +274,8 @@ class Experiment:
 
             history = model.training_history
             model, history["closed_loop_tuning"] = tune_closed_loop(
-                model, torch.as_tensor(val["initial_states"], dtype=torch.float64), ClosedLoopTuning(steps=steps),
+                model, torch.as_tensor(val["initial_states"], dtype=torch.float64),
+                ClosedLoopTuning(steps=steps, replan_every=settings["closed_loop_replan"]),
                 seed=self.seed, val_target=torch.as_tensor(val["target_states"], dtype=torch.float64))
             model.training_history = history
         model.checkpoint_metadata = {

@@ -31,6 +31,7 @@ RECIPE: dict[str, Any] = {
     "curriculum_ramp": 0.5,   # fraction of the epochs over which both grow to 1
     "val_closed_loop": 0,     # > 0: the best epoch is the one cheapest in closed loop, replanning this often
     "closed_loop_steps": 0,   # > 0: then the last epoch tuned this many steps on its closed-loop cost
+    "closed_loop_replan": 1,  # steps between the plans of the tuning's training rollouts
 }
 
 # Where a problem departs from RECIPE.
@@ -42,7 +43,7 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     # (trc.training.closed_loop_tuning; benchmarks/beyond_teacher.py)
     "pendulum": {"self_play": True, "loss_variant": "ratio", "process_weight": 0.0, "explore_noise": 1.0,
                  "stitch": 2, "neighbours": 4, "tail_starts": 3000, "visited_starts": 1000, "epochs": 100,
-                 "val_closed_loop": 5, "closed_loop_steps": 200},
+                 "val_closed_loop": 5, "closed_loop_steps": 600, "closed_loop_replan": 3},
 }
 
 

@@ -189,10 +189,14 @@ def add_recipe_arguments(p) -> None:
                         "steps, and keep the cheapest as best_model.pt (0: the open-loop plans judge; "
                         f"default {describe('val_closed_loop')})")
     g.add_argument("--closed_loop_steps", type=int, default=None,
-                   help="after the epochs, this many gradient steps on the cost the model realises in closed loop, "
-                        "replanning every step from fresh starts of the start box; the step cheapest in closed loop "
+                   help="after the epochs, this many gradient steps on the cost the model realises in closed loop "
+                        "from fresh starts of the start box (see --closed_loop_replan); the step cheapest in closed loop "
                         f"on the validation starts is kept (0: none; default {describe('closed_loop_steps')}; 0 with "
                         "--process_weight 0)")
+    g.add_argument("--closed_loop_replan", type=int, default=None,
+                   help="the closed-loop tuning's training rollouts plan anew every this many steps, applying each "
+                        "plan's first controls (fewer plans, cheaper steps; validation replans every step; "
+                        f"default {describe('closed_loop_replan')})")
     g.add_argument("--curriculum_box", type=float, default=None,
                    help="fraction of the start box trained on at the first epoch, growing to 1 "
                         f"(default {describe('curriculum_box')}; 1 is off)")
@@ -252,6 +256,8 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         checks.append((value is None or (math.isfinite(value) and 0 < value <= 1),
                        f"--{name} must be in (0, 1], got {value}"))
+    checks.append((args.closed_loop_replan is None or args.closed_loop_replan >= 1,
+                   f"--closed_loop_replan must be >= 1, got {args.closed_loop_replan}"))
     checks.append((args.explore_noise is None or (math.isfinite(args.explore_noise) and args.explore_noise >= 0),
                    f"--explore_noise must be >= 0, got {args.explore_noise}"))
     if args.baseline:
@@ -348,7 +354,8 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         setattr(args, key, value)
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
     settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs,
-                    closed_loop_steps=args.closed_loop_steps)  # recorded; a resumed run may tune longer
+                    closed_loop_steps=args.closed_loop_steps,  # recorded; a resumed run may tune longer
+                    closed_loop_replan=args.closed_loop_replan)
     _check_run_folder(out, settings, args.resume, args.epochs)
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
@@ -423,7 +430,11 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
         if state is not None and state["config"]["steps"] > args.closed_loop_steps:
             raise TRCError(f"cannot resume from {str(state_path)!r}: it was set for {state['config']['steps']} "
                            f"closed-loop steps, more than --closed_loop_steps {args.closed_loop_steps}")
-    config = ClosedLoopTuning(steps=args.closed_loop_steps)
+        if state is not None and state["config"].get("replan_every", 1) != args.closed_loop_replan:
+            raise TRCError(f"cannot resume from {str(state_path)!r}: its tuning replanned every "
+                           f"{state['config'].get('replan_every', 1)} steps, not --closed_loop_replan "
+                           f"{args.closed_loop_replan}")
+    config = ClosedLoopTuning(steps=args.closed_loop_steps, replan_every=args.closed_loop_replan)
     best = read_checkpoint(out / "best_model.pt")
     meta = best["metadata"]
 
@@ -434,5 +445,6 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     target = torch.as_tensor(val["target_states"], dtype=torch.float64)
     model, log = tune_closed_loop(model, x0, config, seed=args.seed, val_target=target, state=state, save=save)
     save_checkpoint(model, out / "best_model.pt",
-                    **{**meta, "closed_loop_tuning": {"steps": config.steps, "kept_step": kept_record(log)["step"]}})
+                    **{**meta, "closed_loop_tuning": {"steps": config.steps, "replan_every": config.replan_every,
+                                                      "kept_step": kept_record(log)["step"]}})
     return model, log
