@@ -24,6 +24,7 @@ alone never swings, and the "don't swing" local minimum traps a local solver.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -69,7 +70,9 @@ class Pendulum(ControlProblem):
     def acceleration(self, q, v, u, out):
         ml2 = self.m * self.l * self.l
         torch.sin(q, out=out)
-        out.mul_(self.g / self.l).add_(v, alpha=-self.b / ml2).add_(u, alpha=1.0 / ml2)
+        # times a cached 0-dim tensor: the same numbers as times the float, without converting it on every call
+        out.mul_(_constant(self.g / self.l, out.dtype, out.device))
+        out.add_(v, alpha=-self.b / ml2).add_(u, alpha=1.0 / ml2)
 
     def jacobians(self, x, u):
         J = x.new_zeros(2, 3, x.shape[0])  # [df/dx | df/du], in contiguous rows like VanDerPol's
@@ -145,3 +148,9 @@ class Pendulum(ControlProblem):
         Rs = R + R.T
         return {"lx": j * Se, "lxx": lxx, "lu": U @ Rs, "luu": Rs.expand(*U.shape[:2], 1, 1),
                 "lux": U.new_zeros(*U.shape[:2], 1, 2)}
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``value`` as a 0-dim tensor (read only): multiplying by it skips the conversion a float costs."""
+    return torch.tensor(value, dtype=dtype, device=device)
