@@ -8,7 +8,8 @@ import torch
 from trc import TRCError, get_problem
 from trc.evaluation import closed_loop
 from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
-from trc.training.closed_loop_tuning import ClosedLoopTuning, closed_loop_rollout, tune_closed_loop
+from trc.training.closed_loop_tuning import (VALIDATION_STREAM, ClosedLoopTuning, closed_loop_rollout,
+                                            tune_closed_loop)
 
 
 def small_model(seed=0, dtype=torch.float32):
@@ -41,7 +42,7 @@ def test_tuning_lowers_the_closed_loop_cost_and_keeps_the_cheapest_validated_sta
     x0 = val_starts()
     before = closed_loop(model, x0).cost.mean().item()
     model, log = tune_closed_loop(model, x0, ClosedLoopTuning(steps=12, batch_size=16, lr=3e-3, eval_every=4,
-                                                              replan_every=replan_every))
+                                                              replan_every=replan_every, val_starts=0))
     checks = [r for r in log if "cost" in r]
     assert [r["step"] for r in checks] == [0, 4, 8, 12]
     assert checks[0]["cost"] == pytest.approx(before)
@@ -54,8 +55,20 @@ def test_a_tuning_never_returns_a_state_worse_than_it_found():
     model = small_model()
     x0 = val_starts()
     before = closed_loop(model, x0).cost.mean().item()
-    model, log = tune_closed_loop(model, x0, ClosedLoopTuning(steps=3, batch_size=8, lr=1.0, eval_every=1))
+    model, log = tune_closed_loop(model, x0, ClosedLoopTuning(steps=3, batch_size=8, lr=1.0, eval_every=1,
+                                                              val_starts=0))
     assert closed_loop(model, x0).cost.mean().item() <= before + 1e-9
+
+
+def test_fresh_validation_starts_join_the_given_ones_from_a_stream_of_their_own():
+    model, x0 = small_model(), val_starts(8)
+    problem = model.problem
+    _, log = tune_closed_loop(model, x0, ClosedLoopTuning(steps=0, val_starts=24), seed=5,
+                              val_target=problem.target_like(x0, None))
+    fresh = problem.sample_initial_states(24, torch.Generator().manual_seed(VALIDATION_STREAM + 5), dtype=x0.dtype)
+    assert log[0]["cost"] == pytest.approx(closed_loop(model, torch.cat([x0, fresh])).cost.mean().item())
+    training = problem.sample_initial_states(24, torch.Generator().manual_seed(5), dtype=x0.dtype)
+    assert not torch.allclose(fresh, training)
 
 
 def test_an_interrupted_tuning_resumes_to_the_same_model():
@@ -75,7 +88,7 @@ def test_an_interrupted_tuning_resumes_to_the_same_model():
 
 @pytest.mark.parametrize("field, bad", [("steps", -1), ("batch_size", 0), ("eval_every", 1.5), ("lr", 0.0),
                                         ("max_grad_norm", float("nan")), ("steps", True),
-                                        ("replan_every", 0)])
+                                        ("replan_every", 0), ("val_starts", -1)])
 def test_bad_settings_are_one_sentence(field, bad):
     with pytest.raises(TRCError, match=field):
         ClosedLoopTuning(**{field: bad})
