@@ -1,5 +1,6 @@
 """``trc train``: what it writes, that every flag has an effect, and one-sentence errors."""
 
+import functools
 import json
 import math
 
@@ -171,6 +172,10 @@ def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_pa
     capsys.readouterr()
     assert train(data, tmp_path / "cut", *flags, "--resume", "--closed_loop_replan", "2") == 2  # not the same tuning
     assert "replanned every 1 steps, not --closed_loop_replan 2" in capsys.readouterr().err
+    with monkeypatch.context() as m:  # a state judged on other validation starts is not continued either
+        m.setattr(tuning, "ClosedLoopTuning", functools.partial(tuning.ClosedLoopTuning, val_starts=7))
+        assert train(data, tmp_path / "cut", *flags, "--resume") == 2
+    assert "validated with 500 fresh starts, this version of trc uses 7" in capsys.readouterr().err
     assert train(data, tmp_path / "cut", *flags, "--resume") == 0
     assert torch.equal(weights(tmp_path / "whole"), weights(tmp_path / "cut"))
     whole, cut = (json.loads((tmp_path / d / "history.json").read_text())["closed_loop_tuning"]
