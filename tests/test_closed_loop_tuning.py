@@ -86,6 +86,15 @@ def test_an_interrupted_tuning_resumes_to_the_same_model():
         assert torch.equal(a, b)
 
 
+def test_a_state_validated_on_other_starts_is_not_continued():
+    x0, saved = val_starts(), []
+    tune_closed_loop(small_model(), x0, ClosedLoopTuning(steps=4, batch_size=8, eval_every=4, val_starts=3),
+                     save=saved.append)
+    with pytest.raises(TRCError, match="validated with 3 fresh starts, this version of trc uses 5"):
+        tune_closed_loop(small_model(), x0, ClosedLoopTuning(steps=8, batch_size=8, eval_every=4, val_starts=5),
+                         state=saved[-1])
+
+
 @pytest.mark.parametrize("field, bad", [("steps", -1), ("batch_size", 0), ("eval_every", 1.5), ("lr", 0.0),
                                         ("max_grad_norm", float("nan")), ("steps", True),
                                         ("replan_every", 0), ("val_starts", -1)])

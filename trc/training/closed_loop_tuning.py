@@ -142,6 +142,10 @@ def tune_closed_loop(model: nn.Module, val_x0: Tensor, config: ClosedLoopTuning,
         log, step = [validate(0)], 0
         best = {"cost": log[0]["cost"], "weights": copy.deepcopy(model.state_dict())}
     else:
+        judged_on = state["config"].get("val_starts", 0)
+        if judged_on != config.val_starts:  # its best cost was measured on other starts
+            raise TRCError(f"closed-loop tuning: cannot continue a state validated with {judged_on} fresh starts, "
+                           f"this version of trc uses {config.val_starts} (val_starts); tune afresh")
         model.load_state_dict(state["weights"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])

@@ -435,10 +435,6 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
                            f"{state['config'].get('replan_every', 1)} steps, not --closed_loop_replan "
                            f"{args.closed_loop_replan}")
     config = ClosedLoopTuning(steps=args.closed_loop_steps, replan_every=args.closed_loop_replan)
-    if state is not None and state["config"].get("val_starts", 0) != config.val_starts:  # judged on other starts
-        raise TRCError(f"cannot resume from {str(state_path)!r}: its tuning was validated with "
-                       f"{state['config'].get('val_starts', 0)} fresh starts, this version of trc uses "
-                       f"{config.val_starts}; train again without --resume")
     best = read_checkpoint(out / "best_model.pt")
     meta = best["metadata"]
 
