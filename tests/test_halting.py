@@ -244,8 +244,8 @@ def test_trc_train_act_writes_a_halting_model(data, tmp_path, capsys):
 def test_heads_only_trains_the_halting_head_of_a_fixed_planner(data, tmp_path):
     planner = tmp_path / "planner"
     base = ["train", "--data", data, "--epochs", "1", "--batch_size", "8", "--quiet"]
-    assert main([*base, "--output_dir", str(planner)]) == 0
-    act = tmp_path / "act"
+    assert main([*base, "--output_dir", str(planner), "--model_size", "medium"]) == 0
+    act = tmp_path / "act"   # no --model_size: the planner's preset, not the default
     assert main([*base, "--output_dir", str(act), "--epochs", "2", "--act", "--max_iterations", "3",
                  "--use_value_predictor", "--init_from", str(planner / "best_model.pt"), "--heads_only"]) == 0
     before = read_checkpoint(planner / "best_model.pt")["state_dict"]
@@ -254,7 +254,7 @@ def test_heads_only_trains_the_halting_head_of_a_fixed_planner(data, tmp_path):
     assert heads and all(torch.equal(before[k], after[k]) for k in before)       # the planner is kept
     assert not torch.equal(after["halt_head.net.2.bias"], torch.tensor([-2.0, 2.0]))  # the head learned
     history = load_checkpoint(act / "last_model.pt").checkpoint_metadata
-    assert history["settings"]["heads_only"] is True
+    assert history["settings"]["heads_only"] is True and history["settings"]["model_size"] == "medium"
 
 
 def test_heads_only_objective_matches_the_halting_loss_of_the_run():

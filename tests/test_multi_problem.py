@@ -171,8 +171,9 @@ def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner
     data = f"{datasets['double_integrator']},{datasets['vanderpol']}"
     base = ["train", "--problem", "double_integrator,vanderpol", "--data", data, "--epochs", "1",
             "--batch_size", "8", "--self_play", "off", "--quiet"]
-    assert main([*base, "--output_dir", str(tmp_path / "planner")]) == 0
+    assert main([*base, "--output_dir", str(tmp_path / "planner"), "--model_size", "medium"]) == 0
     planner = tmp_path / "planner" / "best_model.pt"
+    # no --model_size: the planner's preset, not the default
     assert main([*base, "--output_dir", str(tmp_path / "act"), "--epochs", "2", "--act", "--max_iterations", "3",
                  "--init_from", str(planner), "--heads_only"]) == 0
     before = torch.load(planner, weights_only=True)["state_dict"]
@@ -183,6 +184,7 @@ def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner
     assert all("loss" in e["val"] for e in history["epochs"])                      # judged by its own loss
     model = load_checkpoint(tmp_path / "act" / "best_model.pt")
     assert model.checkpoint_metadata["settings"]["problem_balance"] == "none"      # its objective's own backward
+    assert model.checkpoint_metadata["settings"]["model_size"] == "medium"
     U, info = model.plan(np.zeros((4, 2)), problem="vanderpol", return_info=True)
     assert U.shape == (4, 100, 1) and info["iterations"].max() <= 3
 

@@ -107,8 +107,8 @@ def add_train_command(sub) -> None:
                         "that does not improve it; 'ratio': the same without that charge, which goes further "
                         "where the teacher is weak; 'cost': the ratio term alone, without imitation; "
                         f"'seed': the seed document's formula (default {describe('loss_variant')})")
-    p.add_argument("--model_size", choices=("small", "medium", "large"), default=DEFAULTS["model_size"],
-                   help="model preset size (default %(default)s)")
+    p.add_argument("--model_size", choices=("small", "medium", "large"), default=None,
+                   help=f"model preset size (default: the --init_from checkpoint's, else {DEFAULTS['model_size']})")
     p.add_argument("--use_two_level", action="store_true", help="two-level z_H/z_L reasoning (TRM)")
     p.add_argument("--H_cycles", type=int, default=None, help="cycles per refinement iteration (default: preset's)")
     p.add_argument("--L_cycles", type=int, default=None, help="low-level updates per cycle (default: preset's)")
@@ -313,6 +313,19 @@ def init_weights(model, path: str) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def default_model_size(args: argparse.Namespace) -> str:
+    """``--model_size`` as given, else the preset of the ``--init_from`` checkpoint, else the default."""
+    if args.model_size is not None:
+        return args.model_size
+    if args.init_from is not None:
+        from trc.models.checkpoint import read_checkpoint
+
+        size = read_checkpoint(args.init_from)["metadata"].get("settings", {}).get("model_size")
+        if size is not None:
+            return size
+    return DEFAULTS["model_size"]
+
+
 def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     """``trc train``: validate the flags, the output folder and the dataset, train, write checkpoints and history.
 
@@ -335,6 +348,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         raise TRCError("--problem_balance needs several problems (comma-separated --problem and --data)")
     if args.lr is None:
         args.lr = DEFAULTS["lr"]
+    args.model_size = default_model_size(args)
     out = Path(args.output_dir)
     check_writable(out / "last_model.pt")
     data = load_dataset(args.data)
