@@ -53,32 +53,32 @@ mean +- std over seeds 0-4 on 1000 test states:
   without), no steadier.  With 600 planning every 3:
   87.5 +- 3.5 % (seeds 92.9, 88.8, 85.8, 84.2, 85.7), 1.33 +- 0.10x, training 583-592 s.
   What moved it from 70 %: closed-loop tuning (``closed_loop_steps``, 64 fresh starts per step,
-  from the last of 100 epochs).  With 200 steps replanning every step: 86.1 +- 4.8 % (seeds
-  84.2, 92.2, 88.4, 79.2, 86.6), 1.42 +- 0.14x, training 535-563 s.  Rollouts that plan only every few steps
-  (``closed_loop_replan``) make a step cheaper, so the same time buys more steps: a plan is most
-  of a step.  Measured first on seed 0's 100-epoch model (64.8 % before tuning) on 500 starts of a
-  split of its own (seed 777) and 100 validation starts: 200 steps replanning every step 81.4 %,
-  mean cost 222.5 (306 s); 400 every 2 steps 85.2 %, 195.4; 600 every 3 steps 91.4 %, 162.8
-  (319 s); 400 steps of 32 starts replanning every step 89.4 %, 175.3, in twice the time.
+  from the last of 100 epochs).  With 200 steps replanning every step: 86.1 +- 4.8 % (seeds 84.2,
+  92.2, 88.4, 79.2, 86.6), 1.42 +- 0.14x, training 535-563 s.  Rollouts that plan only every few
+  steps (``closed_loop_replan``) make a step cheaper, so the same time buys more steps: a plan is
+  most of a step.  Measured first on seed 0's 100-epoch model (64.8 % before tuning) on 500 starts
+  of a split of its own (seed 777) and 100 validation starts: 200 steps replanning every step
+  81.4 %, mean cost 222.5 (306 s); 400 every 2 steps 85.2 %, 195.4; 600 every 3 steps 91.4 %,
+  162.8 (319 s); 400 steps of 32 starts replanning every step 89.4 %, 175.3, in twice the time.
   On the same model and split (the optimum's mean cost there 137.2), two draws of the tuning's
   starts (seeds 0 and 1): 600 every 3 steps 91.4 % at 1.19x and 88.0 % at 1.34x; 800 every 4
   96.6 %, 1.11x and 89.8 %, 1.25x (each kept a step before 500, hence the recipe's 700); 1000
-  every 5 88.8 %, 1.31x (seed 0; its validation cost rose after step 300).  Tried on 800 every
-  4 and dropped: an exponential moving average of the weights (decay 0.98) judged and kept
-  instead of the weights, 96.0 %, 1.11x and 90.4 %, 1.30x; a cosine decay of the learning rate
-  to 0, 86.6 %, 1.44x (seed 1); batches of 128 starts, 88.8 %, 1.33x (seed 1), in the same time
-  as 64 (a step is bound by the number of torch operations, not the batch).
-  Trading epochs for tuning steps did not gain: 50 epochs + 300 steps 58.0 %; 70 epochs + 250
-  steps 86.4 and 89.3 % on this test set (seeds 0 and 1), 1.45x and 1.35x.  Before any tuning,
-  the recipe's 160 epochs of self-play alone reached 70.0 +- 0.9 % (seeds 0-2: 70.5, 69.0, 70.5), 1.806 +- 0.006x, in 514-587 s.  Tuning
-  the 160-epoch model of seed 0 (300 test starts, closed loop, 67.7 % at cost 280) with the
-  tuning's Adam at a constant learning rate: 1e-4, 200 steps: 88.0 %, 198; 3e-4: 88.3 % at
-  step 50, then it fell to 77-81 %; 3e-4 decaying to 0: 86.0 %; the loss log(1 + cost): 80.3 %
-  after 125 steps; batches of 32: 86.7 % after 125 steps (as 64 per step).  Tuning the best of
-  100 epochs (epoch 66, chosen by the validation closed loop) did not gain (63.7 %); tuning the
+  every 5 88.8 %, 1.31x (seed 0; its validation cost rose after step 300).  Tried on 800 every 4
+  and dropped: an exponential moving average of the weights (decay 0.98) judged and kept instead
+  of the weights, 96.0 %, 1.11x and 90.4 %, 1.30x; a cosine decay of the learning rate to 0,
+  86.6 %, 1.44x (seed 1); batches of 128 starts, 88.8 %, 1.33x (seed 1), in the same time as 64 (a
+  step is bound by the number of torch operations, not the batch).  Trading epochs for tuning
+  steps did not gain: 50 epochs + 300 steps 58.0 %; 70 epochs + 250 steps 86.4 and 89.3 % on this
+  test set (seeds 0 and 1), 1.45x and 1.35x.  Before any tuning, the recipe's 160 epochs of
+  self-play alone reached 70.0 +- 0.9 % (seeds 0-2: 70.5, 69.0, 70.5), 1.806 +- 0.006x, in
+  514-587 s.  Tuning the 160-epoch model of seed 0 (300 test starts, closed loop, 67.7 % at cost
+  280) with the tuning's Adam at a constant learning rate: 1e-4, 200 steps: 88.0 %, 198; 3e-4:
+  88.3 % at step 50, then it fell to 77-81 %; 3e-4 decaying to 0: 86.0 %; the loss log(1 + cost):
+  80.3 % after 125 steps; batches of 32: 86.7 % after 125 steps (as 64 per step).  Tuning the best
+  of 100 epochs (epoch 66, chosen by the validation closed loop) did not gain (63.7 %); tuning the
   last epoch of the same run gained (59.0 -> 87.0 %), hence the last.  What is left: the misses
-  are starts near hanging whose swing-up arrives late (the optimum arrives by step 66 on
-  average from |theta| > 2.3, at most 83); the archive the model imitates costs 1.5x the optimum.
+  are starts near hanging whose swing-up arrives late (the optimum arrives by step 66 on average
+  from |theta| > 2.3, at most 83); the archive the model imitates costs 1.5x the optimum.
 """
 
 from __future__ import annotations
