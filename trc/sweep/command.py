@@ -80,7 +80,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from trc.sweep.grid import NOT_SWEPT, grid_cells, parse_grid
     from trc.sweep.objective import train_args
     from trc.sweep.worker import run_worker
-    from trc.training.train import _check_args
+    from trc.training.train import _check_args, default_model_size
 
     if args.data is None:
         raise TRCError("--data is required (except with --report)")
@@ -96,6 +96,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         _check_args(train_args(args, cell, Path(output_dir)))
     shared = {a.dest: getattr(args, a.dest) for a in _train_parser()._actions
               if a.option_strings and a.dest not in NOT_SWEPT and a.dest not in grid}
+    if "model_size" in shared:  # as trained: --model_size small and no --model_size are one command
+        shared["model_size"] = default_model_size(args)
     spec = {"grid": grid or None, "n_trials": n_trials, "flags": shared, "problem": args.problem}
     prune = (args.pruner or ("none" if grid else "median")) == "median"
     Path(output_dir).mkdir(parents=True, exist_ok=True)
