@@ -38,7 +38,7 @@ The same on the other problems (``--problem``; the multi-problem issue asks that
 halt sooner): the double integrator (PS alone 100 %, 1.0019x after all 8) halts after 1.01
 iterations with ``halt`` (995 of 1000 starts after the first; ``q`` 1.17, ``value`` 1.15), at
 1.00007 of all 8 and 0.22x the wall time; the pendulum (its recipe, open loop: 0.1 %, 5.38x
-after all 8, plans drifting up after the third iterate) after 4.93 (``q`` 3.81, ``value``
+after all 8, its plans drifting up past the second iterate) after 4.93 (``q`` 3.81, ``value``
 1.38).  Alone, then, the order is double integrator 1.01 < Van der Pol 1.66 < pendulum 4.93;
 in one model for the four (``benchmarks/multi_problem.py``) the shared planner keeps lowering
 the double integrator's cost past Van der Pol's, and its head follows.  Cost after 2K / after K
