@@ -228,8 +228,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
                                    make_loader, split_dataset)
     from trc.problems import get_problem
     from trc.training.recipe import RECIPE, build_training_data, recipe, recipe_flags
-    from trc.training.train import (DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, default_model_size,
-                                    init_weights)
+    from trc.training.train import DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, init_weights
     from trc.io import atomic_write, check_writable
 
     paths, names = split_list(args.data, "--data"), split_list(args.problem, "--problem")
@@ -265,7 +264,6 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     args.epochs = epochs
     if args.lr is None:
         args.lr = MULTI_PROBLEM_LR
-    args.model_size = default_model_size(args)
     if args.problem_balance is None:
         args.problem_balance = "none" if args.act else DEFAULT_BALANCE
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}

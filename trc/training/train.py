@@ -340,6 +340,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     _check_args(args)
     if args.baseline:
         args.process_weight = 0.0
+    args.model_size = default_model_size(args)
     if "," in args.data or "," in (args.problem or ""):  # one model for several problems
         from trc.training.multi_problem import multi_train_command
 
@@ -348,7 +349,6 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         raise TRCError("--problem_balance needs several problems (comma-separated --problem and --data)")
     if args.lr is None:
         args.lr = DEFAULTS["lr"]
-    args.model_size = default_model_size(args)
     out = Path(args.output_dir)
     check_writable(out / "last_model.pt")
     data = load_dataset(args.data)
