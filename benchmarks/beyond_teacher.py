@@ -89,8 +89,9 @@ mean +- std over seeds 0-4 on 1000 test states:
   On the same split, seeds 1 and 2 (the recipe: 89.6 and 83.2 %): a second draw of the tuning's
   starts 88.0 and 80.6 % (the validation preferred it both times, so keeping the better of two
   draws would have lost), every one of these tunings keeping a state before step 350; 150 epochs
-  and 350 steps, the same time, 83.2 and 85.6 %.  The seed's self-play run, not the tuning's draw,
-  sets the result.  What is left: the misses are starts near hanging whose swing-up arrives late
+  and 350 steps, the same time, 83.2 and 85.6 %; the ``medium`` preset, 81.6 and 65.6 % (its
+  tuning fell apart after step 175 with seed 2) in 738-742 s, past the budget.  The seed's
+  self-play run, not the tuning's draw, sets the result.  What is left: the misses are starts near hanging whose swing-up arrives late
   (the optimum arrives by step 66 on average from |theta| > 2.3, at most 83); the archive the
   model imitates costs 1.5x the optimum.
 """
