@@ -90,7 +90,9 @@ mean +- std over seeds 0-4 on 1000 test states:
   starts 88.0 and 80.6 % (the validation preferred it both times, so keeping the better of two
   draws would have lost), every one of these tunings keeping a state before step 350; 150 epochs
   and 350 steps, the same time, 83.2 and 85.6 %; the ``medium`` preset, 81.6 and 65.6 % (its
-  tuning fell apart after step 175 with seed 2) in 738-742 s, past the budget.  The seed's
+  tuning fell apart after step 175 with seed 2) in 738-742 s, past the budget; the angle given to
+  the encoder as (sin, cos), continuous through hanging where the wrapped angle jumps from pi to
+  -pi, 83.4 and 75.2 %.  The seed's
   self-play run, not the tuning's draw, sets the result.  What is left: the misses are starts near hanging whose swing-up arrives late
   (the optimum arrives by step 66 on average from |theta| > 2.3, at most 83); the archive the
   model imitates costs 1.5x the optimum.
