@@ -134,7 +134,7 @@ def test_closed_loop_steps_tune_the_best_model_in_closed_loop(data, baseline, tm
     assert [r["step"] for r in checks] == [0, 4] and sum("train_cost" in r for r in log) == 4
     kept = min(checks, key=lambda r: r["cost"])
     meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
-    assert meta["closed_loop_tuning"] == {"steps": 4, "replan_every": 1, "kept_step": kept["step"]}
+    assert meta["closed_loop_tuning"] == {"steps": 4, "replan_every": 1, "truncate": 0, "kept_step": kept["step"]}
     assert f"closed-loop tuning kept step {kept['step']} of 4" in capsys.readouterr().out
     # the epochs are the baseline's; the tuning moved the weights whenever it kept a later step
     assert torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path, "last_model.pt"))
@@ -145,11 +145,13 @@ def test_closed_loop_replan_sets_the_tuning_rollouts(data, tmp_path, monkeypatch
     import trc.training.closed_loop_tuning as tuning
 
     real, seen = tuning.closed_loop_rollout, []
-    monkeypatch.setattr(tuning, "closed_loop_rollout", lambda *a: seen.append(a[3]) or real(*a))
-    assert train(data, tmp_path, "--closed_loop_steps", "2", "--closed_loop_replan", "4") == 0
-    assert seen == [4, 4]
+    monkeypatch.setattr(tuning, "closed_loop_rollout", lambda *a: seen.append(a[3:]) or real(*a))
+    assert train(data, tmp_path, "--closed_loop_steps", "2", "--closed_loop_replan", "4",
+                 "--closed_loop_truncate", "8") == 0
+    assert seen == [(4, 8), (4, 8)]
     meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
     assert meta["closed_loop_tuning"]["replan_every"] == 4 and meta["settings"]["closed_loop_replan"] == 4
+    assert meta["closed_loop_tuning"]["truncate"] == 8 and meta["settings"]["closed_loop_truncate"] == 8
 
 
 def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_path, monkeypatch, capsys):
@@ -172,6 +174,8 @@ def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_pa
     capsys.readouterr()
     assert train(data, tmp_path / "cut", *flags, "--resume", "--closed_loop_replan", "2") == 2  # not the same tuning
     assert "replanned every 1 steps, not --closed_loop_replan 2" in capsys.readouterr().err
+    assert train(data, tmp_path / "cut", *flags, "--resume", "--closed_loop_truncate", "4") == 2
+    assert "truncated to 0 steps, not --closed_loop_truncate 4" in capsys.readouterr().err
     with monkeypatch.context() as m:  # a state judged on other validation starts is not continued either
         m.setattr(tuning, "ClosedLoopTuning", functools.partial(tuning.ClosedLoopTuning, val_starts=7))
         assert train(data, tmp_path / "cut", *flags, "--resume") == 2
@@ -284,6 +288,7 @@ def test_quiet_hides_the_progress_bar(data, tmp_path, capsys):
     (["--explore_noise", "nan"], "--explore_noise must be >= 0"),
     (["--closed_loop_steps", "-1"], "--closed_loop_steps must be >= 0"),
     (["--closed_loop_replan", "0"], "--closed_loop_replan must be >= 1"),
+    (["--closed_loop_truncate", "-1"], "--closed_loop_truncate must be >= 0"),
     (["--process_weight", "0", "--loss_variant", "seed"], "--loss_variant has no effect"),
     (["--problem", "double_integrator"], "was made for problem 'vanderpol', not 'double_integrator'"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),

@@ -36,6 +36,22 @@ def test_the_rollout_is_the_evaluated_closed_loop_with_a_graph(replan_every):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize("replan_every, truncate", [(1, 5), (3, 4)])  # (3, 4): cuts at the plans of steps 6 and 9
+def test_a_truncated_rollout_has_the_same_values_and_no_gradient_across_a_cut(replan_every, truncate):
+    model = small_model(dtype=torch.float64)
+    x0 = val_starts(6).requires_grad_(True)
+    target = model.problem.target_like(x0, None)
+    X, U = closed_loop_rollout(model, x0, target, replan_every)
+    Xt, Ut = closed_loop_rollout(model, x0, target, replan_every, truncate)
+    assert torch.equal(X, Xt) and torch.equal(U, Ut)
+    whole = torch.autograd.grad(X[:, -1].sum(), x0)[0]
+    assert whole.abs().sum() > 0                                   # the final state depends on the start ...
+    cut = torch.autograd.grad(Xt[:, -1].sum(), x0, allow_unused=True, retain_graph=True)[0]
+    assert cut is None or torch.count_nonzero(cut) == 0            # ... but not through a cut state
+    early = 4 if replan_every == 1 else 3                          # a state before the first cut still does
+    assert torch.autograd.grad(Xt[:, early].sum(), x0)[0].abs().sum() > 0
+
+
 @pytest.mark.parametrize("replan_every", [1, 3])  # 3: trained on fewer plans, still judged replanning every step
 def test_tuning_lowers_the_closed_loop_cost_and_keeps_the_cheapest_validated_state(replan_every):
     model = small_model()
@@ -97,7 +113,7 @@ def test_a_state_validated_on_other_starts_is_not_continued():
 
 @pytest.mark.parametrize("field, bad", [("steps", -1), ("batch_size", 0), ("eval_every", 1.5), ("lr", 0.0),
                                         ("max_grad_norm", float("nan")), ("steps", True),
-                                        ("replan_every", 0), ("val_starts", -1)])
+                                        ("replan_every", 0), ("truncate", -1), ("val_starts", -1)])
 def test_bad_settings_are_one_sentence(field, bad):
     with pytest.raises(TRCError, match=field):
         ClosedLoopTuning(**{field: bad})

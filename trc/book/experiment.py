@@ -275,7 +275,8 @@ class Experiment:
             history = model.training_history
             model, history["closed_loop_tuning"] = tune_closed_loop(
                 model, torch.as_tensor(val["initial_states"], dtype=torch.float64),
-                ClosedLoopTuning(steps=steps, replan_every=settings["closed_loop_replan"]),
+                ClosedLoopTuning(steps=steps, replan_every=settings["closed_loop_replan"],
+                                 truncate=settings["closed_loop_truncate"]),
                 seed=self.seed, val_target=torch.as_tensor(val["target_states"], dtype=torch.float64))
             model.training_history = history
         model.checkpoint_metadata = {

@@ -32,6 +32,7 @@ RECIPE: dict[str, Any] = {
     "val_closed_loop": 0,     # > 0: the best epoch is the one cheapest in closed loop, replanning this often
     "closed_loop_steps": 0,   # > 0: then the last epoch tuned this many steps on its closed-loop cost
     "closed_loop_replan": 1,  # steps between the plans of the tuning's training rollouts
+    "closed_loop_truncate": 0,  # steps the tuning's gradient flows back through the trajectory (0: all)
 }
 
 # Where a problem departs from RECIPE.
@@ -41,10 +42,11 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     # the failing teacher: self-play that passes good swing-ups on (to the later states along them and to the
     # neighbouring starts), imitated alone, then the model tuned on the cost it realises in closed loop
     # (trc.training.closed_loop_tuning; its rollouts plan every 4 steps, so 700 steps cost about what 200
-    # replanning every step do, and gain more: benchmarks/beyond_teacher.py)
+    # replanning every step do, and gain more; its gradient flows back through 40 steps of the trajectory at
+    # most, steadier than through all 100: benchmarks/beyond_teacher.py)
     "pendulum": {"self_play": True, "loss_variant": "ratio", "process_weight": 0.0, "explore_noise": 1.0,
                  "stitch": 2, "neighbours": 4, "tail_starts": 3000, "visited_starts": 1000, "epochs": 100,
-                 "val_closed_loop": 5, "closed_loop_steps": 700, "closed_loop_replan": 4},
+                 "val_closed_loop": 5, "closed_loop_steps": 700, "closed_loop_replan": 4, "closed_loop_truncate": 40},
 }
 
 

@@ -197,6 +197,10 @@ def add_recipe_arguments(p) -> None:
                    help="the closed-loop tuning's training rollouts plan anew every this many steps, applying each "
                         "plan's first controls (fewer plans, cheaper steps; validation replans every step; "
                         f"default {describe('closed_loop_replan')})")
+    g.add_argument("--closed_loop_truncate", type=int, default=None,
+                   help="the closed-loop tuning's gradient flows back through at most this many steps of the "
+                        "trajectory (truncated backpropagation through time; 0: the whole horizon; "
+                        f"default {describe('closed_loop_truncate')})")
     g.add_argument("--curriculum_box", type=float, default=None,
                    help="fraction of the start box trained on at the first epoch, growing to 1 "
                         f"(default {describe('curriculum_box')}; 1 is off)")
@@ -258,6 +262,8 @@ def _check_args(args: argparse.Namespace) -> None:
                        f"--{name} must be in (0, 1], got {value}"))
     checks.append((args.closed_loop_replan is None or args.closed_loop_replan >= 1,
                    f"--closed_loop_replan must be >= 1, got {args.closed_loop_replan}"))
+    checks.append((args.closed_loop_truncate is None or args.closed_loop_truncate >= 0,
+                   f"--closed_loop_truncate must be >= 0, got {args.closed_loop_truncate}"))
     checks.append((args.explore_noise is None or (math.isfinite(args.explore_noise) and args.explore_noise >= 0),
                    f"--explore_noise must be >= 0, got {args.explore_noise}"))
     if args.baseline:
@@ -369,7 +375,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
     settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs,
                     closed_loop_steps=args.closed_loop_steps,  # recorded; a resumed run may tune longer
-                    closed_loop_replan=args.closed_loop_replan)
+                    closed_loop_replan=args.closed_loop_replan, closed_loop_truncate=args.closed_loop_truncate)
     _check_run_folder(out, settings, args.resume, args.epochs)
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
@@ -448,7 +454,12 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
             raise TRCError(f"cannot resume from {str(state_path)!r}: its tuning replanned every "
                            f"{state['config'].get('replan_every', 1)} steps, not --closed_loop_replan "
                            f"{args.closed_loop_replan}")
-    config = ClosedLoopTuning(steps=args.closed_loop_steps, replan_every=args.closed_loop_replan)
+        if state is not None and state["config"].get("truncate", 0) != args.closed_loop_truncate:
+            raise TRCError(f"cannot resume from {str(state_path)!r}: its tuning's gradient was truncated to "
+                           f"{state['config'].get('truncate', 0)} steps, not --closed_loop_truncate "
+                           f"{args.closed_loop_truncate}")
+    config = ClosedLoopTuning(steps=args.closed_loop_steps, replan_every=args.closed_loop_replan,
+                              truncate=args.closed_loop_truncate)
     best = read_checkpoint(out / "best_model.pt")
     meta = best["metadata"]
 
@@ -460,5 +471,6 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     model, log = tune_closed_loop(model, x0, config, seed=args.seed, val_target=target, state=state, save=save)
     save_checkpoint(model, out / "best_model.pt",
                     **{**meta, "closed_loop_tuning": {"steps": config.steps, "replan_every": config.replan_every,
+                                                      "truncate": config.truncate,
                                                       "kept_step": kept_record(log)["step"]}})
     return model, log
