@@ -18,8 +18,8 @@ or, with ``truncate``, back through at most that many steps of the trajectory:
 the state is detached from its past every ``truncate`` steps (truncated
 backpropagation through time), so a plan answers for the cost of the next
 stretch of the trajectory and no gradient compounds a swing-up's sensitivity
-over the whole horizon; the loss is the mean cost scaled to about 1, so that ``max_grad_norm`` means the
-same at every cost.  No plan is optimised: only the model's weights change, from
+over the whole horizon.  The loss is the mean cost scaled to about 1, so that
+``max_grad_norm`` means the same at every cost.  No plan is optimised: only the model's weights change, from
 starts it has never seen, as in training.  Every ``eval_every`` steps the model is
 judged in closed loop on the validation starts (those given and ``val_starts``
 fresh ones from the start box), and the cheapest state (step 0, the trained model,

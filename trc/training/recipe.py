@@ -43,7 +43,7 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     # neighbouring starts), imitated alone, then the model tuned on the cost it realises in closed loop
     # (trc.training.closed_loop_tuning; its rollouts plan every 4 steps, so 700 steps cost about what 200
     # replanning every step do, and gain more; its gradient flows back through 40 steps of the trajectory at
-    # most, steadier than through all 100: benchmarks/beyond_teacher.py)
+    # most, which gained over all 100: benchmarks/beyond_teacher.py)
     "pendulum": {"self_play": True, "loss_variant": "ratio", "process_weight": 0.0, "explore_noise": 1.0,
                  "stitch": 2, "neighbours": 4, "tail_starts": 3000, "visited_starts": 1000, "epochs": 100,
                  "val_closed_loop": 5, "closed_loop_steps": 700, "closed_loop_replan": 4, "closed_loop_truncate": 40},
