@@ -19,8 +19,8 @@ the state is detached from its past every ``truncate`` steps (truncated
 backpropagation through time), so a plan answers for the cost of the next
 stretch of the trajectory and no gradient compounds a swing-up's sensitivity
 over the whole horizon.  The loss is the mean cost scaled to about 1, so that
-``max_grad_norm`` means the same at every cost.  No plan is optimised: only the model's weights change, from
-starts it has never seen, as in training.  Every ``eval_every`` steps the model is
+``max_grad_norm`` means the same at every cost.  No plan is optimised: only the
+model's weights change, from starts it has never seen, as in training.  Every ``eval_every`` steps the model is
 judged in closed loop on the validation starts (those given and ``val_starts``
 fresh ones from the start box), and the cheapest state (step 0, the trained model,
 included) is what the tuning returns: tuning never leaves a model worse on
@@ -102,10 +102,9 @@ def closed_loop_rollout(model: nn.Module, x0: Tensor, target: Tensor, replan_eve
     """
     problem = model.problem
     x, X, U = x0, [x0], []
-    cut = truncate
     for t in range(0, problem.horizon, replan_every):
-        if truncate and t >= cut:
-            x, cut = x.detach(), cut + truncate * ((t - cut) // truncate + 1)
+        if truncate and t and t // truncate != (t - replan_every) // truncate:  # a multiple of truncate passed
+            x = x.detach()
         plan = problem.clip(model(problem.wrap_state(x), target).controls)
         for u in plan[:, :min(replan_every, problem.horizon - t)].unbind(1):
             x = problem.step(x, u)
