@@ -174,6 +174,15 @@ class ControlProblem:
         """The same physical state in canonical coordinates (angles wrapped); identity by default."""
         return x
 
+    def features(self, x: Tensor) -> Tensor:
+        """The state ``[..., n_x]`` as features for a learned function of it, continuous in the physical state.
+
+        By default the state on the start box's scale (the box maps to ``[-1, 1]``); a problem with an
+        angle gives its cosine and sine instead, continuous where the wrapped angle jumps.
+        """
+        low, high = (torch.tensor(v, dtype=x.dtype, device=x.device) for v in (self.x0_low, self.x0_high))
+        return (x - (low + high) / 2) / ((high - low) / 2).clamp_min(1e-6)
+
     def stage_cost(self, x: Tensor, u: Tensor, target: Tensor) -> Tensor:
         """Stage cost ``l(x, u) [...]`` of ``x [..., n_x]``, ``u [..., n_u]``; default ``e'Q e + u'R u``."""
         Q, R, _ = self.cost_matrices(x.dtype, x.device)

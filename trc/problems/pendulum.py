@@ -91,6 +91,11 @@ class Pendulum(ControlProblem):
     def wrap_state(self, x):
         return torch.cat([wrap_angle(x[..., :1]), x[..., 1:]], -1)
 
+    def features(self, x):
+        """``(cos theta, sin theta, omega / (2 sqrt(g / l)))``: the speed on the scale a fall from the top reaches."""
+        theta, omega = x[..., :1], x[..., 1:]
+        return torch.cat([torch.cos(theta), torch.sin(theta), omega / (2 * math.sqrt(self.g / self.l))], -1)
+
     def _chord_error(self, x, target):
         e = x - target
         return torch.cat([2.0 * torch.sin(0.5 * e[..., :1]), e[..., 1:]], -1)
