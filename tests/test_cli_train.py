@@ -134,7 +134,8 @@ def test_closed_loop_steps_tune_the_best_model_in_closed_loop(data, baseline, tm
     assert [r["step"] for r in checks] == [0, 4] and sum("train_cost" in r for r in log) == 4
     kept = min(checks, key=lambda r: r["cost"])
     meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
-    assert meta["closed_loop_tuning"] == {"steps": 4, "replan_every": 1, "truncate": 0, "kept_step": kept["step"]}
+    assert meta["closed_loop_tuning"] == {"steps": 4, "replan_every": 1, "truncate": 0, "critic": 0.0,
+                                         "kept_step": kept["step"]}
     assert f"closed-loop tuning kept step {kept['step']} of 4" in capsys.readouterr().out
     # the epochs are the baseline's; the tuning moved the weights whenever it kept a later step
     assert torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path, "last_model.pt"))
@@ -152,6 +153,19 @@ def test_closed_loop_replan_sets_the_tuning_rollouts(data, tmp_path, monkeypatch
     meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
     assert meta["closed_loop_tuning"]["replan_every"] == 4 and meta["settings"]["closed_loop_replan"] == 4
     assert meta["closed_loop_tuning"]["truncate"] == 8 and meta["settings"]["closed_loop_truncate"] == 8
+
+
+def test_closed_loop_critic_is_charged_at_the_cuts_and_recorded(data, tmp_path, monkeypatch):
+    import trc.training.closed_loop_tuning as tuning
+
+    real, seen = tuning.CostToGo.forward, []
+    monkeypatch.setattr(tuning.CostToGo, "forward", lambda self, x, t: seen.append((x.requires_grad, t)) or real(self, x, t))
+    monkeypatch.setattr(tuning, "CRITIC_WARMUP", 1)
+    assert train(data, tmp_path, "--closed_loop_steps", "1", "--closed_loop_replan", "2",
+                 "--closed_loop_truncate", "4", "--closed_loop_critic", "0.5") == 0
+    assert (True, 4) in seen and (True, 8) in seen          # valued with their past, at the cuts
+    meta = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata
+    assert meta["closed_loop_tuning"]["critic"] == 0.5 and meta["settings"]["closed_loop_critic"] == 0.5
 
 
 def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_path, monkeypatch, capsys):
@@ -289,6 +303,8 @@ def test_quiet_hides_the_progress_bar(data, tmp_path, capsys):
     (["--closed_loop_steps", "-1"], "--closed_loop_steps must be >= 0"),
     (["--closed_loop_replan", "0"], "--closed_loop_replan must be >= 1"),
     (["--closed_loop_truncate", "-1"], "--closed_loop_truncate must be >= 0"),
+    (["--closed_loop_critic", "-1"], "--closed_loop_critic must be >= 0"),
+    (["--closed_loop_steps", "2", "--closed_loop_critic", "0.5"], "--closed_loop_critic needs --closed_loop_truncate > 0"),
     (["--process_weight", "0", "--loss_variant", "seed"], "--loss_variant has no effect"),
     (["--problem", "double_integrator"], "was made for problem 'vanderpol', not 'double_integrator'"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),

@@ -44,7 +44,7 @@ PARAMETERS = {
     "latent_dim": "count", "hidden_dim": "count", "num_layers": "count", "feedback_points": "count0",
     "lr": "positive", "process_weight": "nonnegative", "value_weight": "nonnegative", "val_fraction": "fraction",
     "steps": "count0", "eval_every": "count", "max_grad_norm": "positive",
-    "replan_every": "count", "truncate": "count0", "val_starts": "count0",
+    "replan_every": "count", "truncate": "count0", "val_starts": "count0", "critic": "nonnegative",
 }
 
 

@@ -276,7 +276,7 @@ class Experiment:
             model, history["closed_loop_tuning"] = tune_closed_loop(
                 model, torch.as_tensor(val["initial_states"], dtype=torch.float64),
                 ClosedLoopTuning(steps=steps, replan_every=settings["closed_loop_replan"],
-                                 truncate=settings["closed_loop_truncate"]),
+                                 truncate=settings["closed_loop_truncate"], critic=settings["closed_loop_critic"]),
                 seed=self.seed, val_target=torch.as_tensor(val["target_states"], dtype=torch.float64))
             model.training_history = history
         model.checkpoint_metadata = {

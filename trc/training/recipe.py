@@ -33,6 +33,7 @@ RECIPE: dict[str, Any] = {
     "closed_loop_steps": 0,   # > 0: then the last epoch tuned this many steps on its closed-loop cost
     "closed_loop_replan": 1,  # steps between the plans of the tuning's training rollouts
     "closed_loop_truncate": 0,  # steps the tuning's gradient flows back through the trajectory (0: all)
+    "closed_loop_critic": 0.0,  # weight of a learned critic's cost-to-go at each cut of the tuning's gradient
 }
 
 # Where a problem departs from RECIPE.

@@ -201,6 +201,11 @@ def add_recipe_arguments(p) -> None:
                    help="the closed-loop tuning's gradient flows back through at most this many steps of the "
                         "trajectory (truncated backpropagation through time; 0: the whole horizon; "
                         f"default {describe('closed_loop_truncate')})")
+    g.add_argument("--closed_loop_critic", type=float, default=None,
+                   help="weight of a critic's estimate of the cost still to come, charged at every cut of "
+                        "--closed_loop_truncate so that the plans before a cut answer for what follows it (the "
+                        "critic is learned alongside from the realised costs; needs --closed_loop_truncate > 0; "
+                        f"0: none; default {describe('closed_loop_critic')})")
     g.add_argument("--curriculum_box", type=float, default=None,
                    help="fraction of the start box trained on at the first epoch, growing to 1 "
                         f"(default {describe('curriculum_box')}; 1 is off)")
@@ -264,6 +269,9 @@ def _check_args(args: argparse.Namespace) -> None:
                    f"--closed_loop_replan must be >= 1, got {args.closed_loop_replan}"))
     checks.append((args.closed_loop_truncate is None or args.closed_loop_truncate >= 0,
                    f"--closed_loop_truncate must be >= 0, got {args.closed_loop_truncate}"))
+    checks.append((args.closed_loop_critic is None or (math.isfinite(args.closed_loop_critic)
+                                                        and args.closed_loop_critic >= 0),
+                   f"--closed_loop_critic must be >= 0, got {args.closed_loop_critic}"))
     checks.append((args.explore_noise is None or (math.isfinite(args.explore_noise) and args.explore_noise >= 0),
                    f"--explore_noise must be >= 0, got {args.explore_noise}"))
     if args.baseline:
@@ -372,10 +380,13 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
 
     for key, value in recipe(problem.name, **recipe_flags(args)).items():
         setattr(args, key, value)
+    if args.closed_loop_steps and args.closed_loop_critic > 0 and not args.closed_loop_truncate:
+        raise TRCError("--closed_loop_critic needs --closed_loop_truncate > 0: the critic values the state at each cut")
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
     settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs,
                     closed_loop_steps=args.closed_loop_steps,  # recorded; a resumed run may tune longer
-                    closed_loop_replan=args.closed_loop_replan, closed_loop_truncate=args.closed_loop_truncate)
+                    closed_loop_replan=args.closed_loop_replan, closed_loop_truncate=args.closed_loop_truncate,
+                    closed_loop_critic=args.closed_loop_critic)
     _check_run_folder(out, settings, args.resume, args.epochs)
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
@@ -459,7 +470,7 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
                            f"{state['config'].get('truncate', 0)} steps, not --closed_loop_truncate "
                            f"{args.closed_loop_truncate}")
     config = ClosedLoopTuning(steps=args.closed_loop_steps, replan_every=args.closed_loop_replan,
-                              truncate=args.closed_loop_truncate)
+                              truncate=args.closed_loop_truncate, critic=args.closed_loop_critic)
     best = read_checkpoint(out / "best_model.pt")
     meta = best["metadata"]
 
@@ -471,6 +482,6 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     model, log = tune_closed_loop(model, x0, config, seed=args.seed, val_target=target, state=state, save=save)
     save_checkpoint(model, out / "best_model.pt",
                     **{**meta, "closed_loop_tuning": {"steps": config.steps, "replan_every": config.replan_every,
-                                                      "truncate": config.truncate,
+                                                      "truncate": config.truncate, "critic": config.critic,
                                                       "kept_step": kept_record(log)["step"]}})
     return model, log
