@@ -119,11 +119,12 @@ mean +- std over seeds 0-4 on 1000 test states:
   149.7 and 187.2 against 155 and 193). In the experiments before it (the speed scaled by 8 instead
   of 2 sqrt(g/l)): 96.8 and 96.0 % (149.7, 159.9), 97.4 % on seed 1 with another draw of the
   tuning's starts, 92.4 % on seed 2 with the wrapped angle as the critic's input instead of its
-  cosine and sine; weight 1.0: 98.0 and 89.0 %. Seed 1 gains every time; at weight 0.5 seed 2 by 1.6-8.2 points,
-  once the critic is accurate (in its best run after step 450). The tuning is volatile with it: the
-  validation dips (6.7 % at one validation of seed 1, 32.8 % of seed 2) and recovers, and the state
-  kept is the best. The critic's 100 warm-up closed loops add about 30 s to the training. Not yet
-  measured over the benchmark's five seeds (``--runs critic``), so not yet the recipe's.
+  cosine and sine; weight 1.0: 98.0 and 89.0 %. Seed 1 gains every time; at weight 0.5 seed 2 by
+  1.6-8.2 points, once the critic is accurate (in its best run after step 450). The tuning is
+  volatile with it: the validation dips (6.7 % at one validation of seed 1, 32.8 % of seed 2) and
+  recovers, and the state kept is the best. The critic's 100 warm-up closed loops add about 30 s to
+  the training. Not yet measured over the benchmark's five seeds (``--runs critic``), so not yet the
+  recipe's.
   What is left: the misses are starts near hanging, whose swing-up the optimum completes by step 66
   on average from |theta| > 2.3, at most 83. Chapter 10's model misses 25 of the split's 500: 19
   arrive late (at step 100 |theta| is 0.07-1.0 rad, still rising), 2 pass over the top too fast
