@@ -155,8 +155,9 @@ def closed_loop_rollout(model: nn.Module, x0: Tensor, target: Tensor, replan_eve
     """
     problem = model.problem
     x, X, U = x0, [x0], []
+    cuts = set(cut_steps(problem.horizon, replan_every, truncate)) if truncate else set()
     for t in range(0, problem.horizon, replan_every):
-        if truncate and t and t // truncate != (t - replan_every) // truncate:  # a multiple of truncate passed
+        if t in cuts:
             x = x.detach()
         plan = problem.clip(model(problem.wrap_state(x), target).controls)
         for u in plan[:, :min(replan_every, problem.horizon - t)].unbind(1):
