@@ -227,15 +227,15 @@ def tune_closed_loop(model: nn.Module, val_x0: Tensor, config: ClosedLoopTuning,
         log, step = [validate(0)], 0
         best = {"cost": log[0]["cost"], "weights": copy.deepcopy(model.state_dict())}
         if critic is not None:  # trained first on the untuned model's closed loops, its scale their mean cost
-            warmup = []
+            # one batch of all the warm-up's starts (the same draws as one batch of them at a time, and
+            # several times faster), then a critic step per batch_size of them
+            x0 = problem.sample_initial_states(CRITIC_WARMUP * config.batch_size, generator, dtype=dtype).to(device)
+            target = problem.target_like(x0, None)
             with torch.no_grad():
-                for _ in range(CRITIC_WARMUP):
-                    x0 = problem.sample_initial_states(config.batch_size, generator, dtype=dtype).to(device)
-                    target = problem.target_like(x0, None)
-                    warmup.append((*closed_loop_rollout(model, x0, target, config.replan_every), target))
-            critic_scale = torch.cat([problem.cost(X, U, target) for X, U, target in warmup]).mean().item()
-            for X, U, target in warmup:
-                train_critic(X, U, target, critic_scale)
+                X, U = closed_loop_rollout(model, x0, target, config.replan_every)
+            critic_scale = problem.cost(X, U, target).mean().item()
+            for rows in torch.arange(len(x0), device=device).split(config.batch_size):
+                train_critic(X[rows], U[rows], target[rows], critic_scale)
     else:
         judged_on = state["config"].get("val_starts", 0)
         if judged_on != config.val_starts:  # its best cost was measured on other starts
