@@ -222,6 +222,12 @@ def test_the_pendulum_recipe_imitates_its_archive():
     assert (multi["stitch"], multi["explore_noise"], multi["process_weight"]) == (0, 0.3, 1.0)
     assert multi["self_play"] is True and multi["visited_starts"] == 1000
     assert r["closed_loop_steps"] > 0 and multi["closed_loop_steps"] == 0   # tuned in closed loop, alone only
+    assert r["closed_loop_critic"] > 0 and multi["closed_loop_critic"] == 0
+    given.closed_loop_truncate = 0                                    # no cut: the recipe's critic is off
+    assert recipe("pendulum", **recipe_flags(given))["closed_loop_critic"] == 0
+    given.closed_loop_critic = 0.25                                   # unless asked for (then refused by train)
+    assert recipe("pendulum", **recipe_flags(given))["closed_loop_critic"] == 0.25
+    given.closed_loop_truncate = given.closed_loop_critic = None
     given.heads_only = True                                           # a halting head on a kept planner
     assert recipe("pendulum", **recipe_flags(given))["closed_loop_steps"] == 0
     given.heads_only = False

@@ -42,12 +42,14 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 60},
     # the failing teacher: self-play that passes good swing-ups on (to the later states along them and to the
     # neighbouring starts), imitated alone, then the model tuned on the cost it realises in closed loop
-    # (trc.training.closed_loop_tuning; its rollouts plan every 4 steps, so 700 steps cost about what 200
+    # (trc.training.closed_loop_tuning; its rollouts plan every 4 steps, so 600 steps cost about what 170
     # replanning every step do, and gain more; its gradient flows back through 40 steps of the trajectory at
-    # most, which gained over all 100: benchmarks/beyond_teacher.py)
+    # most, which gained over all 100, and a learned critic charges the cost to come at each cut, which gained
+    # over the cut alone: benchmarks/beyond_teacher.py)
     "pendulum": {"self_play": True, "loss_variant": "ratio", "process_weight": 0.0, "explore_noise": 1.0,
                  "stitch": 2, "neighbours": 4, "tail_starts": 3000, "visited_starts": 1000, "epochs": 100,
-                 "val_closed_loop": 5, "closed_loop_steps": 700, "closed_loop_replan": 4, "closed_loop_truncate": 40},
+                 "val_closed_loop": 5, "closed_loop_steps": 600, "closed_loop_replan": 4, "closed_loop_truncate": 40,
+                 "closed_loop_critic": 0.5},
 }
 
 
@@ -56,14 +58,15 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
 # benchmarks/multi_problem.py: with the pendulum's own values the shared model swings it up from 57 % of the
 # starts (0 % without) but the other three problems fall below their targets (constrained Van der Pol 56 %).
 SINGLE_PROBLEM_ONLY = ("process_weight", "explore_noise", "explore_best", "stitch", "neighbours", "tail_starts",
-                       "val_closed_loop", "closed_loop_steps")
+                       "val_closed_loop", "closed_loop_steps", "closed_loop_critic")
 
 
 def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:
     """The recipe's settings for ``problem``, with every ``given`` value that is not None instead.
 
     With ``multi`` (``problem`` trained in one model with others) the problem's own values of
-    :data:`SINGLE_PROBLEM_ONLY` are left out.
+    :data:`SINGLE_PROBLEM_ONLY` are left out.  Where the gradient is not cut (``closed_loop_truncate``
+    0) the recipe's critic is off too, unless ``closed_loop_critic`` is given.
     """
     unknown = sorted(set(given) - set(RECIPE))
     if unknown:
@@ -71,6 +74,8 @@ def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:
     own = {k: v for k, v in PROBLEM_RECIPES.get(problem, {}).items() if not (multi and k in SINGLE_PROBLEM_ONLY)}
     out = {**RECIPE, **own}
     out.update({k: v for k, v in given.items() if v is not None})
+    if not out["closed_loop_truncate"] and given.get("closed_loop_critic") is None:
+        out["closed_loop_critic"] = 0.0  # the recipe's critic values the state at the cuts: none, no critic
     return out
 
 

@@ -204,7 +204,8 @@ def add_recipe_arguments(p) -> None:
     g.add_argument("--closed_loop_critic", type=float, default=None,
                    help="weight of a critic's estimate of the cost still to come, charged at every cut of "
                         "--closed_loop_truncate so that the plans before a cut answer for what follows it (the "
-                        "critic is learned alongside from the realised costs; needs --closed_loop_truncate > 0; "
+                        "critic is learned alongside from the realised costs; needs --closed_loop_truncate > 0, "
+                        "and the default is 0 where it is 0; "
                         f"0: none; default {describe('closed_loop_critic')})")
     g.add_argument("--curriculum_box", type=float, default=None,
                    help="fraction of the start box trained on at the first epoch, growing to 1 "
