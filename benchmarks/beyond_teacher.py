@@ -49,11 +49,11 @@ mean +- std over seeds 0-4 on 1000 test states:
   each cut (``closed_loop_critic``, below), the state kept judged on the 100 validation starts and
   500 fresh ones (``ClosedLoopTuning.val_starts``).  Each seed kept the same state and the same
   figures as with 700 steps, which took 612-675 s (the critic's warm-up then ran its closed loops
-  64 starts at a time; one batch of all 6400 is several times faster).  Without the critic (the
-  recipe before it, 700 steps; ``--runs no_critic`` for 600): 91.6 +- 4.5 % (seeds 94.7, 93.6,
-  89.4, 95.4, 84.7), 1.20 +- 0.11x (1.13, 1.14, 1.35, 1.12, 1.29), open loop 0.4 +- 0.4 %,
-  4.34 +- 0.32x, training 543-583 s (wall 550-608 s).  With the gradient through the whole
-  horizon: 89.6 +- 4.7 % (seeds 97.0, 90.7, 85.9, 89.0, 85.5), 1.29 +- 0.14x (1.11, 1.21, 1.42,
+  64 starts at a time; one batch of all 6400 is several times faster).  Without the critic
+  (``--runs no_critic``, 600 steps): 91.6 +- 4.5 % (seeds 94.7, 93.6, 89.4, 95.4, 84.7),
+  1.20 +- 0.11x (1.13, 1.14, 1.35, 1.12, 1.29), training 454-507 s of CPU, the same closed-loop
+  figures as the recipe before the critic with 700 steps (543-583 s): the critic costs about 100 s
+  of the budget.  With the gradient through the whole horizon: 89.6 +- 4.7 % (seeds 97.0, 90.7, 85.9, 89.0, 85.5), 1.29 +- 0.14x (1.11, 1.21, 1.42,
   1.26, 1.43), training 490-528 s; on seeds 1 and 2 and 500 starts of a split of our own (seed 777)
   the cut every 20, 40 and 60 steps kept 88.0 / 79.8, 92.4 / 87.8 and 88.2 / 88.2 % against
   89.6 / 83.2 % without (mean cost 158 / 176, 157 / 193, 170 / 192 against 171 / 214). Before the
