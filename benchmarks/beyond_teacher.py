@@ -52,11 +52,13 @@ mean +- std over seeds 0-4 on 1000 test states:
   64 starts at a time; one batch of all 6400 is several times faster).  Without the critic
   (``--runs no_critic``, 600 steps): 91.6 +- 4.5 % (seeds 94.7, 93.6, 89.4, 95.4, 84.7),
   1.20 +- 0.11x (1.13, 1.14, 1.35, 1.12, 1.29), training 454-507 s of CPU, the same closed-loop
-  figures as the recipe before the critic with 700 steps (543-583 s): the critic costs about 100 s
-  of the budget.  With the gradient through the whole horizon: 89.6 +- 4.7 % (seeds 97.0, 90.7, 85.9, 89.0, 85.5), 1.29 +- 0.14x (1.11, 1.21, 1.42,
-  1.26, 1.43), training 490-528 s; on seeds 1 and 2 and 500 starts of a split of our own (seed 777)
-  the cut every 20, 40 and 60 steps kept 88.0 / 79.8, 92.4 / 87.8 and 88.2 / 88.2 % against
-  89.6 / 83.2 % without (mean cost 158 / 176, 157 / 193, 170 / 192 against 171 / 214). Before the
+  figures as the recipe before the critic with 700 steps (543-583 s).  The runs with the critic took
+  about 100 s more, yet one tuning step measures the same with and without it (0.79-0.82 s, an
+  untrained model, one thread) and its warm-up about 8 s: the rest is not explained.  With the
+  gradient through the whole horizon: 89.6 +- 4.7 % (seeds 97.0, 90.7, 85.9, 89.0, 85.5),
+  1.29 +- 0.14x (1.11, 1.21, 1.42, 1.26, 1.43), training 490-528 s; on seeds 1 and 2 and 500
+  starts of a split of our own (seed 777) the cut every 20, 40 and 60 steps kept 88.0 / 79.8,
+  92.4 / 87.8 and 88.2 / 88.2 % against 89.6 / 83.2 % without (mean cost 158 / 176, 157 / 193, 170 / 192 against 171 / 214). Before the
   cut, judged on the 100 validation starts alone: 89.5 +- 4.5 % (seed 0 96.6 %, 1.10x; the other
   seeds kept the same states), training 488-520 s.  On seed 0's 100-epoch model with a second draw
   of the tuning's starts the 100 kept step 125 (87.6 % on the split of 500 below) where 1000 fresh
