@@ -58,9 +58,10 @@ mean +- std over seeds 0-4 on 1000 test states:
   gradient through the whole horizon: 89.6 +- 4.7 % (seeds 97.0, 90.7, 85.9, 89.0, 85.5),
   1.29 +- 0.14x (1.11, 1.21, 1.42, 1.26, 1.43), training 490-528 s; on seeds 1 and 2 and 500
   starts of a split of our own (seed 777) the cut every 20, 40 and 60 steps kept 88.0 / 79.8,
-  92.4 / 87.8 and 88.2 / 88.2 % against 89.6 / 83.2 % without (mean cost 158 / 176, 157 / 193, 170 / 192 against 171 / 214). Before the
-  cut, judged on the 100 validation starts alone: 89.5 +- 4.5 % (seed 0 96.6 %, 1.10x; the other
-  seeds kept the same states), training 488-520 s.  On seed 0's 100-epoch model with a second draw
+  92.4 / 87.8 and 88.2 / 88.2 % against 89.6 / 83.2 % without (mean cost 158 / 176, 157 / 193,
+  170 / 192 against 171 / 214). Before the cut, judged on the 100 validation starts alone:
+  89.5 +- 4.5 % (seed 0 96.6 %, 1.10x; the other seeds kept the same states), training 488-520 s.
+  On seed 0's 100-epoch model with a second draw
   of the tuning's starts the 100 kept step 125 (87.6 % on the split of 500 below) where 1000 fresh
   starts pick steps worth 90.2-90.4 %. Tried and dropped: replaying the costliest starts of past
   batches (16 of each 64, from a buffer of the 8 costliest per batch): 92.6 % with one draw of the
