@@ -135,3 +135,16 @@ def test_run_experiments_trains_in_other_processes_and_gives_the_same_models(tmp
         np.testing.assert_array_equal(p.metrics.costs, s.metrics.costs)
     with pytest.raises(TRCError, match="cache_dir"):
         experiment.run_experiments(experiments, None)
+
+
+def test_a_worker_whose_code_differs_from_its_callers_refuses_to_train(tmp_path):
+    # run_experiments hands its workers its own code fingerprint: a worker that imported edited
+    # source would train other code under a key the caller never looks up
+    from trc.book.cache import code_fingerprint
+
+    e = Experiment(**TINY)
+    with pytest.raises(TRCError, match="trc's source changed after this process imported it"):
+        experiment._train_into_cache(e, str(tmp_path), "0" * 16)
+    assert not e.model_path(tmp_path).exists()
+    experiment._train_into_cache(e, str(tmp_path), code_fingerprint("model"))
+    assert e.load_cached(tmp_path) is not None

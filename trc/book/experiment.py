@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from trc.book.cache import cache_key, cached_dataset, cached_model
+from trc.book.cache import cache_key, cached_dataset, cached_model, code_fingerprint
 from trc.errors import TRCError, check
 
 TEST_SEED_OFFSET = 1_000_000  # test states are drawn with data_seed + this: never the training states
@@ -351,16 +351,25 @@ def run_experiments(experiments: Sequence[Experiment], cache_dir: str | Path,
         for experiment in todo:  # made here once, before the workers read them
             experiment.train_data(cache_dir)
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            list(pool.map(_train_into_cache, todo, [str(cache_dir)] * len(todo)))
+            list(pool.map(_train_into_cache, todo, [str(cache_dir)] * len(todo),
+                          [code_fingerprint("model")] * len(todo)))
     results = [experiment.run(cache_dir) for experiment in experiments]
     return [dataclasses.replace(r, cached=False) if r.experiment in todo else r for r in results]
 
 
-def _train_into_cache(experiment: Experiment, cache_dir: str) -> None:
-    """Train ``experiment`` on one thread and keep the model in ``cache_dir`` (a worker of :func:`run_experiments`)."""
+def _train_into_cache(experiment: Experiment, cache_dir: str, fingerprint: str) -> None:
+    """Train ``experiment`` on one thread and keep the model in ``cache_dir`` (a worker of :func:`run_experiments`).
+
+    ``fingerprint`` is the caller's :func:`~trc.book.cache.code_fingerprint` of ``"model"``.  A worker
+    imports ``trc`` afresh; if the source was edited after the caller imported it, the worker would
+    train other code under another key than the caller looks up, so it refuses instead.
+    """
     from trc.data.experts import one_thread
     from trc.models.checkpoint import save_checkpoint
 
+    if code_fingerprint("model") != fingerprint:
+        raise TRCError(f"trc's source changed after this process imported it (code fingerprint {fingerprint}, "
+                       f"now {code_fingerprint('model')}); restart it (the kernel) to train with the new code")
     with one_thread():
         model = experiment.train(cache_dir)
         save_checkpoint(model, experiment.model_path(cache_dir), **model.checkpoint_metadata)
