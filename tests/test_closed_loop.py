@@ -10,6 +10,7 @@ import torch
 from trc import TRCError, get_problem
 from trc.data.experts import lqr_controls
 from trc.evaluation import ClosedLoopResult, RefinementEvaluator, closed_loop
+from trc.evaluation.closed_loop import HYSTERESIS
 from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
 
 F64 = torch.float64
@@ -39,8 +40,48 @@ def test_a_perfect_plan_reproduces_the_open_loop_trajectory():
     assert torch.allclose(result.X, open_loop["X"], rtol=0, atol=1e-10)
     assert torch.allclose(result["cost"], open_loop["cost"]) and torch.equal(result.U, problem.clip(U))
     assert torch.equal(result.success, open_loop["success"])
-    # the planner always saw the state in canonical coordinates
-    assert all(bool((s[:, 0].abs() <= math.pi).all()) for s in planner.seen)
+    # the planner always saw the state in canonical coordinates, give or take the hysteresis
+    assert all(bool((s[:, 0].abs() <= math.pi + HYSTERESIS).all()) for s in planner.seen)
+
+
+def test_an_angle_rocking_across_the_wrap_point_is_shown_continuous_until_the_margin():
+    problem = get_problem("pendulum")
+    theta = torch.tensor([3.0, 3.1, -3.13, -3.0, 3.12, 2.0, -2.8]).unsqueeze(1)
+    x = torch.cat([theta, torch.zeros_like(theta)], 1).double()
+    shown, plain, margin = [], [], 0.25
+    near = None
+    for row in x:
+        near = problem.wrap_state(row[None], near=near, margin=margin)
+        shown.append(near[0, 0].item())
+        plain.append(problem.wrap_state(row[None])[0, 0].item())
+    # -3.13 is 3.153 past +pi's side: kept there; so is -3.0 (3.283 < pi + 0.25) ... until the margin
+    assert shown[2] == pytest.approx(2 * math.pi - 3.13) and shown[3] == pytest.approx(2 * math.pi - 3.0)
+    assert shown[4] == pytest.approx(3.12) and shown[5] == pytest.approx(2.0)
+    assert shown[6] == pytest.approx(-2.8)   # 2 pi - 2.8 = 3.48 is beyond pi + 0.25: wrapped again
+    assert plain == pytest.approx([3.0, 3.1, -3.13, -3.0, 3.12, 2.0, -2.8])
+    assert problem.wrap_state(x, near=x + 6.0, margin=0.0).equal(problem.wrap_state(x))
+    di = get_problem("double_integrator")  # no angle: every state is shown as it is
+    assert di.wrap_state(x[:, :2] * 5, near=x[:, :2], margin=1.0).equal(x[:, :2] * 5)
+
+
+def test_the_closed_loop_shows_a_planner_each_angle_with_hysteresis():
+    problem = get_problem("pendulum", horizon=30)
+    x0 = torch.tensor([[3.05, 0.3], [-3.05, -0.3]], dtype=F64)   # hanging, rocking across the bottom by 0.13
+    U = torch.zeros(2, 30, 1, dtype=F64)
+    for h in (0.0, 0.25):
+        planner = RemainingPlan(U)
+        result = closed_loop(planner, x0, problem=problem, hysteresis=h)
+        seen = torch.stack([s[:, 0] for s in planner.seen], 1)
+        jumps = (seen[:, 1:] - seen[:, :-1]).abs().max().item()
+        assert torch.allclose(problem.wrap_state(torch.stack([s for s in planner.seen], 1)),
+                              problem.wrap_state(result.X[:, :-1]))   # the same physical states
+        if h == 0:
+            assert jumps > 6 and seen.abs().max() <= math.pi
+        else:
+            assert jumps < 0.2 and math.pi < seen.abs().max() <= math.pi + h
+    for bad in (-0.1, 4.0, True, "0.2"):
+        with pytest.raises(TRCError, match="hysteresis must be a number of radians"):
+            closed_loop(RemainingPlan(U), x0, problem=problem, hysteresis=bad)
 
 
 def test_replanning_every_T_steps_is_the_model_open_loop():

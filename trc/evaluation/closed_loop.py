@@ -19,8 +19,29 @@ start (which no controller can beat).  ``replan_every = T`` is open loop.
 
 The planner sees the state in the problem's canonical coordinates
 (:meth:`~trc.problems.ControlProblem.wrap_state`: the pendulum's angle wrapped
-to ``(-pi, pi]``); the simulator integrates in float64 and the planner runs
-under ``no_grad`` in its own dtype.
+to ``(-pi, pi]``) with ``hysteresis``: an angle keeps the representative nearest
+the one shown at the last plan while that stays within ``hysteresis`` of the
+interval, and is wrapped again beyond it.  Without it a pendulum hanging near
+``+-pi`` is shown an angle that jumps between ``+pi`` and ``-pi`` as it rocks, and
+a planner that pumps towards the side it is shown reverses its torque at every
+crossing: from starts near hanging the realised swing-ups arrived late (misses
+crossed the bottom about 5 times, successes 1.5).  On the pendulum's recipe
+(seed 0) and two splits of 1000 starts of our own (seeds 4242 and 777), the
+closed-loop success of the same trained planners went
+
+======================  ===========  ===========  ===========  ===========
+hysteresis              0            0.15         0.25         0.4
+======================  ===========  ===========  ===========  ===========
+recipe                  96.8 / 96.4  98.3 / 98.4  98.0 / 98.2  96.9 / 96.6
+recipe, box curriculum  86.4 / 86.3  91.3 / 91.3  94.8 / 95.4  95.2 / 94.3
+======================  ===========  ===========  ===========  ===========
+
+(:data:`HYSTERESIS` is the default; problems without angles ignore it).  With
+it in the closed-loop tuning as well, the pendulum's recipe went from 95.0 +- 2.9 %
+at 1.17 +- 0.09x the optimum's cost to 96.3 +- 2.5 % at 1.10 +- 0.02x (5 seeds,
+the benchmark's 1000 test starts, ``benchmarks/beyond_teacher.py``).  The
+simulator integrates in float64 and the planner runs under ``no_grad`` in its
+own dtype.
 """
 
 from __future__ import annotations
@@ -35,6 +56,7 @@ from trc.errors import TRCError
 
 Tensor = torch.Tensor
 Planner = Callable[[Tensor, Tensor], Tensor]
+HYSTERESIS = 0.25  # radians an angle may stay beyond its canonical interval before a planner is shown it wrapped
 
 
 @dataclass(frozen=True)
@@ -92,7 +114,7 @@ def as_planner(model) -> Planner:
 
 
 def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None = None,
-                problem=None) -> ClosedLoopResult:
+                problem=None, hysteresis: float = HYSTERESIS) -> ClosedLoopResult:
     """Run ``model`` as a receding-horizon controller from every start (module docstring).
 
     Args:
@@ -104,6 +126,8 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
             (1: replan every step; ``T``: open loop).
         target: ``[B, n_x]`` or ``[n_x]``; default the problem's.
         problem: the problem simulated; default ``model.problem``.
+        hysteresis: how far beyond its canonical interval an angle is shown before it is
+            wrapped (module docstring); 0 wraps at every plan.
 
     Returns:
         A :class:`ClosedLoopResult` over the problem's horizon ``T``.
@@ -114,6 +138,8 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
     T = problem.horizon
     if isinstance(replan_every, bool) or not isinstance(replan_every, int) or not 1 <= replan_every <= T:
         raise TRCError(f"replan_every must be an integer from 1 to the horizon {T}, got {replan_every!r}")
+    if not (isinstance(hysteresis, (int, float)) and not isinstance(hysteresis, bool) and 0 <= hysteresis < 3.14):
+        raise TRCError(f"hysteresis must be a number of radians in [0, pi), got {hysteresis!r}")
     x = torch.as_tensor(x0).to(torch.float64)
     if x.dim() != 2 or x.shape[1] != problem.n_x:
         raise TRCError(f"start states must have shape [B, {problem.n_x}] for problem {problem.name!r}, "
@@ -123,10 +149,11 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
     training = getattr(model, "training", False)
     if isinstance(model, torch.nn.Module):
         model.eval()
-    X, U, plans = [x], [], 0
+    X, U, plans, shown = [x], [], 0, None
     try:
         for t0 in range(0, T, replan_every):
-            plan = planner(problem.wrap_state(x), tgt)
+            shown = problem.wrap_state(x, near=shown, margin=hysteresis)
+            plan = planner(shown, tgt)
             plans += 1
             n = min(replan_every, T - t0)
             if plan.dim() != 3 or plan.shape[0] != x.shape[0] or plan.shape[1] < n or plan.shape[2] != problem.n_u:

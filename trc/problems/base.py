@@ -170,8 +170,15 @@ class ControlProblem:
         """The error ``x - target``, ``[..., n_x]`` (broadcast); problems with angles wrap them."""
         return x - target
 
-    def wrap_state(self, x: Tensor) -> Tensor:
-        """The same physical state in canonical coordinates (angles wrapped); identity by default."""
+    def wrap_state(self, x: Tensor, near: Tensor | None = None, margin: float = 0.0) -> Tensor:
+        """The same physical state in canonical coordinates (angles wrapped); identity by default.
+
+        With ``near`` (the coordinates of the state shown last, ``[..., n_x]``) an angle keeps the
+        representative nearest ``near``'s while that stays within ``margin`` of the canonical
+        interval: hysteresis, so that a state moving back and forth across the wrap point is not
+        shown as jumping from one end of the interval to the other (see
+        :func:`trc.evaluation.closed_loop.closed_loop`).
+        """
         return x
 
     def features(self, x: Tensor) -> Tensor:

@@ -88,8 +88,13 @@ class Pendulum(ControlProblem):
         e = x - target
         return torch.cat([wrap_angle(e[..., :1]), e[..., 1:]], -1)
 
-    def wrap_state(self, x):
-        return torch.cat([wrap_angle(x[..., :1]), x[..., 1:]], -1)
+    def wrap_state(self, x, near=None, margin=0.0):
+        theta = wrap_angle(x[..., :1])
+        if near is not None and margin > 0:
+            near = near[..., :1].detach()
+            kept = near + wrap_angle(x[..., :1] - near)
+            theta = torch.where(kept.abs() <= math.pi + margin, kept, theta)
+        return torch.cat([theta, x[..., 1:]], -1)
 
     def features(self, x):
         """``(cos theta, sin theta, omega / (2 sqrt(g / l)))``: the speed on the scale a fall from the top reaches."""
