@@ -48,10 +48,11 @@ mean +- std over seeds 0-4 on 1000 test states:
   the angle with hysteresis (``trc.evaluation.closed_loop.HYSTERESIS``, in the tuning's rollouts
   too): before it, 95.0 +- 2.9 % (seeds 98.3, 96.9, 92.3, 95.9, 91.8), 1.17 +- 0.09x (1.09, 1.11,
   1.27, 1.11, 1.25), training 562-590 s of CPU; the figures below were measured before it.  The
-  cost fell on four seeds of five and its spread from 0.09 to 0.02; success rose on three.  The recipe's tuning: 600 steps whose rollouts plan every 4 steps, its gradient cut
-  every 40 steps of the trajectory (``closed_loop_truncate``), a learned critic charged at 0.5 at
-  each cut (``closed_loop_critic``, below), the state kept judged on the 100 validation starts and
-  500 fresh ones (``ClosedLoopTuning.val_starts``).  Each seed kept the same state and the same
+  cost fell on four seeds of five and its spread from 0.09 to 0.02; success rose on three.  The
+  recipe's tuning: 600 steps whose rollouts plan every 4 steps, its gradient cut every 40 steps
+  of the trajectory (``closed_loop_truncate``), a learned critic charged at 0.5 at each cut
+  (``closed_loop_critic``, below), the state kept judged on the 100 validation starts and 500 fresh
+  ones (``ClosedLoopTuning.val_starts``).  Each seed kept the same state and the same
   figures as with 700 steps, which took 612-675 s (the critic's warm-up then ran its closed loops
   64 starts at a time; one batch of all 6400 is several times faster).  Without the critic
   (``--runs no_critic``, 600 steps): 91.6 +- 4.5 % (seeds 94.7, 93.6, 89.4, 95.4, 84.7),

@@ -151,9 +151,10 @@ def closed_loop_rollout(model: nn.Module, x0: Tensor, target: Tensor, replan_eve
     """The closed loop with its graph: ``(X [B, T+1, n_x], U [B, T, n_u])``.
 
     As :func:`trc.evaluation.closed_loop.closed_loop` (a new plan every ``replan_every`` steps,
-    its first controls applied, the state shown with the same hysteresis), in the model's dtype and with gradients through every plan and
-    simulator step; with ``truncate > 0`` the state is detached from its past at the first plan
-    at or after every multiple of ``truncate`` steps (the values are the same).
+    its first controls applied, the state shown with the same hysteresis), in the model's dtype
+    and with gradients through every plan and simulator step; with ``truncate > 0`` the state is
+    detached from its past at the first plan at or after every multiple of ``truncate`` steps (the
+    values are the same).
     """
     from trc.evaluation.closed_loop import HYSTERESIS
 
