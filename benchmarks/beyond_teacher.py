@@ -47,12 +47,35 @@ mean +- std over seeds 0-4 on 1000 test states:
   at a time.  Success met (>= 95 %), cost missed (<= 1.05x).  The closed loop shows the planner
   the angle with hysteresis (``trc.evaluation.closed_loop.HYSTERESIS``, in the tuning's rollouts
   too): before it, 95.0 +- 2.9 % (seeds 98.3, 96.9, 92.3, 95.9, 91.8), 1.17 +- 0.09x (1.09, 1.11,
-  1.27, 1.11, 1.25), training 562-590 s of CPU; the figures below were measured before it.  The
-  cost fell on four seeds of five and its spread from 0.09 to 0.02; success rose on three.  The
-  recipe's tuning: 600 steps whose rollouts plan every 4 steps, its gradient cut every 40 steps
-  of the trajectory (``closed_loop_truncate``), a learned critic charged at 0.5 at each cut
-  (``closed_loop_critic``, below), the state kept judged on the 100 validation starts and 500 fresh
-  ones (``ClosedLoopTuning.val_starts``).  Each seed kept the same state and the same
+  1.27, 1.11, 1.25), training 562-590 s of CPU.  The cost fell on four seeds of five and its
+  spread from 0.09 to 0.02; success rose on three.  The figures further below were measured
+  before the hysteresis, except these ablations, one flag each, with it (5 seeds, 1000 test
+  starts, closed loop):
+
+  ===============  ===================  ================  ============
+  run              success              cost / optimum    training CPU
+  ===============  ===================  ================  ============
+  ``default``      96.3 +- 2.5 %        1.101 +- 0.015x   522-571 s
+  ``no_critic``    94.8 +- 1.3 %        1.123 +- 0.014x   502-550 s
+  ``no_selfplay``  83.2 +- 2.9 %        1.59 +- 0.10x     309-356 s
+  ``no_tuning``    56.5 +- 23.5 %       2.10 +- 0.38x     235-266 s
+  ``bc``           11.1 +- 6.9 %        4.60 +- 0.30x     53-62 s
+  ===============  ===================  ================  ============
+
+  (``no_selfplay``: process supervision on the demonstrations, then the same tuning;
+  ``no_tuning``: self-play alone, its best validated epoch kept; ``bc``: behaviour cloning of the
+  teacher, neither self-play nor tuning.)
+
+  Per seed: no_critic 96.1, 93.3, 95.9, 95.2, 93.6 % (1.115, 1.125, 1.130, 1.105, 1.142x);
+  no_selfplay 81.0, 84.7, 85.8, 85.4, 79.2 % (1.68, 1.60, 1.46, 1.53, 1.68x); no_tuning 61.6, 69.7,
+  14.9, 66.0, 70.1 % (2.09, 1.88, 2.76, 1.91, 1.87x; seed 2's low figure not examined); bc 7.4,
+  6.4, 8.8, 23.2, 9.7 %.  Open loop every run stays at 0-1.3 % success.  Taking away self-play,
+  the tuning or the critic each lowers the mean success and raises the mean cost; the recipe has
+  no curriculum, so ``no_curriculum`` trains the default there.  The recipe's tuning: 600 steps
+  whose rollouts plan every 4 steps, its gradient cut every 40 steps of the trajectory
+  (``closed_loop_truncate``), a learned critic charged at 0.5 at each cut (``closed_loop_critic``,
+  below), the state kept judged on the 100 validation starts and 500 fresh ones
+  (``ClosedLoopTuning.val_starts``).  Each seed kept the same state and the same
   figures as with 700 steps, which took 612-675 s (the critic's warm-up then ran its closed loops
   64 starts at a time; one batch of all 6400 is several times faster).  Without the critic
   (``--runs no_critic``, 600 steps): 91.6 +- 4.5 % (seeds 94.7, 93.6, 89.4, 95.4, 84.7),
