@@ -75,11 +75,10 @@ mean +- std over seeds 0-4 on 1000 test states:
   seeds 4242 / 777 where its last epoch reaches 64.6 / 66.0 %.  Open loop every run stays at
   0-1.3 % success.  Taking away self-play, the tuning or the critic each lowers the mean success
   and raises the mean cost; the recipe has no curriculum, so ``no_curriculum`` trains the default
-  there.  The recipe's tuning: 600 steps
-  whose rollouts plan every 4 steps, its gradient cut every 40 steps of the trajectory
-  (``closed_loop_truncate``), a learned critic charged at 0.5 at each cut (``closed_loop_critic``,
-  below), the state kept judged on the 100 validation starts and 500 fresh ones
-  (``ClosedLoopTuning.val_starts``).  Each seed kept the same state and the same
+  there.  The recipe's tuning: 600 steps whose rollouts plan every 4 steps, its gradient cut every
+  40 steps of the trajectory (``closed_loop_truncate``), a learned critic charged at 0.5 at each
+  cut (``closed_loop_critic``, below), the state kept judged on the 100 validation starts and 500
+  fresh ones (``ClosedLoopTuning.val_starts``).  Each seed kept the same state and the same
   figures as with 700 steps, which took 612-675 s (the critic's warm-up then ran its closed loops
   64 starts at a time; one batch of all 6400 is several times faster).  Without the critic
   (``--runs no_critic``, 600 steps): 91.6 +- 4.5 % (seeds 94.7, 93.6, 89.4, 95.4, 84.7),
@@ -193,17 +192,17 @@ mean +- std over seeds 0-4 on 1000 test states:
   trained from scratch, judged on the splits of seeds 4242 / 777 (500 starts each): the critic's
   full weight, 1.0 (the estimate of the cost to come unhalved, in case 0.5 made the tuning
   short-sighted): 95.4 / 94.2 % at 1.18 / 1.14x and 95.6 / 97.0 % at 1.17 / 1.14x, against 0.5's
-  98.2 / 98.6 % at 1.09 / 1.07x and 98.0 / 98.6 % at 1.10 / 1.09x, its tuning swinging more
-  (validation cost up to 494 after its best, 162).  Validating every 5 tuning steps instead of 25
+  98.2 / 98.6 % at 1.09 / 1.07x and 98.0 / 98.6 % at 1.10 / 1.09x, its tuning swinging more (seed 1:
+  validation cost up to 494 after its best, 162).  Validating every 5 tuning steps instead of 25
   (the same runs: the weights do not depend on it): seed 1 kept the same state (step 350), seed 2
-  step 485 instead of 500 (validation cost 158.2 against 159.7; 1.099 / 1.094x on the splits
-  against 1.096 / 1.089x).  The validation curve is smooth between the 25-step points, apart from
-  collapses and recoveries (seed 1: cost 151 at step 350, 728 with 0 % success at 380, 158 at 405),
-  and flat around 150-170 after step 300 on both seeds: the tuning plateaus about 10 % above the
-  optimum.  Where a run's time goes (seed 1, wall): self-play's 100 epochs 314 s, of which the
-  training steps 66 s and the rest the archive's refresh, most of that (1.7 of 2.8 s a refresh in
-  a 10-epoch profile) the 32 closed loops of 100 plans that find the visited starts; the tuning
-  283 s.
+  step 485 instead of 500 (validation cost 158.2 against 159.7; 1.099 / 1.094x on the splits against
+  1.096 / 1.089x).  The validation curve is smooth between the 25-step points, apart from collapses
+  and recoveries (seed 1: cost 151 at step 350, 728 with 0 % success at 380, 158 at 405), and flat
+  around 150-170 after step 300 on both seeds: the tuning plateaus, its kept states 7-10 % above the
+  optimum on the splits.  Where a run's time goes (seed 1, wall): self-play's 100 epochs 314 s, of
+  which the training steps 66 s and the rest the archive's refresh, most of that (1.7 of 2.8 s a
+  refresh in a 10-epoch profile) the 32 closed loops of 100 plans that find the visited starts; the
+  tuning 283 s.
 """
 
 from __future__ import annotations
