@@ -199,10 +199,10 @@ mean +- std over seeds 0-4 on 1000 test states:
   1.096 / 1.089x).  The validation curve is smooth between the 25-step points, apart from collapses
   and recoveries (seed 1: cost 151 at step 350, 728 with 0 % success at 380, 158 at 405), and flat
   around 150-170 after step 300 on both seeds: the tuning plateaus, its kept states 7-10 % above the
-  optimum on the splits.  Where a run's time goes (seed 1, wall): self-play's 100 epochs 314 s, of
-  which the training steps 66 s and the rest the archive's refresh, most of that (1.7 of 2.8 s a
-  refresh in a 10-epoch profile) the 32 closed loops of 100 plans that find the visited starts; the
-  tuning 283 s.
+  optimum on the splits.  Where a run's time goes (seed 1, wall, another training on the other
+  core): self-play's 100 epochs 314 s, of which the training steps 66 s and the rest the archive's
+  refresh, most of that (1.7 of 2.8 s a refresh in a 10-epoch profile) the 32 closed loops of 100
+  plans that find the visited starts; the tuning 283 s.
 """
 
 from __future__ import annotations

@@ -78,9 +78,10 @@ class ClosedLoopTuning:
             the best).  On the benchmark's 1000 test starts, 5 seeds, the pendulum's recipe with 0.5:
             95.0 +- 2.9 % at 1.17x the optimum's cost, where without it 91.6 +- 4.5 % at 1.20x; both
             before the closed loop showed the angle with hysteresis, which took the recipe to
-            96.3 +- 2.5 % at 1.10 +- 0.02x (``benchmarks/beyond_teacher.py``).  The full weight, 1.0,
-            did worse there with the hysteresis (seeds 1 and 2, two splits of our own: 94.2-97.0 %
-            at 1.14-1.18x, against 98.0-98.6 % at 1.07-1.10x with 0.5).
+            96.3 +- 2.5 % at 1.10 +- 0.02x, and without the critic to 94.8 +- 1.3 % at 1.12x
+            (``benchmarks/beyond_teacher.py``).  With the hysteresis, the full weight 1.0 did worse
+            than 0.5 (seeds 1 and 2 on two splits of our own, not the test starts: 94.2-97.0 % at
+            1.14-1.18x, against 98.0-98.6 % at 1.07-1.10x).
         val_starts: fresh starts from the problem's start box added to the validation starts given
             (drawn from a stream of their own, apart from the training starts').  A state is kept on
             a mean cost whose failed swing-ups cost several times the others, and 100 starts pick it
