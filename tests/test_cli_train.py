@@ -228,6 +228,12 @@ def test_the_pendulum_recipe_imitates_its_archive():
     given.closed_loop_critic = 0.25                                   # unless asked for (then refused by train)
     assert recipe("pendulum", **recipe_flags(given))["closed_loop_critic"] == 0.25
     given.closed_loop_truncate = given.closed_loop_critic = None
+    assert r["val_closed_loop"] == 0                                  # tuned from the last epoch: none picked
+    given.closed_loop_steps = 0                                       # untuned: the best epoch in closed loop
+    assert recipe("pendulum", **recipe_flags(given))["val_closed_loop"] > 0
+    given.closed_loop_steps, given.val_closed_loop = None, 3          # asked for: run beside the tuning
+    assert recipe("pendulum", **recipe_flags(given))["val_closed_loop"] == 3
+    given.val_closed_loop = None
     given.heads_only = True                                           # a halting head on a kept planner
     assert recipe("pendulum", **recipe_flags(given))["closed_loop_steps"] == 0
     given.heads_only = False

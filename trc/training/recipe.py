@@ -30,6 +30,7 @@ RECIPE: dict[str, Any] = {
     "curriculum_horizon": 1.0,  # fraction of the horizon charged at the first epoch (1: off)
     "curriculum_ramp": 0.5,   # fraction of the epochs over which both grow to 1
     "val_closed_loop": 0,     # > 0: the best epoch is the one cheapest in closed loop, replanning this often
+                              # (not run when closed-loop tuning follows: the tuning takes the last epoch)
     "closed_loop_steps": 0,   # > 0: then the last epoch tuned this many steps on its closed-loop cost
     "closed_loop_replan": 1,  # steps between the plans of the tuning's training rollouts
     "closed_loop_truncate": 0,  # steps the tuning's gradient flows back through the trajectory (0: all)
@@ -66,7 +67,9 @@ def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:
 
     With ``multi`` (``problem`` trained in one model with others) the problem's own values of
     :data:`SINGLE_PROBLEM_ONLY` are left out.  Where the gradient is not cut (``closed_loop_truncate``
-    0) the recipe's critic is off too, unless ``closed_loop_critic`` is given.
+    0) the recipe's critic is off too, unless ``closed_loop_critic`` is given; where closed-loop
+    tuning follows (``closed_loop_steps > 0``) the recipe's closed-loop validation is off, unless
+    ``val_closed_loop`` is given: the tuning starts from the last epoch, so no epoch is picked by it.
     """
     unknown = sorted(set(given) - set(RECIPE))
     if unknown:
@@ -76,6 +79,8 @@ def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:
     out.update({k: v for k, v in given.items() if v is not None})
     if not out["closed_loop_truncate"] and given.get("closed_loop_critic") is None:
         out["closed_loop_critic"] = 0.0  # the recipe's critic values the state at the cuts: none, no critic
+    if out["closed_loop_steps"] and given.get("val_closed_loop") is None:
+        out["val_closed_loop"] = 0  # it would only pick an epoch the tuning does not start from
     return out
 
 

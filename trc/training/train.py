@@ -187,7 +187,8 @@ def add_recipe_arguments(p) -> None:
     g.add_argument("--val_closed_loop", type=int, default=None,
                    help="judge every epoch on the validation starts in closed loop, replanning every this many "
                         "steps, and keep the cheapest as best_model.pt (0: the open-loop plans judge; "
-                        f"default {describe('val_closed_loop')})")
+                        f"default {describe('val_closed_loop')}, but 0 where --closed_loop_steps tunes the "
+                        "last epoch, unless given)")
     g.add_argument("--closed_loop_steps", type=int, default=None,
                    help="after the epochs, this many gradient steps on the cost the model realises in closed loop "
                         "from fresh starts of the start box (see --closed_loop_replan); the step cheapest in closed loop "
