@@ -117,12 +117,15 @@ def test_recipe_defaults_are_recorded(data, tmp_path):
     assert load_checkpoint(tmp_path / "bc" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is False
 
 
-def test_val_closed_loop_picks_the_best_epoch_by_its_closed_loop_cost(data, tmp_path):
+def test_val_closed_loop_picks_the_best_epoch_by_its_closed_loop_cost(data, tmp_path, capsys):
+    capsys.readouterr()
     assert train(data, tmp_path, "--epochs", "3", "--val_closed_loop", "5") == 0
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["monitor"] == "closed_cost"
     closed = [e["val"]["closed_cost"] for e in history["epochs"]]
     assert history["best_epoch"] == closed.index(min(closed))
+    assert f"closed-loop success {100 * history['epochs'][history['best_epoch']]['val']['closed_success']:.1f}%, " \
+           f"mean cost {min(closed):.4g} (replanning every 5 steps)" in capsys.readouterr().out   # what picked it
     assert all(0 <= e["val"]["closed_success"] <= 1 for e in history["epochs"])
     assert load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata["settings"]["val_closed_loop"] == 5
 
