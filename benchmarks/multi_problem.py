@@ -56,14 +56,14 @@ Missed: the pendulum, which the shared model does not swing up in closed loop (i
 problem-free settings, ``SINGLE_PROBLEM_ONLY`` in ``trc/training/recipe.py``: the pendulum's own
 recipe, which brought its single model to 70.5 % when this was measured (before the recipe's
 closed-loop tuning, which takes it to 96.3 %: ``benchmarks/beyond_teacher.py``), would add about
-2.5x that model's training time to the shared run, past the 20-minute budget), and the order of the iterations: the pendulum takes
-the most, but the double integrator takes more than Van der Pol.  That order is the planner's, not
-a fault of the head: the targets the head learns ask for it too on seeds 0 and 1, and as many on
-seed 2 (in parentheses, from a run of all 8 iterations on the same starts).  This planner keeps
-lowering the double integrator's cost a little up to the last iterations (mean 61.35 after the
-first, 61.19 after the seventh), so more of its starts still gain more than the 0.1 % tolerance
-late in the run; its Van der Pol plans are cheapest after the third iteration and then drift up
-(mean 380.1, 379.2, 379.1, 379.4, ...).
+2.5x that model's training time to the shared run, past the 20-minute budget), and the order of
+the iterations: the pendulum takes the most, but the double integrator takes more than Van der
+Pol.  That order is the planner's, not a fault of the head: the targets the head learns ask for it
+too on seeds 0 and 1, and as many on seed 2 (in parentheses, from a run of all 8 iterations on the
+same starts).  This planner keeps lowering the double integrator's cost a little up to the last
+iterations (mean 61.35 after the first, 61.19 after the seventh), so more of its starts still gain
+more than the 0.1 % tolerance late in the run; its Van der Pol plans are cheapest after the third
+iteration and then drift up (mean 380.1, 379.2, 379.1, 379.4, ...).
 
 What the pendulum's own recipe does inside the shared model (seed 0, tried with the problem-free
 values of ``SINGLE_PROBLEM_ONLY`` replaced by the pendulum's own: imitation of its archive alone,
