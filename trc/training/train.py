@@ -426,12 +426,11 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     best = history["epochs"][history["best_epoch"]]["val"] if history["best_epoch"] is not None else None
     if stop:
         print(f"trc train: stopped early: {stop}")
-    if best is not None and "closed_cost" in best:  # picked in closed loop (--val_closed_loop): say so
-        print(f"trc train: best epoch {history['best_epoch']}: closed-loop success {100 * best['closed_success']:.1f}%, "
-              f"mean cost {best['closed_cost']:.4g} (replanning every {args.val_closed_loop} steps); open loop "
-              f"{100 * best['success']:.1f}%, {best['cost']:.4g}; wrote {out / 'best_model.pt'}")
-    elif best is not None:
-        print(f"trc train: best epoch {history['best_epoch']}: success {100 * best['success']:.1f}%, "
+    if best is not None:
+        picked = ("" if "closed_cost" not in best else  # picked in closed loop (--val_closed_loop): say so first
+                  f"closed-loop success {100 * best['closed_success']:.1f}%, mean cost {best['closed_cost']:.4g} "
+                  f"(replanning every {args.val_closed_loop} steps); open loop ")
+        print(f"trc train: best epoch {history['best_epoch']}: {picked}success {100 * best['success']:.1f}%, "
               f"mean cost {best['cost']:.4g}"
               + (f", {best['iterations']:.2f} iterations per start" if "iterations" in best else "")
               + f"; wrote {out / 'best_model.pt'}")
