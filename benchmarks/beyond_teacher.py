@@ -76,10 +76,9 @@ mean +- std over seeds 0-4 on 1000 test states:
   step reaches 11.6 / 12.4 % on two splits of 500 starts of our own (seeds 4242 / 777) where its
   last epoch reaches 64.6 / 66.0 %.  Judged replanning every step, every seed's kept epoch beat
   its last epoch on both splits (seed 2: 66.8 / 70.2 %; seeds 0-4 together 66.0 / 68.6 % against
-  62.1 / 63.9 %), for about 1 s more an epoch.  Open loop every run stays at
-  0-1.3 % success.  Taking away self-play, the tuning or the critic each lowers the mean success
-  and raises the mean cost; the recipe has no curriculum, so ``no_curriculum`` trains the default
-  there.  The recipe's tuning: 600 steps whose rollouts plan every 4 steps, its gradient cut every
+  62.1 / 63.9 %), for about 1 s more an epoch.  Open loop every run stays at 0-1.3 % success.
+  Taking away self-play, the tuning or the critic each lowers the mean success and raises the
+  mean cost; the recipe has no curriculum, so ``no_curriculum`` trains the default there.  The recipe's tuning: 600 steps whose rollouts plan every 4 steps, its gradient cut every
   40 steps of the trajectory (``closed_loop_truncate``), a learned critic charged at 0.5 at each
   cut (``closed_loop_critic``, below), the state kept judged on the 100 validation starts and 500
   fresh ones (``ClosedLoopTuning.val_starts``).  Each seed kept the same state and the same
