@@ -84,6 +84,24 @@ def test_the_closed_loop_shows_a_planner_each_angle_with_hysteresis():
             closed_loop(RemainingPlan(U), x0, problem=problem, hysteresis=bad)
 
 
+def test_a_model_plans_for_a_raw_angle_after_full_turns_as_for_the_same_physical_state():
+    problem = get_problem("pendulum")
+    torch.manual_seed(0)
+    model = TinyRecursiveControl(TRCConfig(latent_dim=8, hidden_dim=16, num_layers=1, num_outer_cycles=2,
+                                           feedback_points=2), problem).double()
+    x = torch.tensor([[0.3, -0.5], [-2.8, 0.8], [2.8, 0.1], [-1.0, 0.0]], dtype=F64)   # |theta| < pi - HYSTERESIS
+    U = model.plan(x)
+    for turns in (1, -1, 3):   # what a simulator integrating theta reaches after full turns
+        assert torch.allclose(model.plan(x + torch.tensor([2 * math.pi * turns, 0.0], dtype=F64)), U, atol=1e-9)
+    # within HYSTERESIS past +-pi, the band a closed loop may show, a state is read as given
+    band = torch.tensor([[math.pi + 0.8 * HYSTERESIS, 0.2]], dtype=F64)
+    other_side = band - torch.tensor([2 * math.pi, 0.0], dtype=F64)
+    assert not torch.allclose(model.plan(band), model.plan(other_side), atol=1e-6)
+    past = band + torch.tensor([0.4 * HYSTERESIS, 0.0], dtype=F64)   # beyond the band: wrapped
+    assert torch.allclose(model.plan(past), model.plan(past - torch.tensor([2 * math.pi, 0.0], dtype=F64)),
+                          atol=1e-9)
+
+
 def test_replanning_every_T_steps_is_the_model_open_loop():
     problem = get_problem("double_integrator")
     torch.manual_seed(0)

@@ -42,6 +42,14 @@ at 1.17 +- 0.09x the optimum's cost to 96.3 +- 2.5 % at 1.10 +- 0.02x (5 seeds,
 the benchmark's 1000 test starts, ``benchmarks/beyond_teacher.py``).  The
 simulator integrates in float64 and the planner runs under ``no_grad`` in its
 own dtype.
+
+A loop of your own can call ``model.plan(x)`` on the simulator's raw state: a model
+reads an angle more than :data:`HYSTERESIS` past its canonical interval (after full
+turns) as the same physical state wrapped, and a raw angle is continuous where the
+bottom is crossed.  On chapter 10's recipe pendulum such a loop, simulated by
+``benchmarks/independent.py`` (NumPy, no trc code), judges 99.6 % of 500 starts as this
+one does (96.4 % success both, mean cost 156.4 against 155.7); wrapping every angle to
+``(-pi, pi]`` first loses the hysteresis (94.0 %, 163.1).
 """
 
 from __future__ import annotations
@@ -53,10 +61,10 @@ from typing import Callable
 import torch
 
 from trc.errors import TRCError
+from trc.problems.base import HYSTERESIS
 
 Tensor = torch.Tensor
 Planner = Callable[[Tensor, Tensor], Tensor]
-HYSTERESIS = 0.25  # radians an angle may stay beyond its canonical interval before a planner is shown it wrapped
 
 
 @dataclass(frozen=True)

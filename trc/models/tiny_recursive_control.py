@@ -44,6 +44,7 @@ from trc.models.feedback import Observer, symlog
 from trc.models.halting import HaltingHead, should_halt
 from trc.errors import TRCError
 from trc.problems import ControlProblem, get_problem
+from trc.problems.base import HYSTERESIS
 
 Tensor = torch.Tensor
 
@@ -207,7 +208,7 @@ class TinyRecursiveControl(nn.Module):
         """Plan and refine controls.
 
         Args:
-            x0: start states ``[B, n_x]``.
+            x0: start states ``[B, n_x]`` (angles as in :meth:`plan`).
             target: targets ``[B, n_x]`` or ``[n_x]``; defaults to the problem's.
             return_all_iterations: also return every iterate (and, two-level, every cycle's latents).
             iterations: refinement iterations to run instead of ``K`` (any number ``>= 0``).
@@ -369,6 +370,10 @@ class TinyRecursiveControl(nn.Module):
         x0 = x0.to(dtype=next(self.parameters()).dtype, device=self.observer._center.device)
         if not torch.isfinite(x0).all():
             raise TRCError("start states must be finite numbers, got NaN or infinity")
+        # An angle more than HYSTERESIS beyond its canonical interval (a simulator's raw angle after
+        # full turns) is read as the same physical state wrapped; within that band, which a closed
+        # loop's hysteresis shows, the state is read as given.
+        x0 = self.problem.wrap_state(x0, near=x0, margin=HYSTERESIS)
         if target is not None:
             target = torch.as_tensor(target)
             if target.shape not in ((n_x,), (1, n_x), (x0.shape[0], n_x)):
@@ -386,6 +391,8 @@ class TinyRecursiveControl(nn.Module):
 
         Args:
             x0: start states ``[B, n_x]`` or one ``[n_x]``; numpy array (or list) or tensor.
+                Angles may be raw (a simulator's, after full turns): beyond ``HYSTERESIS`` past
+                their canonical interval they are read wrapped, as the same physical state.
             target: ``[B, n_x]`` or ``[n_x]``; defaults to the problem's target.
             all_iterations: return every iterate ``[B, K+1, T, n_u]`` instead of the last
                 (runs every iteration).

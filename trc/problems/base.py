@@ -34,6 +34,7 @@ from trc.cost import quad, sum_over_time, trajectory_cost
 from trc.dynamics import rk4
 
 Tensor = torch.Tensor
+HYSTERESIS = 0.25  # radians an angle may be shown beyond its canonical interval (ControlProblem.wrap_state)
 Matrix = tuple[tuple[float, ...], ...]
 
 
