@@ -1,0 +1,131 @@
+"""A checkpoint judged by a simulator that shares no code with trc: does trc's evaluation hold?
+
+The dynamics, RK4, cost and success rule below are written again in float64 NumPy from the
+problems' published equations (only their parameters are read from the problem object).  The
+model is used as any other project would use it: ``model.plan(x)`` on the simulator's own state,
+open loop (one plan from the start) or closed loop (a new plan every ``--replan_every`` steps
+from the raw state, angles unwrapped, no hysteresis).  The same starts go through
+``problem.evaluate`` and ``trc.evaluation.closed_loop``, and both are printed side by side.
+
+    python benchmarks/independent.py --checkpoint outputs/pendulum/best_model.pt --starts 500
+    python benchmarks/independent.py --checkpoint outputs/vanderpol_ps/best_model.pt --open_loop
+
+Measured on chapter 10's recipe pendulum (seed 0), 500 starts (seed 4242), replanning every
+step: trc's closed loop 96.4 % success at mean cost 155.75 (its hysteresis of 0.25 rad); the
+independent loop on raw angles 96.4 % at 156.44, 99.6 % of the starts judged alike.  Before the
+model read an angle past that band as the same physical state wrapped, the raw angles a swing-up
+reaches after a full turn were outside everything it had seen: 26.4 % at 700.55.  Wrapping every
+angle to (-pi, pi] before planning (``--wrap``: no hysteresis) gives 94.0 % at 163.07.  Open
+loop, the two agree to 1e-10 in cost on this model and on three Van der Pol models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import torch
+
+import trc
+from trc.evaluation import closed_loop
+
+
+def vanderpol(p, x, u):
+    return np.stack([x[:, 1], p.mu * (1 - x[:, 0] ** 2) * x[:, 1] - x[:, 0] + u], 1)
+
+
+def pendulum(p, x, u):   # theta from upright: theta'' = (g/l) sin theta - b/(m l^2) omega + u/(m l^2)
+    ml2 = p.m * p.l ** 2
+    return np.stack([x[:, 1], p.g / p.l * np.sin(x[:, 0]) - p.b / ml2 * x[:, 1] + u / ml2], 1)
+
+
+def double_integrator(p, x, u):
+    return np.stack([x[:, 1], u], 1)
+
+
+DYNAMICS = {"vanderpol": vanderpol, "vanderpol_constrained": vanderpol, "pendulum": pendulum,
+            "double_integrator": double_integrator}
+ANGLE = {"pendulum"}   # the first state is an angle: errors are chords, success wraps it
+
+
+def step(p, x, u):
+    f, dt = DYNAMICS[p.name], p.dt
+    k1 = f(p, x, u)
+    k2 = f(p, x + dt / 2 * k1, u)
+    k3 = f(p, x + dt / 2 * k2, u)
+    k4 = f(p, x + dt * k3, u)
+    return x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def error(p, x, chord: bool):
+    e = x - np.asarray(p.target)
+    if p.name in ANGLE:
+        e[:, 0] = 2 * np.sin(e[:, 0] / 2) if chord else np.mod(e[:, 0] + math.pi, 2 * math.pi) - math.pi
+    return e
+
+
+def simulate(p, x0, controller):
+    """Cost and success of ``controller(t, x) -> u [B]`` (clipped to the bound) from ``x0 [B, 2]``."""
+    Q, R, Qf = (np.asarray(m, dtype=np.float64) for m in (p.Q, p.R, p.Qf))
+    x, cost = x0.copy(), np.zeros(len(x0))
+    for t in range(p.horizon):
+        u = np.clip(controller(t, x), -p.u_max, p.u_max)
+        e = error(p, x, chord=True)
+        cost += np.einsum("bi,ij,bj->b", e, Q, e) + R[0, 0] * u ** 2
+        x = step(p, x, u)
+    e = error(p, x, chord=True)
+    cost += np.einsum("bi,ij,bj->b", e, Qf, e)
+    return cost, np.linalg.norm(error(p, x, chord=False), axis=1) < p.success_tol
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--starts", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=4242, help="seed of the starts (NumPy, uniform over the box)")
+    ap.add_argument("--replan_every", type=int, default=1)
+    ap.add_argument("--open_loop", action="store_true", help="judge one plan from the start instead")
+    ap.add_argument("--wrap", action="store_true", help="show the model every angle wrapped to (-pi, pi]")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    model = trc.load_checkpoint(args.checkpoint)
+    p = model.problem
+    if p.name not in DYNAMICS:
+        raise SystemExit(f"independent.py knows {', '.join(DYNAMICS)}; not {p.name!r}")
+    rng = np.random.default_rng(args.seed)
+    x0 = rng.uniform(p.x0_low, p.x0_high, size=(args.starts, p.n_x))
+    dtype = next(model.parameters()).dtype
+
+    def plan(x):
+        if args.wrap and p.name in ANGLE:
+            x = x.copy()
+            x[:, 0] = np.mod(x[:, 0] + math.pi, 2 * math.pi) - math.pi
+        return model.plan(torch.as_tensor(x, dtype=dtype)).double().numpy()[:, :, 0]
+
+    if args.open_loop:
+        U = plan(x0)
+        cost, success = simulate(p, x0, lambda t, x: U[:, t])
+        ours = p.evaluate(torch.as_tensor(x0), torch.as_tensor(U).unsqueeze(-1))
+        ours_cost, ours_success = ours["cost"].numpy(), ours["success"].numpy()
+        mode = "open loop"
+    else:
+        current = {}
+
+        def controller(t, x):
+            if t % args.replan_every == 0:
+                current["U"], current["t"] = plan(x), t
+            return current["U"][:, t - current["t"]]
+        cost, success = simulate(p, x0, controller)
+        ours = closed_loop(model, torch.as_tensor(x0), replan_every=args.replan_every)
+        ours_cost, ours_success = ours.cost.numpy(), ours.success.numpy()
+        mode = f"closed loop, replanning every {args.replan_every}, {'wrapped' if args.wrap else 'raw'} angles"
+    print(f"{p.name}, {args.starts} starts (seed {args.seed}), {mode}")
+    print(f"  trc's evaluation:      success {100 * ours_success.mean():5.1f} %, mean cost {ours_cost.mean():10.4f}")
+    print(f"  independent simulator: success {100 * success.mean():5.1f} %, mean cost {cost.mean():10.4f}")
+    print(f"  starts judged alike: {100 * (success == ours_success).mean():.1f} %; "
+          f"largest cost difference {np.abs(cost - ours_cost).max():.3g}")
+
+
+if __name__ == "__main__":
+    main()
