@@ -82,6 +82,7 @@ def simulate(p, x0, controller):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--problem", help="which problem of a multi-problem checkpoint")
     ap.add_argument("--starts", type=int, default=500)
     ap.add_argument("--seed", type=int, default=4242, help="seed of the starts (NumPy, uniform over the box)")
     ap.add_argument("--replan_every", type=int, default=1)
@@ -90,6 +91,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = trc.load_checkpoint(args.checkpoint)
+    if hasattr(model, "planners"):   # a multi-problem model: judge one problem's planner
+        if args.problem is None:
+            raise SystemExit(f"a multi-problem checkpoint: pass --problem, one of {', '.join(model.problem_names)}")
+        model = model.planner(args.problem)
     p = model.problem
     if p.name not in DYNAMICS:
         raise SystemExit(f"independent.py knows {', '.join(DYNAMICS)}; not {p.name!r}")
