@@ -9,7 +9,7 @@ import torch
 
 from trc import TRCError, get_problem
 from trc.data.experts import lqr_controls
-from trc.evaluation import ClosedLoopResult, RefinementEvaluator, closed_loop
+from trc.evaluation import ClosedLoopResult, Controller, RefinementEvaluator, closed_loop
 from trc.evaluation.closed_loop import HYSTERESIS
 from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
 
@@ -100,6 +100,40 @@ def test_a_model_plans_for_a_raw_angle_after_full_turns_as_for_the_same_physical
     past = band + torch.tensor([0.4 * HYSTERESIS, 0.0], dtype=F64)   # beyond the band: wrapped
     assert torch.allclose(model.plan(past), model.plan(past - torch.tensor([2 * math.pi, 0.0], dtype=F64)),
                           atol=1e-9)
+
+
+def test_a_controller_in_a_loop_of_ones_own_is_the_closed_loop():
+    problem = get_problem("pendulum", horizon=30)
+    torch.manual_seed(0)
+    model = TinyRecursiveControl(TRCConfig(latent_dim=8, hidden_dim=16, num_layers=1, num_outer_cycles=2,
+                                           feedback_points=2), problem)
+    x0 = torch.tensor([[3.05, 0.3], [-3.05, -0.3], [0.5, -0.2]], dtype=F64)   # two rock across the bottom
+    for r in (1, 3):
+        shown, x, X = None, x0, [x0]   # by hand: plan from the shown state every r steps, apply clipped
+        for t in range(problem.horizon):
+            if t % r == 0:
+                shown = problem.wrap_state(x, near=shown, margin=HYSTERESIS)
+                plan = problem.clip(model.plan(shown))
+            x = problem.step(x, plan[:, t % r])
+            X.append(x)
+        reference = closed_loop(model, x0, replan_every=r)
+        assert torch.equal(torch.stack(X, 1), reference.X)
+        controller = Controller(model, replan_every=r)
+        for episode in range(2):   # reset() starts the next episode afresh
+            x, X = x0, [x0]
+            for _ in range(problem.horizon):
+                x = problem.step(x, controller(x))   # the simulator's raw angle: no wrapping here
+                X.append(x)
+            assert torch.equal(torch.stack(X, 1), reference.X) and controller.plans == reference.plans
+            controller.reset()
+            assert controller.plans == 0
+    one = Controller(model)([0.5, -0.2])   # one state as a list: numpy [n_u], clipped
+    assert one.shape == (1,) and abs(one[0]) <= problem.u_max
+    assert model.training  # the model's mode is restored after every plan
+    with pytest.raises(TRCError, match=r"start states must have shape \[B, 2\]"):
+        Controller(model)(torch.zeros(3))
+    with pytest.raises(TRCError, match="replan_every must be an integer from 1 to the horizon 30"):
+        Controller(model, replan_every=31)
 
 
 def test_replanning_every_T_steps_is_the_model_open_loop():

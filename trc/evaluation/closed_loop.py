@@ -43,13 +43,15 @@ the benchmark's 1000 test starts, ``benchmarks/beyond_teacher.py``).  The
 simulator integrates in float64 and the planner runs under ``no_grad`` in its
 own dtype.
 
-A loop of your own can call ``model.plan(x)`` on the simulator's raw state: a model
-reads an angle more than :data:`HYSTERESIS` past its canonical interval (after full
-turns) as the same physical state wrapped, and a raw angle is continuous where the
-bottom is crossed.  On chapter 10's recipe pendulum such a loop, simulated by
-``benchmarks/independent.py`` (NumPy, no trc code), judges 99.6 % of 500 starts as this
-one does (96.4 % success both, mean cost 156.4 against 155.7); wrapping every angle to
-``(-pi, pi]`` first loses the hysteresis (94.0 %, 163.1).
+In a loop of your own, :class:`Controller` is the same controller one step at a time
+(``u = controller(x)``), the hysteresis included.  A model also reads a raw angle (a
+simulator's, after full turns) more than :data:`HYSTERESIS` past its canonical interval as the
+same physical state wrapped, so ``model.plan(x)`` on a raw state plans sensibly too; but only the
+controller keeps the hysteresis.  Simulated by ``benchmarks/independent.py`` (NumPy, no trc
+code), on chapter 10's recipe pendulum and 500 starts, a loop planning from the raw state judges
+99.6 % of the starts as this one does (96.4 % success both, mean cost 156.4 against 155.7); on
+two other seeds of the recipe, and 500 starts of our own, it trails this loop by 0.8-3.0 points,
+and wrapping every angle to ``(-pi, pi]`` first by 1.2-6.2.
 """
 
 from __future__ import annotations
@@ -121,6 +123,83 @@ def as_planner(model) -> Planner:
     return model
 
 
+class Controller:
+    """A planner as a receding-horizon controller, one step at a time: for a loop of your own.
+
+        controller = Controller(model)      # plan every step; the angle shown with hysteresis
+        for t in range(T):
+            u = controller(x)               # [B, n_u] (or [n_u] for one state), clipped to the bound
+            x = your_simulator(x, u)
+        controller.reset()                  # before the next episode
+
+    Every ``replan_every`` calls it plans ``T`` steps from the state it is given (shown to the
+    planner in the problem's canonical coordinates, with ``hysteresis`` as in the module
+    docstring) and then hands out that plan's controls one per call.  It remembers the plan and
+    the angle it showed last, so one controller serves one batch of episodes at a time.
+    :func:`closed_loop` is this controller on the problem's own simulator.
+
+    Args:
+        model, replan_every, target, problem, hysteresis: as in :func:`closed_loop`.
+
+    Attributes:
+        plans: planner calls since the last :meth:`reset`.
+    """
+
+    def __init__(self, model, replan_every: int = 1, target=None, problem=None, hysteresis: float = HYSTERESIS):
+        problem = problem if problem is not None else getattr(model, "problem", None)
+        if problem is None:
+            raise TRCError("closed_loop needs a problem: pass problem= or a model with .problem")
+        T = problem.horizon
+        if isinstance(replan_every, bool) or not isinstance(replan_every, int) or not 1 <= replan_every <= T:
+            raise TRCError(f"replan_every must be an integer from 1 to the horizon {T}, got {replan_every!r}")
+        if not (isinstance(hysteresis, (int, float)) and not isinstance(hysteresis, bool) and 0 <= hysteresis < 3.14):
+            raise TRCError(f"hysteresis must be a number of radians in [0, pi), got {hysteresis!r}")
+        self.model, self.problem, self.replan_every, self.hysteresis = model, problem, replan_every, hysteresis
+        self.target = None if target is None else torch.as_tensor(target)
+        self._planner = as_planner(model)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the plan and the angle shown last: the next call plans afresh."""
+        self._plan, self._shown, self._used, self.plans = None, None, 0, 0
+
+    def __call__(self, x):
+        """The control ``u [B, n_u]`` to apply at state ``x [B, n_x]`` (or ``[n_u]`` for ``[n_x]``),
+        a numpy array for an array, else a tensor in ``x``'s floating dtype."""
+        as_numpy = not torch.is_tensor(x)
+        given = torch.as_tensor(x)
+        xb = given.to(torch.float64)
+        xb = xb.unsqueeze(0) if xb.dim() == 1 else xb
+        if xb.dim() != 2 or xb.shape[1] != self.problem.n_x:
+            raise TRCError(f"start states must have shape [B, {self.problem.n_x}] for problem "
+                           f"{self.problem.name!r}, got {list(given.shape)}")
+        if self._plan is None or self._used == self.replan_every:
+            self._shown = self.problem.wrap_state(xb, near=self._shown, margin=self.hysteresis)
+            plan = self._call_planner(self._shown, self.problem.target_like(xb, self.target))
+            r = self.replan_every
+            if plan.dim() != 3 or plan.shape[0] != xb.shape[0] or plan.shape[1] < r or plan.shape[2] != self.problem.n_u:
+                raise TRCError(f"the planner returned controls of shape {list(plan.shape)}; closed loop "
+                               f"needs [{xb.shape[0]}, >= {r}, {self.problem.n_u}]")
+            self._plan, self._used = self.problem.clip(plan[:, :r].detach().to(torch.float64)), 0
+            self.plans += 1
+        u = self._plan[:, self._used]
+        self._used += 1
+        u = u[0] if given.dim() == 1 else u
+        if as_numpy:
+            return u.numpy()
+        return u.to(given.dtype) if given.is_floating_point() else u
+
+    def _call_planner(self, x: Tensor, target: Tensor) -> Tensor:
+        if not isinstance(self.model, torch.nn.Module):
+            return self._planner(x, target)
+        training = self.model.training
+        self.model.eval()
+        try:
+            return self._planner(x, target)
+        finally:
+            self.model.train(training)
+
+
 def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None = None,
                 problem=None, hysteresis: float = HYSTERESIS) -> ClosedLoopResult:
     """Run ``model`` as a receding-horizon controller from every start (module docstring).
@@ -140,41 +219,20 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
     Returns:
         A :class:`ClosedLoopResult` over the problem's horizon ``T``.
     """
-    problem = problem if problem is not None else getattr(model, "problem", None)
-    if problem is None:
-        raise TRCError("closed_loop needs a problem: pass problem= or a model with .problem")
-    T = problem.horizon
-    if isinstance(replan_every, bool) or not isinstance(replan_every, int) or not 1 <= replan_every <= T:
-        raise TRCError(f"replan_every must be an integer from 1 to the horizon {T}, got {replan_every!r}")
-    if not (isinstance(hysteresis, (int, float)) and not isinstance(hysteresis, bool) and 0 <= hysteresis < 3.14):
-        raise TRCError(f"hysteresis must be a number of radians in [0, pi), got {hysteresis!r}")
+    controller = Controller(model, replan_every, target, problem, hysteresis)
+    problem = controller.problem
     x = torch.as_tensor(x0).to(torch.float64)
     if x.dim() != 2 or x.shape[1] != problem.n_x:
         raise TRCError(f"start states must have shape [B, {problem.n_x}] for problem {problem.name!r}, "
                        f"got {list(x.shape)}")
-    tgt = problem.target_like(x, None if target is None else torch.as_tensor(target))
-    planner = as_planner(model)
-    training = getattr(model, "training", False)
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    X, U, plans, shown = [x], [], 0, None
-    try:
-        for t0 in range(0, T, replan_every):
-            shown = problem.wrap_state(x, near=shown, margin=hysteresis)
-            plan = planner(shown, tgt)
-            plans += 1
-            n = min(replan_every, T - t0)
-            if plan.dim() != 3 or plan.shape[0] != x.shape[0] or plan.shape[1] < n or plan.shape[2] != problem.n_u:
-                raise TRCError(f"the planner returned controls of shape {list(plan.shape)}; closed loop "
-                               f"needs [{x.shape[0]}, >= {n}, {problem.n_u}]")
-            for u in problem.clip(plan[:, :n].detach().to(torch.float64)).unbind(1):
-                with torch.no_grad():
-                    x = problem.step(x, u)
-                X.append(x)
-                U.append(u)
-    finally:
-        if isinstance(model, torch.nn.Module):
-            model.train(training)
+    X, U = [x], []
+    for _ in range(problem.horizon):
+        u = controller(x)
+        with torch.no_grad():
+            x = problem.step(x, u)
+        X.append(x)
+        U.append(u)
     X, U = torch.stack(X, 1), torch.stack(U, 1)
+    tgt = problem.target_like(x, controller.target)
     return ClosedLoopResult(X=X, U=U, cost=problem.cost(X, U, tgt), final_error=problem.final_error(X, tgt),
-                            success=problem.success(X, tgt), replan_every=replan_every, plans=plans)
+                            success=problem.success(X, tgt), replan_every=replan_every, plans=controller.plans)
