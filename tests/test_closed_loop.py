@@ -132,6 +132,9 @@ def test_a_controller_in_a_loop_of_ones_own_is_the_closed_loop():
     assert model.training  # the model's mode is restored after every plan
     with pytest.raises(TRCError, match=r"start states must have shape \[B, 2\]"):
         Controller(model)(torch.zeros(3))
+    controller(x0)
+    with pytest.raises(TRCError, match="running 3 episodes, not 2; call reset"):
+        controller(x0[:2])
     with pytest.raises(TRCError, match="replan_every must be an integer from 1 to the horizon 30"):
         Controller(model, replan_every=31)
 

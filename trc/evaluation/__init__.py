@@ -8,5 +8,5 @@ from trc.evaluation.closed_loop import ClosedLoopResult, Controller, closed_loop
 from trc.evaluation.metrics import RefinementMetrics, analyze_convergence, format_table, summarize
 from trc.evaluation.refinement_evaluator import RefinementEvaluator, solve_optimal_costs
 
-__all__ = ["ClosedLoopResult", "Controller", "RefinementEvaluator", "RefinementMetrics", "analyze_convergence", "closed_loop",
-           "format_table", "solve_optimal_costs", "summarize"]
+__all__ = ["ClosedLoopResult", "Controller", "RefinementEvaluator", "RefinementMetrics", "analyze_convergence",
+           "closed_loop", "format_table", "solve_optimal_costs", "summarize"]

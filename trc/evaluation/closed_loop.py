@@ -172,13 +172,16 @@ class Controller:
         if xb.dim() != 2 or xb.shape[1] != self.problem.n_x:
             raise TRCError(f"start states must have shape [B, {self.problem.n_x}] for problem "
                            f"{self.problem.name!r}, got {list(given.shape)}")
+        if self._plan is not None and self._plan.shape[0] != xb.shape[0]:
+            raise TRCError(f"this controller is running {self._plan.shape[0]} episodes, not {xb.shape[0]}; "
+                           f"call reset() before another batch")
         if self._plan is None or self._used == self.replan_every:
             self._shown = self.problem.wrap_state(xb, near=self._shown, margin=self.hysteresis)
             plan = self._call_planner(self._shown, self.problem.target_like(xb, self.target))
-            r = self.replan_every
-            if plan.dim() != 3 or plan.shape[0] != xb.shape[0] or plan.shape[1] < r or plan.shape[2] != self.problem.n_u:
+            r, n_u = self.replan_every, self.problem.n_u
+            if plan.dim() != 3 or plan.shape[0] != xb.shape[0] or plan.shape[1] < r or plan.shape[2] != n_u:
                 raise TRCError(f"the planner returned controls of shape {list(plan.shape)}; closed loop "
-                               f"needs [{xb.shape[0]}, >= {r}, {self.problem.n_u}]")
+                               f"needs [{xb.shape[0]}, >= {r}, {n_u}]")
             self._plan, self._used = self.problem.clip(plan[:, :r].detach().to(torch.float64)), 0
             self.plans += 1
         u = self._plan[:, self._used]
