@@ -12,6 +12,7 @@ import torch
 from trc import TRCError, get_problem, load_checkpoint, save_checkpoint
 from trc.cli import main
 from trc.data.datasets import generate_dataset, save_dataset
+from trc.evaluation import closed_loop
 from trc.models import MultiProblemTRC, TinyRecursiveControl, TRCConfig
 from trc.training.multi_problem import MULTI_PROBLEM_LR, MultiProblemObjective, train_multi_problem
 from trc.training.supervised_trainer import ProcessSupervisionObjective
@@ -68,6 +69,17 @@ def test_plan_needs_one_of_its_problems(model):
         model.plan(x0, problem="vanderpol_constrained")
     with pytest.raises(TRCError, match="2 starts but 3 problems"):
         model.plan(np.zeros((2, 2)), problem=["pendulum"] * 3)
+
+
+def test_the_closed_loop_runs_the_planner_of_the_problem_named(model):
+    x0 = starts(model.problems[2], 3).double()
+    shared = closed_loop(model, x0, replan_every=10, problem="pendulum")
+    alone = closed_loop(model.planner("pendulum"), x0, replan_every=10)
+    assert torch.equal(shared.X, alone.X) and shared.plans == 10
+    with pytest.raises(TRCError, match="pass problem=NAME"):
+        closed_loop(model, x0)
+    with pytest.raises(TRCError, match="not for 'vanderpol_constrained'"):
+        closed_loop(model, x0, problem="vanderpol_constrained")
 
 
 def test_problems_must_share_their_dimensions():

@@ -145,6 +145,12 @@ class Controller:
     """
 
     def __init__(self, model, replan_every: int = 1, target=None, problem=None, hysteresis: float = HYSTERESIS):
+        if hasattr(model, "planners"):   # a multi-problem model: the planner of the problem named
+            if problem is None:
+                raise TRCError(f"this model plans for several problems ({', '.join(model.problem_names)}); "
+                               f"pass problem=NAME")
+            model = model.planner(problem)
+            problem = model.problem
         problem = problem if problem is not None else getattr(model, "problem", None)
         if problem is None:
             raise TRCError("closed_loop needs a problem: pass problem= or a model with .problem")
@@ -214,7 +220,8 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
         replan_every: controls applied from each plan before planning again, ``1..T``
             (1: replan every step; ``T``: open loop).
         target: ``[B, n_x]`` or ``[n_x]``; default the problem's.
-        problem: the problem simulated; default ``model.problem``.
+        problem: the problem simulated; default ``model.problem``.  For a multi-problem model,
+            the problem (or its name) whose planner runs.
         hysteresis: how far beyond its canonical interval an angle is shown before it is
             wrapped (module docstring); 0 wraps at every plan.
 
