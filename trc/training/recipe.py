@@ -39,8 +39,10 @@ RECIPE: dict[str, Any] = {
 
 # Where a problem departs from RECIPE.
 PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
-    # the weak teacher: self-play and the 'ratio' term, whose refinements may move far from it
-    "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 60},
+    # the weak teacher: self-play and the 'ratio' term, whose refinements may move far from it; 200 epochs
+    # (about 130 s of CPU) reached 79.7 / 82.2 % success on two splits of 1000 starts of our own (seeds 777 /
+    # 4242; the optimum 80.5 / 82.6 %) where 60 reached 78.2 / 79.2 %, every seed of five gaining on both
+    "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 200},
     # the failing teacher: self-play that passes good swing-ups on (to the later states along them and to the
     # neighbouring starts), imitated alone, then the model tuned on the cost it realises in closed loop
     # (trc.training.closed_loop_tuning; its rollouts plan every 4 steps, so 600 steps cost about what 170
