@@ -24,7 +24,7 @@ epochs; up to ten minutes on one CPU thread for the pendulum, cached in ``--cach
 
 Measured (``--warm_start``, 50 new start states per problem, IPOPT's default options, tolerance
 1e-8, single shooting; trc's model is ``trc train`` with no other flag, trained here: Van der Pol
-250 epochs in 99 s, constrained Van der Pol 60 epochs in 32 s, pendulum 160 epochs in 489 s).
+250 epochs in 99 s, constrained Van der Pol 200 epochs in 112 s, pendulum 160 epochs in 489 s).
 ``trc`` starts IPOPT from the open-loop plan, ``trc_cl`` from the controls trc applies when it
 replans at every step (``trc.evaluation.closed_loop``):
 
@@ -33,7 +33,7 @@ problem                mean IPOPT iterations: trc / trc_cl / LQR    at the best 
                        / zeros                                      final cost (trc_cl, LQR, zeros)
 =====================  ==========================================  =================================
 vanderpol              10.0 / 9.8 / 10.2 / 19.4                     100 % each, 374.7
-vanderpol_constrained  10.4 / 11.1 / 16.7 / 18.2                    100 % each, 1372.7
+vanderpol_constrained  10.2 / 10.7 / 16.7 / 18.2                    100 % each, 1372.7
 pendulum               142.0 / 609.8 / 102.7 / 73.5                 12 / 90 / 14 / 8 %; 188.6, 316.4,
                                                                     333.8 (trc's plan 283.5)
 =====================  ==========================================  =================================
@@ -44,9 +44,10 @@ pendulum               142.0 / 609.8 / 102.7 / 73.5                 12 / 90 / 14
   0.45 %; target <= 1 %: met), its closed loop 0.42 %; trc takes 8.0 ms for one start (8x
   faster than IPOPT's 60.9 ms from LQR) and 19.1 us per start at batch 1024 (3184x; target
   >= 100x: met).
-* Constrained Van der Pol, where the clipped LQR teacher is weak: 37.6 % fewer iterations than
-  from LQR and 42.6 % fewer than from zeros, every start at the same optimum (target >= 30 %:
-  met); wall time 0.62x LQR's.
+* Constrained Van der Pol, where the clipped LQR teacher is weak: 38.8 % fewer iterations than
+  from LQR and 43.7 % fewer than from zeros, every start at the same optimum (target >= 30 %:
+  met); wall time 0.60x LQR's; trc's plan alone 0.82 % above the optimum (median 0.21 %).  With
+  the recipe's 60 epochs before: 10.4 / 11.1 iterations, 37.6 % and 42.6 % fewer, 0.62x.
 * Pendulum: iterations say little here, since from LQR and from zeros IPOPT converges in 74-103
   iterations to costlier local optima (it reaches the best optimum found on 14 % and 8 % of the
   starts).  Started from trc's closed-loop controls it reaches it on 90 %, at a mean cost of
