@@ -86,10 +86,15 @@ def step(p, x, u):
     return x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
+def wrap(angle):
+    """Angles to [-pi, pi)."""
+    return np.mod(angle + math.pi, 2 * math.pi) - math.pi
+
+
 def error(p, x, chord: bool):
     e = x - np.asarray(p.target)
     if p.name in ANGLE:
-        e[:, 0] = 2 * np.sin(e[:, 0] / 2) if chord else np.mod(e[:, 0] + math.pi, 2 * math.pi) - math.pi
+        e[:, 0] = 2 * np.sin(e[:, 0] / 2) if chord else wrap(e[:, 0])
     return e
 
 
@@ -144,7 +149,7 @@ def main() -> None:
     def plan(x):
         if args.angles == "wrapped" and p.name in ANGLE:
             x = x.copy()
-            x[:, 0] = np.mod(x[:, 0] + math.pi, 2 * math.pi) - math.pi
+            x[:, 0] = wrap(x[:, 0])
         return model.plan(torch.as_tensor(x, dtype=dtype)).double().numpy()[:, :, 0]
 
     if args.open_loop:

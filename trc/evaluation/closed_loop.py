@@ -113,13 +113,23 @@ def as_planner(model) -> Planner:
         param = next(model.parameters())
 
         def plan(x: Tensor, target: Tensor) -> Tensor:
-            with torch.no_grad():
-                U = model(x.to(param.device, param.dtype), target.to(param.device, param.dtype)).controls
+            training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    U = model(x.to(param.device, param.dtype), target.to(param.device, param.dtype)).controls
+            finally:
+                model.train(training)   # the caller's mode, whatever it was
             return U.to(x.device, x.dtype)
         return plan
     if not callable(model):
         raise TRCError(f"closed_loop needs a model or a planner callable, got {type(model).__name__}")
     return model
+
+
+def _shape_error(problem, x: Tensor) -> TRCError:
+    return TRCError(f"start states must have shape [B, {problem.n_x}] for problem {problem.name!r}, "
+                    f"got {list(x.shape)}")
 
 
 class Controller:
@@ -176,14 +186,13 @@ class Controller:
         xb = given.to(torch.float64)
         xb = xb.unsqueeze(0) if xb.dim() == 1 else xb
         if xb.dim() != 2 or xb.shape[1] != self.problem.n_x:
-            raise TRCError(f"start states must have shape [B, {self.problem.n_x}] for problem "
-                           f"{self.problem.name!r}, got {list(given.shape)}")
+            raise _shape_error(self.problem, given)
         if self._plan is not None and self._plan.shape[0] != xb.shape[0]:
             raise TRCError(f"this controller is running {self._plan.shape[0]} episodes, not {xb.shape[0]}; "
                            f"call reset() before another batch")
         if self._plan is None or self._used == self.replan_every:
             self._shown = self.problem.wrap_state(xb, near=self._shown, margin=self.hysteresis)
-            plan = self._call_planner(self._shown, self.problem.target_like(xb, self.target))
+            plan = self._planner(self._shown, self.problem.target_like(xb, self.target))
             r, n_u = self.replan_every, self.problem.n_u
             if plan.dim() != 3 or plan.shape[0] != xb.shape[0] or plan.shape[1] < r or plan.shape[2] != n_u:
                 raise TRCError(f"the planner returned controls of shape {list(plan.shape)}; closed loop "
@@ -196,16 +205,6 @@ class Controller:
         if as_numpy:
             return u.numpy()
         return u.to(given.dtype) if given.is_floating_point() else u
-
-    def _call_planner(self, x: Tensor, target: Tensor) -> Tensor:
-        if not isinstance(self.model, torch.nn.Module):
-            return self._planner(x, target)
-        training = self.model.training
-        self.model.eval()
-        try:
-            return self._planner(x, target)
-        finally:
-            self.model.train(training)
 
 
 def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None = None,
@@ -232,8 +231,7 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
     problem = controller.problem
     x = torch.as_tensor(x0).to(torch.float64)
     if x.dim() != 2 or x.shape[1] != problem.n_x:
-        raise TRCError(f"start states must have shape [B, {problem.n_x}] for problem {problem.name!r}, "
-                       f"got {list(x.shape)}")
+        raise _shape_error(problem, x)
     X, U = [x], []
     for _ in range(problem.horizon):
         u = controller(x)
