@@ -113,6 +113,22 @@ def test_more_starts_never_hurt():
     assert (many <= one * (1 + 1e-12)).all()
 
 
+def test_a_better_guess_is_kept_and_chunks_split_the_guesses_too():
+    p = get_problem("pendulum")
+    x0 = states(p, 6, seed=4)
+    Uo = optimal_controls(p, x0)
+    weak = OptimalConfig(starts=("zero",), max_iter=2)   # from zeros, two iterations do not swing up
+    alone = p.evaluate(x0, optimal_controls(p, x0, config=weak))["cost"]
+    optimum = p.evaluate(x0, Uo)["cost"]
+    assert (alone > 1.5 * optimum).all()
+    for chunk in (6, 4):
+        U = optimal_controls(p, x0, config=OptimalConfig(starts=("zero",), max_iter=2, chunk_size=chunk),
+                             guesses=torch.stack([torch.zeros_like(Uo), Uo]))
+        assert (p.evaluate(x0, U)["cost"] <= optimum * (1 + 1e-12)).all()
+    with pytest.raises(TRCError, match="guesses must be"):
+        optimal_controls(p, x0, guesses=Uo[:, :-1])
+
+
 def test_per_sample_targets_match_separate_runs():
     p = get_problem("vanderpol")
     x0 = states(p, 6)

@@ -370,7 +370,7 @@ def initial_guesses(problem: ControlProblem, x0: Tensor, target: Tensor, starts:
 
 @torch.no_grad()
 def optimal_controls(problem: ControlProblem, x0: Tensor, target: Tensor | None = None,
-                     config: OptimalConfig | None = None) -> Tensor:
+                     config: OptimalConfig | None = None, guesses: Tensor | None = None) -> Tensor:
     """The per-instance optimum of the problem's cost under the control bound.
 
     Args:
@@ -378,17 +378,28 @@ def optimal_controls(problem: ControlProblem, x0: Tensor, target: Tensor | None 
         x0: start states ``[B, n_x]``.
         target: targets ``[B, n_x]`` or ``[n_x]``; default the problem's.
         config: starts, iterations, tolerance and chunk size.
+        guesses: more initial guesses, ``[B, T, n_u]`` or ``[S', B, T, n_u]`` (a model's plans,
+            a previous solution shifted by a step), optimised beside ``config.starts``.
 
     Returns:
         ``U [B, T, n_u]`` within the bound, in ``x0``'s dtype.
     """
     config = config or OptimalConfig()
     tgt, x = _targets(problem, x0, target), x0.double()
+    if guesses is not None:
+        guesses = torch.as_tensor(guesses).to(torch.float64)
+        guesses = guesses[None] if guesses.dim() == 3 else guesses
+        want = (x.shape[0], problem.horizon, problem.n_u)
+        if guesses.dim() != 4 or tuple(guesses.shape[1:]) != want:
+            raise TRCError(f"guesses must be [B, T, n_u] or [S, B, T, n_u] with [B, T, n_u] = "
+                           f"{list(want)}, got {list(guesses.shape)}")
     out = []
     with one_thread():
         for i in range(0, x.shape[0], config.chunk_size):
             xc, tc = x[i:i + config.chunk_size], tgt[i:i + config.chunk_size]
             U0 = initial_guesses(problem, xc, tc, config.starts)            # (S, b, T, m)
+            if guesses is not None:
+                U0 = torch.cat([U0, guesses[:, i:i + config.chunk_size]])
             S = U0.shape[0]
             U, J = ilqr(problem, xc.repeat(S, 1), U0.flatten(0, 1), tc.repeat(S, 1), config, starts=S)
             best = J.view(S, -1).argmin(0)
