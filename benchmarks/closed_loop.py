@@ -5,15 +5,33 @@
    replanning every step (T plans).  The issue asks for 1000 starts x 100 steps.
 2. The LQR teacher as a planner (``--lqr``): its open-loop plan, and replanned
    from every state (receding horizon), against the open-loop optimum.
-3. A checkpoint (``--checkpoint``): open loop and closed loop against the optimum.
+3. A checkpoint (``--checkpoint``): open loop and closed loop against the optimum, and where
+   in the episode the closed loop's excess cost lies (stage costs summed over fifths of the
+   horizon, and the terminal cost, against the optimum's).
+4. The optimum as the planner (``--oracle``): re-solved from every state the closed loop
+   reaches (receding horizon, warm-started from its last plan shifted by a step): what
+   replanning a full horizon from every state costs by itself, before any learning.
 
-Figures 2 and 3 need the optimum of every start (``trc.data.experts.optimal_controls``,
+Figures 2 to 4 need the optimum of every start (``trc.data.experts.optimal_controls``,
 a few seconds per hundred starts).  Wall times are inflated by other work on the
 machine; the CPU time (one thread) is printed beside them.
 
     python benchmarks/closed_loop.py --problem pendulum --starts 1000 --time
     python benchmarks/closed_loop.py --problem pendulum --starts 200 --lqr
     python benchmarks/closed_loop.py --checkpoint outputs/vdp/best_model.pt --starts 500
+    python benchmarks/closed_loop.py --problem pendulum --starts 100 --oracle
+
+Measured (pendulum, held-out starts of seed 123, one thread):
+
+* ``--oracle``, 100 starts: the optimum replanned from every state realises its own open-loop
+  cost, 1.0000x (median and 99th percentile of the per-start ratio 1.0000, max 1.0001; 158 s).
+  Replanning a full horizon from every state costs nothing by itself: the pendulum's closed-loop
+  excess (``benchmarks/beyond_teacher.py``) is the learned planner's.
+* ``--checkpoint`` with chapter 10's self-play model (seed 0), 500 starts: closed loop 95.8 %,
+  1.119x.  Its stage costs by stretch of the episode, against the optimum's: steps 0-20
+  69.8 (73.1), 20-40 44.4 (44.1), 40-60 26.1 (21.7), 60-80 13.0 (1.9), 80-100 3.0 (0.0), terminal
+  1.2 (0.0).  The planner pumps as fast as the optimum, a little greedily at first, and loses
+  the time at the catch: from step 40 on, where the optimum is nearly up, it still swings.
 """
 
 from __future__ import annotations
@@ -40,6 +58,33 @@ def row(name: str, success, cost, opt_cost) -> str:
             f"mean cost {cost.mean().item():9.3f}   cost / optimum {(cost.mean() / opt_cost.mean()).item():7.4f}")
 
 
+def by_phase(problem, X, U, X_ref, U_ref, parts: int = 5) -> str:
+    """Mean stage cost over each of ``parts`` stretches of the horizon and the mean terminal
+    cost, of ``(X, U)`` against ``(X_ref, U_ref)``."""
+    tgt = problem.target_like(X[:, 0])[:, None]
+    stage = problem.stage_cost(X[:, :-1], U, tgt)                   # [B, T]
+    stage_ref = problem.stage_cost(X_ref[:, :-1], U_ref, tgt)
+    T = stage.shape[1]
+    edges = [round(i * T / parts) for i in range(parts + 1)]
+    cells = [f"{a}-{b}: {stage[:, a:b].sum(1).mean():.2f} ({stage_ref[:, a:b].sum(1).mean():.2f})"
+             for a, b in zip(edges, edges[1:])]
+    final = problem.terminal_cost(X[:, -1], tgt[:, 0]).mean(), problem.terminal_cost(X_ref[:, -1], tgt[:, 0]).mean()
+    return "  steps " + ", ".join(cells) + f"; terminal {final[0]:.2f} ({final[1]:.2f})"
+
+
+class OptimumReplanner:
+    """The optimum as a planner: ``optimal_controls`` from every state it is given, with its last
+    plan shifted by one step (the last control repeated) as one more initial guess."""
+
+    def __init__(self, problem):
+        self.problem, self.last = problem, None
+
+    def __call__(self, x, target):
+        guess = None if self.last is None else torch.cat([self.last[:, 1:], self.last[:, -1:]], 1)
+        self.last = optimal_controls(self.problem, x, target, guesses=guess)
+        return self.last
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problem", default="pendulum")
@@ -48,6 +93,7 @@ def main() -> None:
     ap.add_argument("--time", action="store_true", help="time the closed loop of the default model")
     ap.add_argument("--lqr", action="store_true", help="the LQR teacher open and closed loop")
     ap.add_argument("--checkpoint", help="a trained model, open and closed loop")
+    ap.add_argument("--oracle", action="store_true", help="the optimum replanned from every state")
     ap.add_argument("--replan_every", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -65,7 +111,7 @@ def main() -> None:
         print(f"closed loop of the default model ({sum(p.numel() for p in model.parameters())} parameters, "
               f"K = {model.num_iterations}): {res.plans} plans of {args.starts} starts in {wall:.1f} s wall, "
               f"{cpu:.1f} s CPU ({1e3 * wall / res.plans:.0f} ms a plan)")
-    if not (args.lqr or args.checkpoint):
+    if not (args.lqr or args.checkpoint or args.oracle):
         return
 
     U_opt, wall, cpu = timed(lambda: optimal_controls(problem, x0))
@@ -85,7 +131,16 @@ def main() -> None:
         print(row("model, open loop", ol["success"], ol["cost"], opt["cost"]))
         res, wall, cpu = timed(lambda: closed_loop(model, x0, args.replan_every))
         print(row("model, closed loop", res.success, res.cost, opt["cost"]))
-        print(f"  closed loop: {wall:.1f} s wall, {cpu:.1f} s CPU")
+        print(f"  closed loop: {wall:.1f} s wall, {cpu:.1f} s CPU; its cost by stretch of the episode "
+              f"(the optimum's):")
+        print(by_phase(problem, res.X, res.U, opt["X"], U_opt))
+    if args.oracle:
+        res, wall, cpu = timed(lambda: closed_loop(OptimumReplanner(problem), x0, args.replan_every,
+                                                   problem=problem))
+        print(row("optimum, closed loop", res.success, res.cost, opt["cost"]))
+        ratio = res.cost / opt["cost"]
+        print(f"  per start, cost / optimum: median {ratio.median():.4f}, 99th percentile "
+              f"{ratio.quantile(0.99):.4f}, max {ratio.max():.4f}; {wall:.0f} s wall, {cpu:.0f} s CPU")
 
 
 if __name__ == "__main__":
