@@ -148,3 +148,23 @@ def test_a_worker_whose_code_differs_from_its_callers_refuses_to_train(tmp_path)
     assert not e.model_path(tmp_path).exists()
     experiment._train_into_cache(e, str(tmp_path), code_fingerprint("model"))
     assert e.load_cached(tmp_path) is not None
+
+
+def test_train_commands_in_other_processes_train_what_trc_train_does_here(tmp_path):
+    import trc
+
+    data = tmp_path / "di.npz"
+    trc.save_dataset(data, trc.generate_dataset(trc.get_problem("double_integrator"), 48, "lqr", seed=0))
+    common = ["--problem", "double_integrator", "--data", data, "--epochs", 1, "--batch_size", 16,
+              "--model_size", "small"]
+    runs = [[*common, "--output_dir", tmp_path / f"w{seed}", "--seed", seed] for seed in (0, 1)]
+    parallel = experiment.train_commands(runs, workers=2)
+    here = experiment.train_commands([[*common, "--output_dir", tmp_path / "here", "--seed", 0]], workers=1)
+    assert [len(r) for r in parallel] == [2, 2] and all(seconds > 0 for _, seconds in parallel)
+    assert "wrote" in parallel[0][0] and "wrote" in here[0][0]
+    a, b, c = (trc.load_checkpoint(tmp_path / d / "best_model.pt").state_dict() for d in ("w0", "w1", "here"))
+    assert all(torch.equal(a[k], c[k]) for k in a)          # the same run, in a worker or here
+    assert not all(torch.equal(a[k], b[k]) for k in a)      # and the seed reached the worker
+    with pytest.raises(TRCError, match="exited with status 2"):
+        experiment.train_commands([["--problem", "double_integrator", "--data", tmp_path / "missing.npz",
+                                    "--output_dir", tmp_path / "x"]], workers=1)

@@ -357,6 +357,51 @@ def run_experiments(experiments: Sequence[Experiment], cache_dir: str | Path,
     return [dataclasses.replace(r, cached=False) if r.experiment in todo else r for r in results]
 
 
+def train_commands(commands: Sequence[Sequence[Any]], workers: int | None = None) -> list[tuple[str, float]]:
+    """``trc train --quiet`` with each argument list, ``workers`` at a time in other processes.
+
+    Each run is ``trc train`` in a process of its own on one thread (as a notebook's kernel
+    runs it, ``torch.set_num_threads(1)``), so it trains the same model as there; give the
+    longest runs first, since each process takes the next command as it finishes one.
+
+    Args:
+        commands: ``trc train``'s arguments for each run (converted with ``str``).
+        workers: processes at once; 1 runs them here, one after the other.  Default: 2 in full
+            mode, 1 in fast mode (``TRC_FAST=1``), where a run takes less time than starting a process.
+
+    Returns:
+        For each command, in order, what ``trc train`` printed and its wall time in seconds.
+
+    Raises:
+        TRCError: naming the first command that exited with a non-zero status.
+    """
+    from trc.book.fast import pick
+
+    workers = pick(2, 1) if workers is None else workers
+    commands = [[str(a) for a in c] for c in commands]
+    if workers > 1 and len(commands) > 1:
+        with ProcessPoolExecutor(min(workers, len(commands)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(_train_command, commands))
+    return [_train_command(c) for c in commands]
+
+
+def _train_command(args: list[str]) -> tuple[str, float]:
+    """``trc train --quiet *args`` here, on one thread: what it printed and its wall time (a worker of
+    :func:`train_commands`)."""
+    import contextlib
+    import io
+
+    from trc.cli import main
+    from trc.data.experts import one_thread
+
+    printed, start = io.StringIO(), time.perf_counter()
+    with one_thread(), contextlib.redirect_stdout(printed):
+        status = main(["train", "--quiet", *args])
+    if status != 0:
+        raise TRCError(f"trc train {' '.join(args)} exited with status {status}")
+    return printed.getvalue().strip(), time.perf_counter() - start
+
+
 def _train_into_cache(experiment: Experiment, cache_dir: str, fingerprint: str) -> None:
     """Train ``experiment`` on one thread and keep the model in ``cache_dir`` (a worker of :func:`run_experiments`).
 
@@ -429,4 +474,4 @@ def book_experiment(**changes: Any) -> Experiment:
     return base.replace(**changes)
 
 
-__all__ = ["BOOK_MAX_EPOCHS", "Experiment", "ExperimentResult", "book_experiment", "run_experiments"]
+__all__ = ["BOOK_MAX_EPOCHS", "Experiment", "ExperimentResult", "book_experiment", "run_experiments", "train_commands"]
