@@ -149,6 +149,9 @@ def main() -> None:
     if args.checkpoint:
         model = trc.load_checkpoint(args.checkpoint)
         problem = model.problem
+    if args.lookahead and (not args.checkpoint or problem.u_max is None):
+        ap.error("--lookahead needs --checkpoint, of a problem with a bound on the control "
+                 "(its candidates are -u_max, 0, u_max)")
     x0 = problem.sample_initial_states(args.starts, torch.Generator().manual_seed(args.seed), dtype=torch.float64)
     print(f"{problem.name}: {args.starts} held-out starts (seed {args.seed}), T = {problem.horizon}, "
           f"replan every {args.replan_every}")
