@@ -159,3 +159,56 @@ def test_hooks_see_every_epoch_and_step():
              "on_epoch_end": lambda record: seen["end"].append(record["epoch"])}
     Trainer(config(epochs=2)).fit(toy_model(), mse, toy_loader(), val_mse, hooks=hooks)
     assert seen["start"] == seen["end"] == [0, 1] and seen["steps"] == list(range(1, 9))
+
+
+def test_keyed_adamw_scales_each_keys_steps_by_its_own_gradients(tmp_path):
+    """Batches of two kinds pulling one weight apart, their gradients 1e6 apart in size: with one AdamW
+    the large kind's moments carry every step its way; with ``use(kind)`` each kind steps by lr its own way."""
+    from trc.training.trainer import KeyedAdamW
+
+    def moves(keyed: bool):
+        w = nn.Parameter(torch.zeros(1))
+        opt = (KeyedAdamW if keyed else torch.optim.AdamW)([w], lr=0.01, weight_decay=0.0)
+        out = []
+        for i in range(6):
+            slope = 1e3 if i % 2 == 0 else -1e-3           # kind 0 pulls w down, kind 1 up
+            before = w.detach().clone()
+            opt.zero_grad()
+            (slope * w).sum().backward()
+            if keyed:
+                opt.use(i % 2)
+            opt.step()
+            out.append((w.detach() - before).item())
+        return out, opt
+
+    shared, _ = moves(False)
+    keyed, opt = moves(True)
+    assert all(m < 0 for m in shared)                                   # kind 1 never gets its way
+    assert keyed[0::2] == pytest.approx([-0.01] * 3, rel=1e-3) and keyed[1::2] == pytest.approx([0.01] * 3, rel=1e-3)
+    w = opt.param_groups[0]["params"][0]
+    assert set(opt.states) == {0, 1} and all(opt.states[k][w]["step"] == 3 for k in (0, 1))
+    back = KeyedAdamW([nn.Parameter(torch.zeros(1))], lr=0.01, weight_decay=0.0)
+    back.load_state_dict(opt.state_dict())                              # every kind's moments travel with it
+    w_back = back.param_groups[0]["params"][0]
+    for k in (0, 1):
+        assert torch.equal(opt.states[k][w]["exp_avg_sq"], back.states[k][w_back]["exp_avg_sq"])
+
+
+def test_resume_with_keyed_moments_equals_uninterrupted(tmp_path):
+    key = {"optimizer_key": lambda batch: int(batch[0][0, 0] > 0)}
+    full = toy_model()
+    Trainer(config(tmp_path / "full")).fit(full, mse, toy_loader(), val_mse, hooks=key)
+
+    def interrupt(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config(tmp_path / "cut")).fit(toy_model(), mse, toy_loader(), val_mse,
+                                              hooks={**key, "on_epoch_end": interrupt})
+    resumed = toy_model(seed=99)
+    Trainer(config(tmp_path / "cut")).fit(resumed, mse, toy_loader(), val_mse, hooks=key, resume=True)
+    assert torch.equal(params(full), params(resumed))
+    plain = toy_model()
+    Trainer(config()).fit(plain, mse, toy_loader(), val_mse)
+    assert not torch.equal(params(full), params(plain))   # the keys changed the steps

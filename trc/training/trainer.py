@@ -19,7 +19,10 @@ schedule is recomputed for the new total number of steps and continues from
 the saved step (so the learning rate rises again to where the longer cosine
 is at that step), and the history goes on from the saved one.
 A non-finite loss or gradient stops training before the bad step; the
-checkpoints on disk stay as they were.
+checkpoints on disk stay as they were.  With the hook ``optimizer_key(batch)``
+AdamW keeps one set of moment estimates per key (:class:`KeyedAdamW`): batches
+of different kinds (one problem each, in multi-problem training) then take
+steps scaled by their own gradients' history, not by the largest kind's.
 """
 
 from __future__ import annotations
@@ -155,6 +158,41 @@ def _reseed(seed: int, loader) -> None:
         todo += list(getattr(owner, "loaders", ()))
 
 
+class KeyedAdamW(torch.optim.AdamW):
+    """AdamW with one set of moment estimates (and step count) per key: ``use(key)`` before
+    ``step()`` makes the step read and update that key's.  The parameters, learning rate and
+    weight decay are shared.  Its state dict holds every key's state."""
+
+    def __init__(self, params, **kwargs: Any):
+        super().__init__(params, **kwargs)
+        self.states: dict = {}
+        self.key = None
+        self.use(0)
+
+    def use(self, key) -> None:
+        from collections import defaultdict
+
+        self.key = key
+        self.state = self.states.setdefault(key, defaultdict(dict))
+
+    def state_dict(self) -> dict:
+        key, packed = self.key, {}
+        for k in list(self.states):
+            self.use(k)
+            packed[k] = super().state_dict()["state"]
+        self.use(key)
+        return {**super().state_dict(), "keyed_state": packed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        packed = state_dict.pop("keyed_state")
+        self.states = {}
+        for k, state in packed.items():
+            super().load_state_dict({**state_dict, "state": state})
+            self.states[k] = self.state
+        self.use(self.key)
+
+
 class Trainer:
     """Trains one module with AdamW (see the module docstring).
 
@@ -185,9 +223,10 @@ class Trainer:
             val_fn: ``val_fn(module) -> {metric: float}`` run after every epoch in eval mode without
                 gradients, or None (the epoch is not validated).
             hooks: optional callbacks ``on_epoch_start(epoch)``, ``on_batch_end(step, loss, parts)`` and
-                ``on_epoch_end(record)``; and ``state_dict() -> dict`` with ``load_state_dict(dict)``,
+                ``on_epoch_end(record)``; ``state_dict() -> dict`` with ``load_state_dict(dict)``,
                 whose state (e.g. data the callbacks refresh) is checkpointed with the trainer's and
-                restored on resume.
+                restored on resume; and ``optimizer_key(batch) -> key``: AdamW's moments are kept per
+                key (:class:`KeyedAdamW`).
             resume: continue from ``checkpoint_dir/last_model.pt`` if it exists.
 
         Returns:
@@ -199,7 +238,9 @@ class Trainer:
         device = torch.device(cfg.device)
         module.to(device)
         params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        key_of = hooks.get("optimizer_key")
+        optimizer = (torch.optim.AdamW if key_of is None else KeyedAdamW)(params, lr=cfg.lr,
+                                                                          weight_decay=cfg.weight_decay)
         total_steps = cfg.epochs * len(train_loader)
         schedule = cosine_with_warmup(total_steps, cfg.warmup, cfg.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -244,6 +285,8 @@ class Trainer:
                     if not torch.isfinite(norm):
                         history["stop_reason"] = f"non-finite gradient at epoch {epoch}, step {step}"
                         break
+                if key_of is not None:
+                    optimizer.use(key_of(batch))
                 optimizer.step()
                 scheduler.step()
                 step += 1
