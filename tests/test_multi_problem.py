@@ -220,3 +220,44 @@ def test_cli_mismatched_problems_and_datasets_are_one_line_and_exit_2(datasets, 
     assert main(["train", "--problem", problems, "--data", data, "--output_dir", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_each_problem_has_its_own_hidden_biases_and_only_its_plans_move_with_them():
+    config = TRCConfig(latent_dim=16, hidden_dim=32, num_layers=2, num_outer_cycles=2, feedback_points=3)
+    torch.manual_seed(0)
+    hidden = MultiProblemTRC(config, NAMES)
+    torch.manual_seed(0)
+    plain = MultiProblemTRC(TRCConfig(**{**config.to_dict(), "problem_conditioning": "embedding"}), NAMES)
+    assert not hasattr(plain, "problem_bias")
+    bias = hidden.problem_bias.table
+    assert bias["encoder"].shape == (3, 32) and bias["core"].shape == (3, 2, 32)
+    assert hidden.get_parameter_count()["problem_bias"] == 3 * 32 * 6
+    plain.load_state_dict({k: v for k, v in hidden.state_dict().items() if not k.startswith("problem_bias")})
+    x0 = {n: starts(get_problem(n), 4) for n in NAMES}
+    before = {n: hidden.plan(x0[n], problem=n) for n in NAMES}
+    for n in NAMES:   # zero biases: the plans of the embedding alone
+        torch.testing.assert_close(before[n], plain.plan(x0[n], problem=n))
+    for part in (*bias.keys(),):
+        with torch.no_grad():
+            bias[part][2].normal_()          # the pendulum's row of every part
+        after = {n: hidden.plan(x0[n], problem=n) for n in NAMES}
+        assert not torch.equal(after["pendulum"], before["pendulum"]), part
+        for n in NAMES[:2]:
+            assert torch.equal(after[n], before[n]), (part, n)
+        before = after
+    with pytest.raises(TRCError, match="problem_conditioning must be 'embedding' or 'hidden'"):
+        TRCConfig(problem_conditioning="film")
+
+
+def test_a_multi_problem_checkpoint_from_before_hidden_biases_loads_as_it_was_trained(tmp_path):
+    torch.manual_seed(0)
+    old = MultiProblemTRC(TRCConfig(latent_dim=16, hidden_dim=32, num_outer_cycles=2, feedback_points=3,
+                                    problem_conditioning="embedding"), NAMES)
+    path = save_checkpoint(old, tmp_path / "old.pt")
+    raw = torch.load(path, weights_only=True)
+    del raw["config"]["problem_conditioning"]          # as written before the field existed
+    torch.save(raw, path)
+    back = load_checkpoint(path)
+    assert back.config.problem_conditioning == "embedding"
+    x0 = starts(get_problem("pendulum"), 4)
+    torch.testing.assert_close(back.plan(x0, problem="pendulum"), old.plan(x0, problem="pendulum"))

@@ -176,7 +176,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", problem: Contro
                 if expected.to_dict() not in [p.to_dict() for p in problems]:
                     raise TRCError(f"was trained on problems {', '.join(p.name for p in problems)}, none of them "
                                    f"the expected {expected.name!r} with its parameters")
-            model = MultiProblemTRC(TRCConfig.from_dict(ckpt["config"]), problems)
+            # saved before planners had hidden biases: told their problem by the embedding alone
+            config = TRCConfig.from_dict({"problem_conditioning": "embedding", **ckpt["config"]})
+            model = MultiProblemTRC(config, problems)
         else:
             stored = get_problem(**ckpt["problem"])
             if problem is not None:

@@ -49,6 +49,9 @@ class TRCConfig:
     feedback_points: int = 10             # samples of the error trajectory fed back (0: final error only)
     use_halting: bool = False             # a halting head: plan() stops each start on its own (trc.models.halting)
     halt_rule: str = "halt"               # how a halting model decides (a key of trc.models.halting.HALT_RULES)
+    problem_conditioning: str = "hidden"  # multi-problem models (trc.models.multi_problem): "embedding", a learned
+                                          # vector per problem added to the start's encoding; "hidden", that and a
+                                          # learned bias per problem on every hidden layer.  Unused by one problem
 
     def __post_init__(self) -> None:
         for name in ("latent_dim", "hidden_dim", "num_layers", "num_outer_cycles", "H_cycles", "L_cycles",
@@ -58,6 +61,9 @@ class TRCConfig:
 
         if self.halt_rule not in HALT_RULES:
             raise TRCError(f"model config: halt_rule must be one of {', '.join(HALT_RULES)}, got {self.halt_rule!r}")
+        if self.problem_conditioning not in ("embedding", "hidden"):
+            raise TRCError(f"model config: problem_conditioning must be 'embedding' or 'hidden', "
+                           f"got {self.problem_conditioning!r}")
 
     def resolve(self, problem) -> "TRCConfig":
         """This config with the problem fields filled in from ``problem``.

@@ -108,9 +108,18 @@ class _ClipSTE(torch.autograd.Function):
         return grad, None
 
 
-def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+class MLP(nn.Sequential):
+    """``Linear -> SiLU -> Linear``; ``mlp(x, bias)`` adds ``bias [hidden]`` to the hidden layer's input
+    (a multi-problem planner's own bias, :mod:`trc.models.multi_problem`)."""
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        h = self[0](x)
+        return self[2](self[1](h if bias is None else h + bias))
+
+
+def mlp(n_in: int, hidden: int, n_out: int) -> MLP:
     """``Linear -> SiLU -> Linear``."""
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
+    return MLP(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
 
 
 class ReasoningCore(nn.Module):
@@ -120,10 +129,11 @@ class ReasoningCore(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(mlp(d, hidden, d) for _ in range(num_layers))
 
-    def forward(self, z: Tensor, injection: Tensor) -> Tensor:
+    def forward(self, z: Tensor, injection: Tensor, biases: Tensor | None = None) -> Tensor:
+        """``biases [num_layers, hidden]``: one hidden-layer bias per block, or None."""
         h = z + injection                                      # (B, d)
-        for block in self.blocks:
-            h = F.rms_norm(h + block(h), h.shape[-1:])
+        for i, block in enumerate(self.blocks):
+            h = F.rms_norm(h + block(h, None if biases is None else biases[i]), h.shape[-1:])
         return h
 
 
@@ -251,17 +261,23 @@ class TinyRecursiveControl(nn.Module):
         """Encode the starts and propose ``U_0``: ``z_init [B, d]`` and the carry before iteration 1."""
         z_init = self.encode(x0, target)
         z_init = F.rms_norm(z_init, z_init.shape[-1:])                           # (B, d)
-        U0 = self.problem.u_max * torch.tanh(self._decode(self.initial_decoder, z_init))
+        U0 = self.problem.u_max * torch.tanh(self._decode("initial_decoder", z_init))
         return z_init, TRCCarry(z_init, torch.zeros_like(z_init) if self.config.use_two_level else None, U0)
 
     def encode(self, x0: Tensor, target: Tensor) -> Tensor:
         """The encoder's latent ``[B, d]`` before its normalization."""
-        return self.encoder(self.observer.inputs(x0, target))
+        return self.encoder(self.observer.inputs(x0, target), self.hidden_bias("encoder"))
 
-    def _decode(self, head: nn.Module, z: Tensor) -> Tensor:
-        """``head(z)``'s first ``T * n_u`` numbers as ``[B, T, n_u]`` (a shared head may emit more)."""
+    def hidden_bias(self, part: str) -> Tensor | None:
+        """This planner's own bias on the hidden layer of network ``part`` (``"core"``: ``[num_layers,
+        hidden]``, one per block), or None: a single-problem model has none
+        (:class:`~trc.models.multi_problem.ProblemPlanner` does)."""
+        return None
+
+    def _decode(self, part: str, z: Tensor) -> Tensor:
+        """Decoder ``part``'s output's first ``T * n_u`` numbers as ``[B, T, n_u]`` (a shared head may emit more)."""
         T, n_u = self.problem.horizon, self.problem.n_u
-        return head(z)[:, :T * n_u].view(z.shape[0], T, n_u)
+        return getattr(self, part)(z, self.hidden_bias(part))[:, :T * n_u].view(z.shape[0], T, n_u)
 
     @torch.no_grad()
     def _keep_best(self, carry: TRCCarry, best, x0: Tensor, target: Tensor):
@@ -302,23 +318,23 @@ class TinyRecursiveControl(nn.Module):
         U_flat = carry.U.flatten(1) / self.problem.u_max                       # (B, T*n_u)
         width = self.context[0].in_features - fb.shape[1]                      # a shared context reads more
         U_flat = F.pad(U_flat, (0, width - U_flat.shape[1]))                   # (B, width), zeros past T
-        injection = z_init + self.context(torch.cat([U_flat, fb], -1))         # (B, d)
-        z_H, z_L = carry.z_H, carry.z_L
+        injection = z_init + self.context(torch.cat([U_flat, fb], -1), self.hidden_bias("context"))  # (B, d)
+        z_H, z_L, bias = carry.z_H, carry.z_L, self.hidden_bias("core")
         for h in range(cfg.H_cycles):
             truncated = cfg.use_gradient_truncation and h < cfg.H_cycles - 1
             with torch.no_grad() if truncated else nullcontext():
                 if z_L is None:  # single latent
                     for _ in range(cfg.L_cycles):
-                        z_H = self.core(z_H, injection)
+                        z_H = self.core(z_H, injection, bias)
                 else:
                     high = z_H + injection
                     for _ in range(cfg.L_cycles):
-                        z_L = self.core(z_L, high)
-                    z_H = self.core(z_H, z_L)
+                        z_L = self.core(z_L, high, bias)
+                    z_H = self.core(z_H, z_L, bias)
             if trace is not None:
                 trace[0].append(z_H)
                 trace[1].append(z_L)
-        dU = self.problem.u_max * torch.tanh(self._decode(self.refine_decoder, z_H))
+        dU = self.problem.u_max * torch.tanh(self._decode("refine_decoder", z_H))
         U = _ClipSTE.apply(carry.U + dU, self.problem.u_max)                  # (B, T, n_u)
         seen = fb[:, self.problem.n_x].detach()                                # log(1 + cost) of carry.U
         return TRCCarry(z_H, z_L, U, carry.step + 1, seen, seen if carry.seen is None else carry.seen)
