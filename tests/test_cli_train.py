@@ -222,9 +222,9 @@ def test_the_pendulum_recipe_imitates_its_archive():
     assert r["process_weight"] == 0 and r["self_play"] is True       # imitation of the archive, not of LQR
     assert recipe("vanderpol", **recipe_flags(given))["process_weight"] == RECIPE["process_weight"] > 0
     multi = recipe("pendulum", multi=True, **recipe_flags(given))     # one model for several problems
-    assert (multi["stitch"], multi["explore_noise"], multi["process_weight"]) == (0, 0.3, 1.0)
+    assert (multi["stitch"], multi["explore_noise"], multi["process_weight"]) == (2, 1.0, 0.0)  # its own ...
     assert multi["self_play"] is True and multi["visited_starts"] == 1000
-    assert r["closed_loop_steps"] > 0 and multi["closed_loop_steps"] == 0   # tuned in closed loop, alone only
+    assert r["closed_loop_steps"] > 0 and multi["closed_loop_steps"] == 0   # ... but tuned in closed loop alone only
     assert r["closed_loop_critic"] > 0 and multi["closed_loop_critic"] == 0
     given.closed_loop_truncate = 0                                    # no cut: the recipe's critic is off
     assert recipe("pendulum", **recipe_flags(given))["closed_loop_critic"] == 0

@@ -138,6 +138,8 @@ def test_a_halting_model_trains_only_without_balance():
                                         use_halting=True), NAMES[:2])
     with pytest.raises(TRCError, match="balance 'none'"):
         train_multi_problem(halting, [[], []], epochs=1, balance="log")
+    with pytest.raises(TRCError, match="3 process weights for 2 problems"):
+        train_multi_problem(halting, [[], []], epochs=1, balance="none", process_weight=[1.0, 0.0, 1.0])
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +166,7 @@ def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
     assert [p["name"] for p in settings["problem"]] == ["double_integrator", "vanderpol"]
     assert settings["lr"] == MULTI_PROBLEM_LR != DEFAULTS["lr"]    # a shared network's own default
     assert settings["problem_balance"] == "log"
+    assert settings["process_weight"] == model.checkpoint_metadata["process_weight"] == [1.0, 1.0]  # each its own
     train = json.loads((tmp_path / "history.json").read_text())["epochs"][0]["train"]
     assert train["loss"] <= math.log(train["problem_loss"])    # the mean of log L_p (Jensen), not of L_p
     # --resume extends it, and refuses other data

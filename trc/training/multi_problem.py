@@ -8,7 +8,10 @@ problem's own objective (its simulator, cost, bound, horizon and loss variant). 
 losses differ by orders of magnitude, and the shared optimizer's step sizes follow the largest
 gradients; with ``balance="log"`` (the default) every batch is trained on ``log L_p``, whose
 gradient ``grad L_p / L_p`` is its problem's loss relative to its own level, so no problem's
-scale sets the step sizes for the others (see :data:`BALANCES`).  Validation
+scale sets the step sizes for the others (see :data:`BALANCES`), and AdamW keeps its moment
+estimates per problem (the trainer's ``optimizer_key`` hook), so every problem's steps are scaled
+by its own gradients: with one set of moments shared, the problem of the largest gradients (the
+pendulum imitating its self-play archive) shrank every other problem's steps.  Validation
 runs :func:`~trc.training.supervised_trainer.validation_metrics` per problem and reports
 each problem's figures as ``"<problem>/<metric>"`` and their means over the problems; the
 best epoch has the lowest mean cost over the expert's (``cost_over_expert``), a figure of
@@ -147,9 +150,10 @@ def train_multi_problem(model, train_loaders: Sequence, val_loaders: Sequence | 
             or :class:`~trc.training.selfplay.SelfPlayData`).
         val_loaders: one validation loader per problem, or None (the best epoch is then the lowest loss).
         variants: the loss variant, one for all problems or one per problem.
+        process_weight: the process term's weight, one for all problems or one per problem.
         balance: how the problems' losses share the network, a key of :data:`BALANCES`; a halting
             model (whose objective backpropagates its pieces itself) takes ``"none"``.
-        process_weight, final_only, halt_tolerance, output_dir, resume, metadata, hooks, **config:
+        final_only, halt_tolerance, output_dir, resume, metadata, hooks, **config:
             as in :func:`~trc.training.supervised_trainer.train_with_process_supervision`.
 
     Returns:
@@ -157,12 +161,13 @@ def train_multi_problem(model, train_loaders: Sequence, val_loaders: Sequence | 
     """
     P = len(model.problems)
     variants = [variants] * P if isinstance(variants, str) else list(variants)
+    weights = [process_weight] * P if isinstance(process_weight, (int, float)) else list(process_weight)
     for loaders, what in ((train_loaders, "training loaders"), (val_loaders, "validation loaders"),
-                          (variants, "loss variants")):
+                          (variants, "loss variants"), (weights, "process weights")):
         if loaders is not None and len(loaders) != P:
             raise TRCError(f"{len(loaders)} {what} for {P} problems; one per problem")
     planners = [model.planner(i) for i in range(P)]
-    meta = {"process_weight": process_weight, "variant": variants, "final_only": bool(final_only), "epochs": epochs,
+    meta = {"process_weight": weights, "variant": variants, "final_only": bool(final_only), "epochs": epochs,
             "lr": lr, "balance": balance, **(metadata or {})}
     if model.config.use_halting and balance != "none":
         raise TRCError(f"a halting model trains with balance 'none' (its objective backpropagates each iteration "
@@ -172,11 +177,11 @@ def train_multi_problem(model, train_loaders: Sequence, val_loaders: Sequence | 
         from trc.training.deep_supervision import DeepSupervisionObjective
 
         meta["halt_tolerance"] = tol = DEFAULT_TOLERANCE if halt_tolerance is None else halt_tolerance
-        objectives = [DeepSupervisionObjective(p.problem, process_weight, v, tol=tol)
-                      for p, v in zip(planners, variants)]
+        objectives = [DeepSupervisionObjective(p.problem, w, v, tol=tol)
+                      for p, w, v in zip(planners, weights, variants)]
     else:
-        objectives = [ProcessSupervisionObjective(p.problem, process_weight, v, final_only=final_only)
-                      for p, v in zip(planners, variants)]
+        objectives = [ProcessSupervisionObjective(p.problem, w, v, final_only=final_only)
+                      for p, w, v in zip(planners, weights, variants)]
     data = MultiProblemData(train_loaders, seed=config.get("seed", 0))
     monitor = "cost_over_expert" if val_loaders is not None else "loss"
     val_fn = None if val_loaders is None else (lambda m: multi_validation_metrics(m, val_loaders))
@@ -196,7 +201,8 @@ def train_multi_problem(model, train_loaders: Sequence, val_loaders: Sequence | 
         if given is not None:
             given(epoch)
 
-    hooks.update(on_epoch_start=on_epoch_start, state_dict=data.state_dict, load_state_dict=data.load_state_dict)
+    hooks.update(on_epoch_start=on_epoch_start, state_dict=data.state_dict, load_state_dict=data.load_state_dict,
+                 optimizer_key=lambda batch: int(batch["problem"]))
     save_fn, load_fn = checkpoint_io(meta)
     history = Trainer(cfg, save_fn, load_fn).fit(model, MultiProblemObjective(objectives, balance), data, val_fn,
                                                  hooks=hooks, resume=resume)
@@ -258,8 +264,6 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     recipes = [recipe(p.name, multi=True, **recipe_flags(args)) for p in problems]
     if any(r["closed_loop_steps"] for r in recipes):
         raise TRCError("--closed_loop_steps tunes a single-problem model; train one problem at a time for it")
-    if args.process_weight is None:  # one weight for every problem: the problem-free recipe's
-        args.process_weight = RECIPE["process_weight"]
     epochs = args.epochs if args.epochs is not None else MULTI_PROBLEM_EPOCHS
     args.epochs = epochs
     if args.lr is None:
@@ -268,7 +272,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         args.problem_balance = "none" if args.act else DEFAULT_BALANCE
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
     settings.update({k: [r[k] for r in recipes] for k in RECIPE
-                     if k not in ("epochs", "process_weight", "val_closed_loop")})
+                     if k not in ("epochs", "val_closed_loop")})
     settings.update(problem=[p.to_dict() for p in problems], data=args.data,
                     data_sha256=",".join(dataset_digest(d) for d in datasets), epochs=epochs)
     _check_run_folder(out, settings, args.resume, epochs)
@@ -290,7 +294,8 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
                              or make_loader(train, args.batch_size, shuffle=True, seed=args.seed))
         val_loaders.append(make_loader(val, 256, shuffle=False))
     model = train_multi_problem(
-        model, train_loaders, val_loaders, epochs=epochs, lr=args.lr, process_weight=args.process_weight,
+        model, train_loaders, val_loaders, epochs=epochs, lr=args.lr,
+        process_weight=[r["process_weight"] for r in recipes],
         variants=[r["loss_variant"] for r in recipes], output_dir=out, resume=args.resume,
         metadata={"settings": settings}, hooks=hooks, final_only=args.baseline, halt_tolerance=args.halt_tolerance,
         balance=args.problem_balance, seed=args.seed, device=args.device, progress=not args.quiet)
