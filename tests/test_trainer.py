@@ -161,7 +161,7 @@ def test_hooks_see_every_epoch_and_step():
     assert seen["start"] == seen["end"] == [0, 1] and seen["steps"] == list(range(1, 9))
 
 
-def test_keyed_adamw_scales_each_keys_steps_by_its_own_gradients(tmp_path):
+def test_keyed_adamw_scales_each_keys_steps_by_its_own_gradients():
     """Batches of two kinds pulling one weight apart, their gradients 1e6 apart in size: with one AdamW
     the large kind's moments carry every step its way; with ``use(kind)`` each kind steps by lr its own way."""
     from trc.training.trainer import KeyedAdamW

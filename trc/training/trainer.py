@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -166,12 +167,9 @@ class KeyedAdamW(torch.optim.AdamW):
     def __init__(self, params, **kwargs: Any):
         super().__init__(params, **kwargs)
         self.states: dict = {}
-        self.key = None
         self.use(0)
 
     def use(self, key) -> None:
-        from collections import defaultdict
-
         self.key = key
         self.state = self.states.setdefault(key, defaultdict(dict))
 
