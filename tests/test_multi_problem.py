@@ -15,6 +15,7 @@ from trc.data.datasets import generate_dataset, save_dataset
 from trc.evaluation import closed_loop
 from trc.models import MultiProblemTRC, TinyRecursiveControl, TRCConfig
 from trc.training.multi_problem import MULTI_PROBLEM_LR, MultiProblemObjective, train_multi_problem
+from trc.training.recipe import judged_in_closed_loop
 from trc.training.supervised_trainer import ProcessSupervisionObjective
 from trc.training.train import DEFAULTS
 
@@ -202,6 +203,29 @@ def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner
     assert model.checkpoint_metadata["settings"]["model_size"] == "medium"
     U, info = model.plan(np.zeros((4, 2)), problem="vanderpol", return_info=True)
     assert U.shape == (4, 100, 1) and info["iterations"].max() <= 3
+
+
+def test_cli_picks_the_best_epoch_on_the_problems_judged_by_their_open_loop_plans(datasets, tmp_path, capsys):
+    """The pendulum is judged in closed loop: its open-loop cost does not pick the shared model's epoch."""
+    assert judged_in_closed_loop("pendulum") and not judged_in_closed_loop("double_integrator")
+    pendulum = str(tmp_path / "pendulum.npz")
+    save_dataset(pendulum, generate_dataset(get_problem("pendulum"), 16, seed=0))
+    assert main(["train", "--problem", "double_integrator,pendulum", "--data", f"{datasets['double_integrator']},"
+                 f"{pendulum}", "--output_dir", str(tmp_path / "run"), "--epochs", "3", "--batch_size", "8",
+                 "--self_play", "off", "--quiet"]) == 0
+    assert "(picked on double_integrator: the others are judged in closed loop)" in capsys.readouterr().out
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["monitor"] == "picked_cost_over_expert"
+    picked = [e["val"]["picked_cost_over_expert"] for e in history["epochs"]]
+    assert picked == [e["val"]["double_integrator/cost_over_expert"] for e in history["epochs"]]
+    assert picked != [e["val"]["cost_over_expert"] for e in history["epochs"]]   # the pendulum's is left out
+    assert history["best_epoch"] == min(range(3), key=picked.__getitem__)
+
+
+def test_picked_problems_must_be_indices_of_the_models_problems(model):
+    for picked in ([], [3]):
+        with pytest.raises(TRCError, match="picked problems"):
+            train_multi_problem(model, [[], [], []], epochs=1, picked=picked)
 
 
 def test_cli_problem_balance_needs_several_problems(datasets, tmp_path, capsys):

@@ -91,6 +91,13 @@ def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:
     return out
 
 
+def judged_in_closed_loop(problem: str) -> bool:
+    """Whether ``problem``'s recipe judges its models as controllers replanning in closed loop (it picks
+    or tunes them there), not by their open-loop plans."""
+    own = PROBLEM_RECIPES.get(problem, {})
+    return bool(own.get("val_closed_loop") or own.get("closed_loop_steps"))
+
+
 def recipe_flags(args) -> dict[str, Any]:
     """The recipe's settings as ``trc train``'s flags give them (None: not given), on/off flags as booleans.
 
@@ -143,5 +150,5 @@ def build_training_data(problem, data: Mapping, batch_size: int, settings: Mappi
                         seed=seed, visit=closed_loop_visits, epochs=epochs)
 
 
-__all__ = ["PROBLEM_RECIPES", "RECIPE", "SINGLE_PROBLEM_ONLY", "build_training_data", "describe", "recipe",
-           "recipe_flags"]
+__all__ = ["PROBLEM_RECIPES", "RECIPE", "SINGLE_PROBLEM_ONLY", "build_training_data", "describe",
+           "judged_in_closed_loop", "recipe", "recipe_flags"]
