@@ -346,9 +346,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
 # 250 epochs at 1e-3 reached 98.6 % and 61.3 % in 12 minutes, inside the 20-minute budget.  With the 'log'
 # balance (BALANCES) 250 epochs reach 99.7 % and 74.7 % (seed 1: 100.0 % and 71.9 %), 300 epochs 100.0 % and
 # 77.8 % (seed 1: 100.0 % and 77.1 %) in 15.5 and 13.6 minutes: 300, the constrained problem's target of 75 % met
-# with both seeds.  The halting head trained on the 300-epoch planner stops the double integrator later than Van
-# der Pol (2.75 and 1.71 iterations; seed 1: 2.25 and 1.47), as the targets it learns do (2.88 and 2.40; seed 1:
-# 2.96 and 2.52): the order is the planner's (see benchmarks/multi_problem.py).
+# with both seeds (the model and its problems' recipes have grown since: benchmarks/multi_problem.py).
 MULTI_PROBLEM_EPOCHS = 300
 MULTI_PROBLEM_LR = 1e-3
 
