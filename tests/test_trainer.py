@@ -194,6 +194,14 @@ def test_keyed_adamw_scales_each_keys_steps_by_its_own_gradients():
         assert torch.equal(opt.states[k][w]["exp_avg_sq"], back.states[k][w_back]["exp_avg_sq"])
 
 
+def test_resuming_a_run_that_picked_its_best_epoch_by_another_metric_is_one_error(tmp_path):
+    Trainer(config(tmp_path, epochs=2)).fit(toy_model(), mse, toy_loader(), val_mse)
+    kept = (tmp_path / LAST).read_bytes()
+    with pytest.raises(TRCError, match="picked its best epoch by 'mse', this training picks by 'loss'"):
+        Trainer(config(tmp_path, epochs=3, monitor="loss")).fit(toy_model(), mse, toy_loader(), val_mse, resume=True)
+    assert (tmp_path / LAST).read_bytes() == kept
+
+
 def test_resume_with_keyed_moments_equals_uninterrupted(tmp_path):
     key = {"optimizer_key": lambda batch: int(batch[0][0, 0] > 0)}
     full = toy_model()

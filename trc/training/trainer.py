@@ -255,6 +255,10 @@ class Trainer:
             for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule, saved step
                 group["lr"] = base * schedule(scheduler.last_epoch)
             history, bad_epochs, start = state["history"], state["bad_epochs"], state["epoch"] + 1
+            if history.get("monitor", cfg.monitor) != cfg.monitor:  # its best epoch would be judged on two scales
+                raise TRCError(f"the run in {str(folder)!r} picked its best epoch by {history['monitor']!r}, this "
+                               f"training picks by {cfg.monitor!r}; continue it with the version of trc that "
+                               f"started it, or train afresh in another folder")
             if "load_state_dict" in hooks and "hooks" in state:
                 hooks["load_state_dict"](state["hooks"])
             if (folder / BEST).exists():
