@@ -249,16 +249,17 @@ class Trainer:
 
         if resume and folder is not None and (folder / LAST).exists():
             model_state, state = self.load_fn(folder / LAST)
+            monitor = state["history"].get("monitor", cfg.monitor)
+            if monitor != cfg.monitor:  # its best epoch would be judged on two scales
+                raise TRCError(f"the run in {str(folder)!r} picked its best epoch by {monitor!r}, this training "
+                               f"picks by {cfg.monitor!r}; continue it with the version of trc that started it, "
+                               f"or train afresh in another folder")
             module.load_state_dict(model_state)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule, saved step
                 group["lr"] = base * schedule(scheduler.last_epoch)
             history, bad_epochs, start = state["history"], state["bad_epochs"], state["epoch"] + 1
-            if history.get("monitor", cfg.monitor) != cfg.monitor:  # its best epoch would be judged on two scales
-                raise TRCError(f"the run in {str(folder)!r} picked its best epoch by {history['monitor']!r}, this "
-                               f"training picks by {cfg.monitor!r}; continue it with the version of trc that "
-                               f"started it, or train afresh in another folder")
             if "load_state_dict" in hooks and "hooks" in state:
                 hooks["load_state_dict"](state["hooks"])
             if (folder / BEST).exists():
