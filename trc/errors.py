@@ -42,6 +42,7 @@ PARAMETERS = {
     "epochs": "count", "batch_size": "count", "iterations": "count", "num_outer_cycles": "count",
     "H_cycles": "count", "L_cycles": "count", "num_samples": "count", "num_train": "count", "num_test": "count",
     "latent_dim": "count", "hidden_dim": "count", "num_layers": "count", "feedback_points": "count0",
+    "adapter_rank": "count0",
     "lr": "positive", "process_weight": "nonnegative", "value_weight": "nonnegative", "val_fraction": "fraction",
     "steps": "count0", "eval_every": "count", "max_grad_norm": "positive",
     "replan_every": "count", "truncate": "count0", "val_starts": "count0", "critic": "nonnegative",

@@ -52,10 +52,13 @@ class TRCConfig:
     problem_conditioning: str = "hidden"  # multi-problem models (trc.models.multi_problem): "embedding", a learned
                                           # vector per problem added to the start's encoding; "hidden", that and a
                                           # learned bias per problem on every hidden layer.  Unused by one problem
+    adapter_rank: int = 0                 # multi-problem models: rank of every problem's own low-rank adapter on
+                                          # each Linear of the shared network, off until a problem's is tuned
+                                          # (trc.training.adapter_tuning); 0: none.  Unused by one problem
 
     def __post_init__(self) -> None:
         for name in ("latent_dim", "hidden_dim", "num_layers", "num_outer_cycles", "H_cycles", "L_cycles",
-                     "feedback_points"):
+                     "feedback_points", "adapter_rank"):
             check(name, getattr(self, name), "model config: ")
         from trc.models.halting import HALT_RULES
 

@@ -15,6 +15,12 @@ that problem that shares the network, so everything that takes a single-problem 
   off for itself: about 3 % more parameters for four problems.  The shared network then holds
   the pendulum's swing-up beside the other problems, where with the embedding alone one came at
   the others' cost (``benchmarks/multi_problem.py``);
+* with ``config.adapter_rank = r > 0`` may have its own low-rank adapter on every Linear layer of the
+  shared network (:class:`ProblemAdapter`): ``W x + (x A_p^T) B_p^T`` with ``A_p [r, in]``, ``B_p [out, r]``.
+  A problem's adapter is off, and costs nothing, until it is switched on to be tuned
+  (:mod:`trc.training.adapter_tuning`: the pendulum's, in closed loop); with ``B_p`` zero at first the
+  planner then plans as before, and tuning its own adapter, embedding row and biases changes no other
+  problem's plans;
 * decodes ``T_max * n_u`` numbers (``T_max``: the longest horizon) and keeps the first
   ``T * n_u`` of its own horizon ``T``, scaled by its own bound ``u_max``;
 * feeds back its plan divided by its ``u_max``, zero past ``T``, with the feedback of its own
@@ -58,6 +64,10 @@ class ProblemPlanner(TinyRecursiveControl):
         bias = getattr(self, "problem_bias", None)
         return None if bias is None else bias.table[part][self.problem_index]
 
+    def adapter(self, part: str):
+        adapter = getattr(self, "problem_adapter", None)
+        return None if adapter is None else adapter.factors(part, self.problem_index)
+
 
 class ProblemBias(nn.Module):
     """Every problem's own biases on the hidden layers of the shared network: ``table[part]`` is
@@ -70,6 +80,43 @@ class ProblemBias(nn.Module):
         super().__init__()
         self.table = nn.ParameterDict({part: nn.Parameter(torch.zeros(problems, hidden)) for part in self.PARTS})
         self.table["core"] = nn.Parameter(torch.zeros(problems, num_layers, hidden))
+
+
+class ProblemAdapter(nn.Module):
+    """Every problem's own low-rank adapter on each Linear layer of the shared network.
+
+    For layer ``l`` (``"<part>_0"`` and ``"<part>_2"``, the two Linears of each :class:`MLP` part;
+    the core's are ``[P, num_layers, ...]``, one per block) ``down[l]`` holds ``A [P, r, in]``
+    and ``up[l]`` ``B [P, out, r]``.  ``A`` is drawn from its own generator (so building an adapter
+    draws nothing from torch's global one), ``B`` is zero.  ``enabled [P]`` (a buffer, saved with the
+    model) says which problems' adapters act; the others are skipped.
+    """
+
+    def __init__(self, problems: int, network: dict[str, nn.Module], rank: int, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.down, self.up = nn.ParameterDict(), nn.ParameterDict()
+        blocks = len(network["core"].blocks)
+        for part in ProblemBias.PARTS + ("core",):
+            mlp = network[part].blocks[0] if part == "core" else network[part]
+            lead = (problems, blocks) if part == "core" else (problems,)
+            for i in (0, 2):
+                n_in, n_out = mlp[i].in_features, mlp[i].out_features
+                A = torch.randn(*lead, rank, n_in, generator=generator) / n_in ** 0.5
+                self.down[f"{part}_{i}"] = nn.Parameter(A)
+                self.up[f"{part}_{i}"] = nn.Parameter(torch.zeros(*lead, n_out, rank))
+        self.register_buffer("enabled", torch.zeros(problems, dtype=torch.bool))
+
+    def factors(self, part: str, problem: int):
+        """Problem ``problem``'s adapter on ``part`` as :class:`~trc.models.tiny_recursive_control.MLP` takes it
+        (``"core"``: one per block), or None where it is off."""
+        if not bool(self.enabled[problem]):
+            return None
+        pair = [(self.down[f"{part}_{i}"][problem], self.up[f"{part}_{i}"][problem]) for i in (0, 2)]
+        if part != "core":
+            return tuple(pair)
+        (A0, B0), (A2, B2) = pair
+        return [((A0[b], B0[b]), (A2[b], B2[b])) for b in range(A0.shape[0])]
 
 
 class MultiProblemTRC(nn.Module):
@@ -114,6 +161,8 @@ class MultiProblemTRC(nn.Module):
             network["problem_embedding"].weight.normal_(0.0, 0.1)
         if config.problem_conditioning == "hidden":
             network["problem_bias"] = ProblemBias(len(problems), config.hidden_dim, config.num_layers)
+        if config.adapter_rank:
+            network["problem_adapter"] = ProblemAdapter(len(problems), network, config.adapter_rank)
         for name, module in network.items():
             setattr(self, name, module)
         self.planners = {p.name: ProblemPlanner(config, p, network, i) for i, p in enumerate(problems)}
@@ -251,4 +300,4 @@ def _scatter(parts: list[tuple[Tensor, Tensor]], n: int, time_dim: int | None, h
     return out
 
 
-__all__ = ["MultiProblemTRC", "ProblemBias", "ProblemPlanner"]
+__all__ = ["MultiProblemTRC", "ProblemAdapter", "ProblemBias", "ProblemPlanner"]

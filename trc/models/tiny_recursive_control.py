@@ -109,12 +109,19 @@ class _ClipSTE(torch.autograd.Function):
 
 
 class MLP(nn.Sequential):
-    """``Linear -> SiLU -> Linear``; ``mlp(x, bias)`` adds ``bias [hidden]`` to the hidden layer's input
-    (a multi-problem planner's own bias, :mod:`trc.models.multi_problem`)."""
+    """``Linear -> SiLU -> Linear``; ``mlp(x, bias, adapter)`` adds ``bias [hidden]`` to the hidden layer's
+    input and, with ``adapter = ((A_0, B_0), (A_2, B_2))``, a low-rank term ``(x A^T) B^T`` to the output of
+    each Linear (``A [r, in]``, ``B [out, r]``): a multi-problem planner's own (:mod:`trc.models.multi_problem`)."""
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        h = self[0](x)
-        return self[2](self[1](h if bias is None else h + bias))
+    def forward(self, x: Tensor, bias: Tensor | None = None, adapter=None) -> Tensor:
+        h = _linear(self[0], x, None if adapter is None else adapter[0])
+        return _linear(self[2], self[1](h if bias is None else h + bias), None if adapter is None else adapter[1])
+
+
+def _linear(layer: nn.Linear, x: Tensor, factors: tuple[Tensor, Tensor] | None) -> Tensor:
+    """``layer(x)``, plus ``(x A^T) B^T`` for ``factors = (A, B)``."""
+    y = layer(x)
+    return y if factors is None else y + (x @ factors[0].mT) @ factors[1].mT
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> MLP:
@@ -129,11 +136,13 @@ class ReasoningCore(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(mlp(d, hidden, d) for _ in range(num_layers))
 
-    def forward(self, z: Tensor, injection: Tensor, biases: Tensor | None = None) -> Tensor:
-        """``biases [num_layers, hidden]``: one hidden-layer bias per block, or None."""
+    def forward(self, z: Tensor, injection: Tensor, biases: Tensor | None = None, adapters=None) -> Tensor:
+        """``biases [num_layers, hidden]``: one hidden-layer bias per block, or None; ``adapters``: one
+        :class:`MLP` adapter per block, or None."""
         h = z + injection                                      # (B, d)
         for i, block in enumerate(self.blocks):
-            h = F.rms_norm(h + block(h, None if biases is None else biases[i]), h.shape[-1:])
+            h = F.rms_norm(h + block(h, None if biases is None else biases[i],
+                                     None if adapters is None else adapters[i]), h.shape[-1:])
         return h
 
 
@@ -266,7 +275,7 @@ class TinyRecursiveControl(nn.Module):
 
     def encode(self, x0: Tensor, target: Tensor) -> Tensor:
         """The encoder's latent ``[B, d]`` before its normalization."""
-        return self.encoder(self.observer.inputs(x0, target), self.hidden_bias("encoder"))
+        return self.encoder(self.observer.inputs(x0, target), self.hidden_bias("encoder"), self.adapter("encoder"))
 
     def hidden_bias(self, part: str) -> Tensor | None:
         """This planner's own bias on the hidden layer of network ``part`` (``"core"``: ``[num_layers,
@@ -274,10 +283,16 @@ class TinyRecursiveControl(nn.Module):
         (:class:`~trc.models.multi_problem.ProblemPlanner` does)."""
         return None
 
+    def adapter(self, part: str):
+        """This planner's own low-rank adapter on network ``part`` (an :class:`MLP`'s ``adapter``; ``"core"``:
+        one per block), or None: a single-problem model has none (:class:`~trc.models.multi_problem.ProblemPlanner`
+        may)."""
+        return None
+
     def _decode(self, part: str, z: Tensor) -> Tensor:
         """Decoder ``part``'s output's first ``T * n_u`` numbers as ``[B, T, n_u]`` (a shared head may emit more)."""
         T, n_u = self.problem.horizon, self.problem.n_u
-        return getattr(self, part)(z, self.hidden_bias(part))[:, :T * n_u].view(z.shape[0], T, n_u)
+        return getattr(self, part)(z, self.hidden_bias(part), self.adapter(part))[:, :T * n_u].view(z.shape[0], T, n_u)
 
     @torch.no_grad()
     def _keep_best(self, carry: TRCCarry, best, x0: Tensor, target: Tensor):
@@ -318,19 +333,20 @@ class TinyRecursiveControl(nn.Module):
         U_flat = carry.U.flatten(1) / self.problem.u_max                       # (B, T*n_u)
         width = self.context[0].in_features - fb.shape[1]                      # a shared context reads more
         U_flat = F.pad(U_flat, (0, width - U_flat.shape[1]))                   # (B, width), zeros past T
-        injection = z_init + self.context(torch.cat([U_flat, fb], -1), self.hidden_bias("context"))  # (B, d)
-        z_H, z_L, bias = carry.z_H, carry.z_L, self.hidden_bias("core")
+        injection = z_init + self.context(torch.cat([U_flat, fb], -1), self.hidden_bias("context"),
+                                          self.adapter("context"))                # (B, d)
+        z_H, z_L, bias, adapters = carry.z_H, carry.z_L, self.hidden_bias("core"), self.adapter("core")
         for h in range(cfg.H_cycles):
             truncated = cfg.use_gradient_truncation and h < cfg.H_cycles - 1
             with torch.no_grad() if truncated else nullcontext():
                 if z_L is None:  # single latent
                     for _ in range(cfg.L_cycles):
-                        z_H = self.core(z_H, injection, bias)
+                        z_H = self.core(z_H, injection, bias, adapters)
                 else:
                     high = z_H + injection
                     for _ in range(cfg.L_cycles):
-                        z_L = self.core(z_L, high, bias)
-                    z_H = self.core(z_H, z_L, bias)
+                        z_L = self.core(z_L, high, bias, adapters)
+                    z_H = self.core(z_H, z_L, bias, adapters)
             if trace is not None:
                 trace[0].append(z_H)
                 trace[1].append(z_L)
