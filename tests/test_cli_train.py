@@ -143,6 +143,9 @@ def test_closed_loop_steps_tune_the_best_model_in_closed_loop(data, baseline, tm
     # the epochs are the baseline's; the tuning moved the weights whenever it kept a later step
     assert torch.equal(weights(baseline, "last_model.pt"), weights(tmp_path, "last_model.pt"))
     assert torch.equal(weights(baseline), weights(tmp_path)) == (kept["step"] == 0)
+    tuned = weights(tmp_path)
+    assert train(data, tmp_path, "--closed_loop_steps", "4", "--resume") == 0   # a finished run: nothing to do
+    assert torch.equal(weights(tmp_path), tuned)
 
 
 def test_closed_loop_replan_sets_the_tuning_rollouts(data, tmp_path, monkeypatch):
@@ -204,12 +207,14 @@ def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_pa
     assert whole == cut
 
 
-def test_closed_loop_steps_refuse_a_multi_problem_model(data, tmp_path, capsys):
+def test_closed_loop_steps_tune_only_the_problems_of_a_shared_model_judged_in_closed_loop(data, tmp_path):
     argv = ["train", "--data", f"{data['vanderpol']},{data['double_integrator']}",
             "--problem", "vanderpol,double_integrator", "--output_dir", str(tmp_path), "--epochs", "1",
             "--quiet", "--closed_loop_steps", "2"]
-    assert main(argv) == 2
-    assert "single-problem" in capsys.readouterr().err
+    assert main(argv) == 0                                     # neither is: nothing is tuned, no adapter is built
+    model = load_checkpoint(tmp_path / "best_model.pt")
+    assert model.config.adapter_rank == 0 and "closed_loop_tuning" not in model.checkpoint_metadata
+    assert "closed_loop_tuning" not in json.loads((tmp_path / "history.json").read_text())
 
 
 def test_the_pendulum_recipe_imitates_its_archive():
@@ -224,8 +229,11 @@ def test_the_pendulum_recipe_imitates_its_archive():
     multi = recipe("pendulum", multi=True, **recipe_flags(given))     # one model for several problems
     assert (multi["stitch"], multi["explore_noise"], multi["process_weight"]) == (2, 1.0, 0.0)  # its own ...
     assert multi["self_play"] is True and multi["visited_starts"] == 1000
-    assert r["closed_loop_steps"] > 0 and multi["closed_loop_steps"] == 0   # ... but tuned in closed loop alone only
-    assert r["closed_loop_critic"] > 0 and multi["closed_loop_critic"] == 0
+    assert multi["closed_loop_steps"] == r["closed_loop_steps"] > 0   # ... its tuning (through its own adapter) ...
+    assert multi["closed_loop_critic"] == r["closed_loop_critic"] > 0
+    given.closed_loop_steps = 0                                       # ... but no epoch picked in its closed loop
+    assert recipe("pendulum", multi=True, **recipe_flags(given))["val_closed_loop"] == 0
+    given.closed_loop_steps = None
     given.closed_loop_truncate = 0                                    # no cut: the recipe's critic is off
     assert recipe("pendulum", **recipe_flags(given))["closed_loop_critic"] == 0
     given.closed_loop_critic = 0.25                                   # unless asked for (then refused by train)

@@ -14,6 +14,8 @@ from trc.cli import main
 from trc.data.datasets import generate_dataset, save_dataset
 from trc.evaluation import closed_loop
 from trc.models import MultiProblemTRC, TinyRecursiveControl, TRCConfig
+from trc.training.adapter_tuning import tune_problem_in_closed_loop
+from trc.training.closed_loop_tuning import ClosedLoopTuning
 from trc.training.multi_problem import MULTI_PROBLEM_LR, MultiProblemObjective, train_multi_problem
 from trc.training.recipe import judged_in_closed_loop
 from trc.training.supervised_trainer import ProcessSupervisionObjective
@@ -212,7 +214,7 @@ def test_cli_picks_the_best_epoch_on_the_problems_judged_by_their_open_loop_plan
     save_dataset(pendulum, generate_dataset(get_problem("pendulum"), 16, seed=0))
     assert main(["train", "--problem", "double_integrator,pendulum", "--data", f"{datasets['double_integrator']},"
                  f"{pendulum}", "--output_dir", str(tmp_path / "run"), "--epochs", "3", "--batch_size", "8",
-                 "--self_play", "off", "--quiet"]) == 0
+                 "--self_play", "off", "--closed_loop_steps", "0", "--quiet"]) == 0
     assert "(picked on double_integrator: the others are judged in closed loop)" in capsys.readouterr().out
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["monitor"] == "picked_cost_over_expert"
@@ -288,3 +290,100 @@ def test_a_multi_problem_checkpoint_from_before_hidden_biases_loads_as_it_was_tr
     assert back.config.problem_conditioning == "embedding"
     x0 = starts(get_problem("pendulum"), 4)
     torch.testing.assert_close(back.plan(x0, problem="pendulum"), old.plan(x0, problem="pendulum"))
+
+
+def test_each_problems_adapter_is_off_until_switched_on_and_then_moves_only_its_plans():
+    config = TRCConfig(latent_dim=16, hidden_dim=32, num_layers=2, num_outer_cycles=2, feedback_points=3)
+    torch.manual_seed(0)
+    plain = MultiProblemTRC(config, NAMES)
+    state = torch.get_rng_state()
+    torch.manual_seed(0)
+    adapted = MultiProblemTRC(TRCConfig(**{**config.to_dict(), "adapter_rank": 4}), NAMES)
+    assert torch.equal(torch.get_rng_state(), state)     # its adapters draw nothing from the global generator
+    adapter = adapted.problem_adapter
+    assert adapter.down["encoder_0"].shape == (3, 4, 4) and adapter.up["core_2"].shape == (3, 2, 16, 4)
+    assert adapted.get_parameter_count()["problem_adapter"] == sum(p.numel() for p in adapter.parameters())
+    adapted.load_state_dict(plain.state_dict(), strict=False)
+    x0 = {n: starts(get_problem(n), 4) for n in NAMES}
+    before = {n: plain.plan(x0[n], problem=n) for n in NAMES}
+    with torch.no_grad():
+        for B in adapter.up.values():
+            B.normal_()                     # every problem's adapter acts once switched on ...
+    for n in NAMES:                         # ... but none is
+        assert torch.equal(adapted.plan(x0[n], problem=n), before[n])
+    adapter.enabled[2] = True               # the pendulum's
+    assert not torch.equal(adapted.plan(x0["pendulum"], problem="pendulum"), before["pendulum"])
+    for n in NAMES[:2]:
+        assert torch.equal(adapted.plan(x0[n], problem=n), before[n])
+    with torch.no_grad():
+        for B in adapter.up.values():
+            B.zero_()                       # zero B: the plans as without an adapter
+    torch.testing.assert_close(adapted.plan(x0["pendulum"], problem="pendulum"), before["pendulum"])
+    with pytest.raises(TRCError, match="adapter_rank must be an integer >= 0"):
+        TRCConfig(adapter_rank=-1)
+
+
+def test_tuning_one_problem_in_closed_loop_changes_only_its_own_parameters():
+    torch.manual_seed(0)
+    model = MultiProblemTRC(TRCConfig(latent_dim=16, hidden_dim=32, num_outer_cycles=2, feedback_points=3,
+                                      adapter_rank=2), NAMES)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x0 = {n: starts(get_problem(n), 4) for n in NAMES}
+    plans = {n: model.plan(x0[n], problem=n) for n in NAMES}
+    states = []
+    config = ClosedLoopTuning(steps=2, batch_size=4, eval_every=1, replan_every=20, val_starts=4)
+    log = tune_problem_in_closed_loop(model, "pendulum", x0["pendulum"], config, save=states.append)
+    assert [r["step"] for r in log if "cost" in r] == [0, 1, 2]
+    assert model.problem_adapter.enabled.tolist() == [False, False, True]
+    tuned = states[-1]["weights"]           # the last step's weights, whichever the tuning kept
+    rows = ("problem_embedding.", "problem_bias.", "problem_adapter.")
+    for key, value in before.items():
+        if key.startswith(rows) and value.dtype.is_floating_point:
+            assert torch.equal(tuned[key][:2], value[:2]), key                 # the other problems' rows
+        elif value.dtype.is_floating_point:
+            assert torch.equal(tuned[key], value), key                         # the shared network
+    assert not torch.equal(tuned["problem_adapter.up.encoder_0"][2], before["problem_adapter.up.encoder_0"][2])
+    model.load_state_dict(tuned)
+    for n in NAMES[:2]:
+        assert torch.equal(model.plan(x0[n], problem=n), plans[n])
+    # afterwards every weight trains again, without the tuning's gradient masks
+    assert all(p.requires_grad for p in model.parameters())
+    model.planner("pendulum")(x0["pendulum"]).controls.sum().backward()
+    assert model.problem_embedding.weight.grad[0].abs().sum() == 0 < model.problem_embedding.weight.grad[2].abs().sum()
+    assert model.problem_adapter.up["encoder_0"].grad[2].abs().sum() > 0 and model.encoder[0].weight.grad is not None
+    with pytest.raises(TRCError, match="needs its adapters"):
+        tune_problem_in_closed_loop(MultiProblemTRC(TRCConfig(latent_dim=16, hidden_dim=32), NAMES), "pendulum",
+                                    x0["pendulum"], config)
+
+
+def test_cli_tunes_the_pendulum_of_a_shared_model_through_its_own_adapter(datasets, tmp_path, capsys):
+    pendulum = str(tmp_path / "pendulum.npz")
+    save_dataset(pendulum, generate_dataset(get_problem("pendulum"), 16, seed=0))
+    argv = ["train", "--problem", "double_integrator,pendulum", "--data", f"{datasets['double_integrator']},{pendulum}",
+            "--output_dir", str(tmp_path / "run"), "--epochs", "1", "--batch_size", "8", "--self_play", "off",
+            "--quiet", "--closed_loop_critic", "0", "--closed_loop_steps", "2"]   # no critic: no warm-up rollouts
+    assert main(argv) == 0
+    assert "pendulum: its own adapter, embedding row and biases tuned in closed loop; kept step" in \
+        capsys.readouterr().out
+    tuned = load_checkpoint(tmp_path / "run" / "best_model.pt")
+    last = load_checkpoint(tmp_path / "run" / "last_model.pt")           # the one epoch, the best, untuned
+    assert tuned.config.adapter_rank == 8 and tuned.problem_adapter.enabled.tolist() == [False, True]
+    assert not last.problem_adapter.enabled.any()
+    meta = tuned.checkpoint_metadata["closed_loop_tuning"]
+    assert list(meta) == ["pendulum"] and meta["pendulum"]["steps"] == 2 and meta["pendulum"]["lr"] == 1e-3
+    x0 = starts(get_problem("double_integrator"), 4).double()
+    assert torch.equal(tuned.plan(x0, problem="double_integrator"), last.plan(x0, problem="double_integrator"))
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["step"] for r in history["closed_loop_tuning"]["pendulum"] if "cost" in r] == [0, 2]
+    # --resume tunes on to more steps, from the saved tuning state
+    assert main(argv[:-1] + ["3", "--resume"]) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["step"] for r in history["closed_loop_tuning"]["pendulum"] if "cost" in r] == [0, 2, 3]
+    # a halting head on the tuned planner keeps its adapter
+    assert main(argv[:-2] + ["--closed_loop_steps", "0", "--output_dir", str(tmp_path / "act"), "--act",
+                             "--max_iterations", "2", "--init_from", str(tmp_path / "run" / "best_model.pt"),
+                             "--heads_only"]) == 0
+    act = load_checkpoint(tmp_path / "act" / "best_model.pt")
+    assert act.problem_adapter.enabled.tolist() == [False, True]
+    tuned = load_checkpoint(tmp_path / "run" / "best_model.pt")
+    assert torch.equal(act.problem_adapter.up["core_0"], tuned.problem_adapter.up["core_0"])

@@ -273,8 +273,11 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         problems.append(problem)
         datasets.append(data)
     recipes = [recipe(p.name, multi=True, **recipe_flags(args)) for p in problems]
-    if any(r["closed_loop_steps"] for r in recipes):
-        raise TRCError("--closed_loop_steps tunes a single-problem model; train one problem at a time for it")
+    # tuned in closed loop through their own adapters: the problems judged there (--closed_loop_steps, given, sets
+    # how long, not which)
+    tuned = [i for i, (p, r) in enumerate(zip(problems, recipes)) if r["closed_loop_steps"] and judged_in_closed_loop(p.name)]
+    if any(r["closed_loop_critic"] > 0 and not r["closed_loop_truncate"] for i, r in enumerate(recipes) if i in tuned):
+        raise TRCError("--closed_loop_critic needs --closed_loop_truncate > 0: the critic values the state at each cut")
     epochs = args.epochs if args.epochs is not None else MULTI_PROBLEM_EPOCHS
     args.epochs = epochs
     if args.lr is None:
@@ -289,18 +292,27 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     _check_run_folder(out, settings, args.resume, epochs)
     torch.manual_seed(args.seed)
     K = (args.max_iterations or DEFAULTS["max_iterations"]) if args.act else args.iterations
+    if args.init_from is not None:  # the planner it starts from, with its adapters
+        from trc.models.checkpoint import read_checkpoint
+
+        rank = read_checkpoint(args.init_from)["config"].get("adapter_rank", 0)
+    else:
+        from trc.training.adapter_tuning import ADAPTER_RANK
+
+        rank = ADAPTER_RANK if tuned else 0
     model = build_model(problems, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
                         gradient_truncation=(None if args.gradient_truncation else False) if args.baseline
-                        else args.gradient_truncation, halting=args.act)
+                        else args.gradient_truncation, halting=args.act, adapter_rank=rank)
     if args.init_from is not None:
         init_weights(model, args.init_from)
     if args.heads_only:
         from trc.training.deep_supervision import freeze_planner
 
         freeze_planner(model)
-    train_loaders, val_loaders = [], []
+    train_loaders, val_loaders, val_sets = [], [], []
     for problem, data, r in zip(problems, datasets, recipes):
         train, val = split_dataset(data, args.val_fraction, args.seed)
+        val_sets.append(val)
         train_loaders.append(build_training_data(problem, train, args.batch_size, r, args.seed, epochs)
                              or make_loader(train, args.batch_size, shuffle=True, seed=args.seed))
         val_loaders.append(make_loader(val, 256, shuffle=False))
@@ -318,8 +330,12 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         balance=args.problem_balance, picked=open_loop or None, seed=args.seed, device=args.device,
         progress=not args.quiet)
     history = model.training_history
-    atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     stop = history["stop_reason"]
+    if tuned and not (stop and stop.startswith("non-finite")):
+        history["closed_loop_tuning"] = _tune_in_closed_loop(model, [problems[i].name for i in tuned],
+                                                             [val_sets[i] for i in tuned],
+                                                             [recipes[i] for i in tuned], args, out)
+    atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     if stop and stop.startswith("non-finite"):
         kept = ("no checkpoint was written" if history["best_epoch"] is None
                 else f"the checkpoints of the epochs before are kept in {str(out)!r}")
@@ -336,7 +352,68 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         on = "" if len(open_loop) in (0, len(problems)) else \
             f" (picked on {', '.join(problems[i].name for i in open_loop)}: the others are judged in closed loop)"
         print(f"trc train: best epoch {history['best_epoch']}{on}; wrote {out / 'best_model.pt'}")
+    if tuned:
+        from trc.training.closed_loop_tuning import kept_record
+
+        for name, log in history["closed_loop_tuning"].items():
+            kept = kept_record(log)
+            print(f"trc train: {name}: its own adapter, embedding row and biases tuned in closed loop; kept step "
+                  f"{kept['step']} of {len(log) and max(r['step'] for r in log)}: closed-loop success "
+                  f"{100 * kept['success']:.1f}%, mean cost {kept['cost']:.4g} on the validation starts; "
+                  f"best_model.pt holds it")
     return 0
+
+
+def _tune_in_closed_loop(model, names: Sequence[str], vals: Sequence[dict], recipes: Sequence[dict],
+                         args: argparse.Namespace, out: Path) -> dict[str, list[dict]]:
+    """Tune each of the problems ``names`` (in turn) in closed loop through its own adapter, from the best
+    epoch (:func:`trc.training.adapter_tuning.tune_problem_in_closed_loop`), and write the model as
+    ``best_model.pt``.
+
+    The best epoch, not the last as for one problem: the other problems keep the best epoch's plans, and
+    the best epochs fall on the last few of the cosine schedule (299, 297, 295 with seeds 0-2).  The
+    tuning's state is saved in ``closed_loop_tuning.pt`` at every validation (each problem's under its
+    name), so that ``--resume`` continues it.  Returns every problem's log.
+    """
+    from trc.models.checkpoint import read_checkpoint, save_checkpoint
+    from trc.training.adapter_tuning import ADAPTER_LR, tune_problem_in_closed_loop
+    from trc.training.closed_loop_tuning import ClosedLoopTuning, kept_record
+
+    state_path = out / "closed_loop_tuning.pt"
+    trained = len(model.training_history["epochs"])  # a state saved after other epochs is not continued
+    states: dict = {}
+    if args.resume and state_path.exists():
+        saved = read_checkpoint(state_path)["trainer_state"]
+        states = dict(saved.get("problems", {})) if saved.get("trained_epochs") == trained else {}
+    best = read_checkpoint(out / "best_model.pt")
+    meta = best["metadata"]
+    logs, kept = {}, {}
+    for name, val, r in zip(names, vals, recipes):
+        config = ClosedLoopTuning(steps=r["closed_loop_steps"], replan_every=r["closed_loop_replan"],
+                                  truncate=r["closed_loop_truncate"], critic=r["closed_loop_critic"], lr=ADAPTER_LR)
+        state = states.get(name)
+        if state is not None and {k: state["config"].get(k) for k in ("replan_every", "truncate", "lr")} != \
+                {"replan_every": config.replan_every, "truncate": config.truncate, "lr": config.lr}:
+            raise TRCError(f"cannot resume from {str(state_path)!r}: {name}'s tuning there had other settings "
+                           f"({state['config']}); tune afresh in another folder")
+        if state is not None and state["config"]["steps"] > config.steps:
+            raise TRCError(f"cannot resume from {str(state_path)!r}: it was set for {state['config']['steps']} "
+                           f"closed-loop steps of {name}, more than --closed_loop_steps {config.steps}")
+
+        def save(s: dict, name: str = name) -> None:
+            states[name] = s
+            save_checkpoint(model, state_path, trainer_state={"problems": states, "trained_epochs": trained}, **meta)
+
+        x0 = torch.as_tensor(val["initial_states"], dtype=torch.float64)
+        target = torch.as_tensor(val["target_states"], dtype=torch.float64)
+        logs[name] = tune_problem_in_closed_loop(model, name, x0, config, seed=args.seed, val_target=target,
+                                                 state=state, save=save)
+        kept[name] = {"steps": config.steps, "replan_every": config.replan_every, "truncate": config.truncate,
+                      "critic": config.critic, "lr": config.lr, "kept_step": kept_record(logs[name])["step"]}
+    # with the best epoch's trainer state, which --resume reads from it
+    save_checkpoint(model, out / "best_model.pt", trainer_state=best.get("trainer_state"),
+                    **{**meta, "closed_loop_tuning": kept})
+    return logs
 
 
 # One pass over every problem's data per epoch.  Measured by benchmarks/multi_problem.py on the four shipped

@@ -59,14 +59,15 @@ PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
 
 
 # Settings a problem's recipe gives for training that problem alone: one model for several problems
-# (trc.training.multi_problem) keeps the problem-free values of these unless a flag gives them.  A shared model
-# is neither picked nor tuned in one problem's closed loop; every other setting of a problem's recipe (the
-# pendulum's imitation of its archive, its exploration, stitching and neighbours) it takes.  Measured in
+# (trc.training.multi_problem) keeps the problem-free values of these unless a flag gives them.  A shared model's
+# epoch is not picked in one problem's closed loop; every other setting of a problem's recipe (the pendulum's
+# imitation of its archive, its exploration, stitching and neighbours, and its closed-loop tuning, there through
+# its own adapter: trc.training.adapter_tuning) it takes.  Measured in
 # benchmarks/multi_problem.py (seeds 0-2): with the pendulum's own values, each problem's own AdamW moments and
 # hidden biases, the shared model swings the pendulum up in closed loop from 65-74 % of the starts (0 % with the
 # problem-free values), constrained Van der Pol reaches 79-82 % (77-78 % before) and Van der Pol meets its target
 # with every seed, the double integrator with two of three.
-SINGLE_PROBLEM_ONLY = ("val_closed_loop", "closed_loop_steps", "closed_loop_critic")
+SINGLE_PROBLEM_ONLY = ("val_closed_loop",)
 
 
 def recipe(problem: str, multi: bool = False, **given: Any) -> dict[str, Any]:

@@ -19,11 +19,12 @@ from trc.training.supervised_trainer import train_with_process_supervision
 
 def build_model(problem, model_size: str = "small", use_two_level: bool = False, H_cycles: int | None = None,
                 L_cycles: int | None = None, iterations: int | None = None,
-                gradient_truncation: bool | None = True, halting: bool = False):
+                gradient_truncation: bool | None = True, halting: bool = False, adapter_rank: int = 0):
     """The model the ``trc train`` flags describe: a preset, with the cycles and K changed if given.
 
     With ``halting`` the model gets a halting head and ``iterations`` is its ``K_max``.  A list of
-    problems makes one :class:`~trc.models.multi_problem.MultiProblemTRC` for all of them.
+    problems makes one :class:`~trc.models.multi_problem.MultiProblemTRC` for all of them, with
+    every problem's own adapter of rank ``adapter_rank`` (0: none).
 
     Gradient truncation is on by default: each refinement iteration is then trained as a step of
     its own (TRM's deep supervision), which is what makes the per-iterate losses of
@@ -42,7 +43,8 @@ def build_model(problem, model_size: str = "small", use_two_level: bool = False,
     if isinstance(problem, (list, tuple)):
         from trc.models.multi_problem import MultiProblemTRC
 
-        return MultiProblemTRC.from_preset(preset, problem, use_halting=halting, **overrides)
+        return MultiProblemTRC.from_preset(preset, problem, use_halting=halting, adapter_rank=adapter_rank,
+                                           **overrides)
     return TinyRecursiveControl.from_preset(preset, problem, use_halting=halting, **overrides)
 
 
@@ -193,7 +195,9 @@ def add_recipe_arguments(p) -> None:
                    help="after the epochs, this many gradient steps on the cost the model realises in closed loop "
                         "from fresh starts of the start box (see --closed_loop_replan); the step cheapest in closed loop "
                         f"on the validation starts is kept (0: none; default {describe('closed_loop_steps')}; 0 with "
-                        "--process_weight 0)")
+                        "--process_weight 0). Several problems: the problems judged in closed loop (the pendulum) are "
+                        "tuned, each through its own low-rank adapter, embedding row and biases, from the best epoch, "
+                        "at lr 1e-3, the others' plans untouched")
     g.add_argument("--closed_loop_replan", type=int, default=None,
                    help="the closed-loop tuning's training rollouts plan anew every this many steps, applying each "
                         "plan's first controls (fewer plans, cheaper steps; validation replans every step; "
@@ -485,7 +489,7 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     x0 = torch.as_tensor(val["initial_states"], dtype=torch.float64)
     target = torch.as_tensor(val["target_states"], dtype=torch.float64)
     model, log = tune_closed_loop(model, x0, config, seed=args.seed, val_target=target, state=state, save=save)
-    save_checkpoint(model, out / "best_model.pt",
+    save_checkpoint(model, out / "best_model.pt", trainer_state=best.get("trainer_state"),  # --resume reads it
                     **{**meta, "closed_loop_tuning": {"steps": config.steps, "replan_every": config.replan_every,
                                                       "truncate": config.truncate, "critic": config.critic,
                                                       "kept_step": kept_record(log)["step"]}})
