@@ -20,6 +20,9 @@ whose recipe judges it as a controller replanning in closed loop (the pendulum) 
 as its open-loop cost says little about that and swings most between epochs (measured in
 :func:`multi_train_command`).
 
+After the epochs, :func:`multi_train_command` tunes the problems judged in closed loop there,
+each through its own adapter (:mod:`trc.training.adapter_tuning`), the others' plans unchanged.
+
 ``trc train --problem a,b --data a.npz,b.npz`` runs :func:`multi_train_command`.
 """
 
@@ -236,8 +239,9 @@ def split_list(value: str | None, flag: str) -> list[str] | None:
 def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     """``trc train --problem a,b --data a.npz,b.npz``: one model for all the problems.
 
-    Each problem takes its recipe's self-play and curriculum settings and loss variant
-    (flags given apply to all); the epochs are ``--epochs`` (default
+    Each problem takes its recipe's self-play and curriculum settings, loss variant and closed-loop
+    tuning (flags given apply to all; only the problems judged in closed loop are tuned); the epochs are
+    ``--epochs`` (default
     :data:`MULTI_PROBLEM_EPOCHS`), the balance ``--problem_balance`` (default
     :data:`DEFAULT_BALANCE`; ``"none"`` with ``--act``).  Writes what a single-problem run writes.
     """
@@ -275,7 +279,8 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     recipes = [recipe(p.name, multi=True, **recipe_flags(args)) for p in problems]
     # tuned in closed loop through their own adapters: the problems judged there (--closed_loop_steps, given, sets
     # how long, not which)
-    tuned = [i for i, (p, r) in enumerate(zip(problems, recipes)) if r["closed_loop_steps"] and judged_in_closed_loop(p.name)]
+    tuned = [i for i, (p, r) in enumerate(zip(problems, recipes))
+             if r["closed_loop_steps"] and judged_in_closed_loop(p.name)]
     if any(r["closed_loop_critic"] > 0 and not r["closed_loop_truncate"] for i, r in enumerate(recipes) if i in tuned):
         raise TRCError("--closed_loop_critic needs --closed_loop_truncate > 0: the critic values the state at each cut")
     epochs = args.epochs if args.epochs is not None else MULTI_PROBLEM_EPOCHS
