@@ -222,6 +222,13 @@ def test_cli_picks_the_best_epoch_on_the_problems_judged_by_their_open_loop_plan
     assert picked == [e["val"]["double_integrator/cost_over_expert"] for e in history["epochs"]]
     assert picked != [e["val"]["cost_over_expert"] for e in history["epochs"]]   # the pendulum's is left out
     assert history["best_epoch"] == min(range(3), key=picked.__getitem__)
+    # untuned, it has no adapters; started from it, a tuned run builds them
+    assert load_checkpoint(tmp_path / "run" / "best_model.pt").config.adapter_rank == 0
+    assert main(["train", "--problem", "double_integrator,pendulum", "--data", f"{datasets['double_integrator']},"
+                 f"{pendulum}", "--output_dir", str(tmp_path / "tuned"), "--epochs", "1", "--batch_size", "8",
+                 "--self_play", "off", "--closed_loop_steps", "1", "--closed_loop_critic", "0", "--quiet",
+                 "--init_from", str(tmp_path / "run" / "best_model.pt")]) == 0
+    assert load_checkpoint(tmp_path / "tuned" / "best_model.pt").problem_adapter.enabled.tolist() == [False, True]
 
 
 def test_picked_problems_must_be_indices_of_the_models_problems(model):

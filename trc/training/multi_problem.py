@@ -297,14 +297,12 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     _check_run_folder(out, settings, args.resume, epochs)
     torch.manual_seed(args.seed)
     K = (args.max_iterations or DEFAULTS["max_iterations"]) if args.act else args.iterations
-    if args.init_from is not None:  # the planner it starts from, with its adapters
-        from trc.models.checkpoint import read_checkpoint
+    from trc.models.checkpoint import read_checkpoint
+    from trc.training.adapter_tuning import ADAPTER_RANK
 
-        rank = read_checkpoint(args.init_from)["config"].get("adapter_rank", 0)
-    else:
-        from trc.training.adapter_tuning import ADAPTER_RANK
-
-        rank = ADAPTER_RANK if tuned else 0
+    # the adapters of the planner it starts from, else new ones where a problem will be tuned
+    rank = (0 if args.init_from is None else read_checkpoint(args.init_from)["config"].get("adapter_rank", 0)) \
+        or (ADAPTER_RANK if tuned else 0)
     model = build_model(problems, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
                         gradient_truncation=(None if args.gradient_truncation else False) if args.baseline
                         else args.gradient_truncation, halting=args.act, adapter_rank=rank)
@@ -363,7 +361,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         for name, log in history["closed_loop_tuning"].items():
             kept = kept_record(log)
             print(f"trc train: {name}: its own adapter, embedding row and biases tuned in closed loop; kept step "
-                  f"{kept['step']} of {len(log) and max(r['step'] for r in log)}: closed-loop success "
+                  f"{kept['step']} of {max(r['step'] for r in log)}: closed-loop success "
                   f"{100 * kept['success']:.1f}%, mean cost {kept['cost']:.4g} on the validation starts; "
                   f"best_model.pt holds it")
     return 0

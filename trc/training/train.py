@@ -321,13 +321,14 @@ def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> N
 
 
 def init_weights(model, path: str) -> None:
-    """Load a checkpoint's weights into ``model``; only a halting head may be missing from it."""
+    """Load a checkpoint's weights into ``model``; only a halting head and adapters (which are zero at first:
+    :class:`~trc.models.multi_problem.ProblemAdapter`) may be missing from it."""
     from trc.models.checkpoint import read_checkpoint
 
     state = read_checkpoint(path)["state_dict"]
     own = model.state_dict()
     wrong = sorted(k for k, v in state.items() if k not in own or own[k].shape != v.shape)
-    missing = sorted(k for k in own if k not in state and not k.startswith("halt_head."))
+    missing = sorted(k for k in own if k not in state and not k.startswith(("halt_head.", "problem_adapter.")))
     if wrong or missing:
         raise TRCError(f"--init_from {path!r} holds another architecture (first mismatch: {(wrong + missing)[0]})")
     model.load_state_dict(state, strict=False)
