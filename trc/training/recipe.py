@@ -74,7 +74,7 @@ SINGLE_PROBLEM_ONLY = ("val_closed_loop",)
 # third of their time; measured in benchmarks/multi_problem.py (test starts, closed loop, seeds 0 and 2), with the
 # visited states and 600 tuning steps 90.7 / 97.3 % at 1.35 / 1.09x and the run 23-25 minutes (the visits' closed
 # loops about 1.5 s of every epoch's 3.6 s); without them and 600 steps 93.7 / 85.6 % at 1.14 / 1.17x in 15
-# minutes; without them and 1000 steps 93.7 / 94.5 % at 1.14 / 1.12x (seed 0 kept the same step, 575).
+# minutes; without them and 1000 steps 93.7 / 96.9 % at 1.14 / 1.11x (seed 0 kept the same step, 575).
 MULTI_PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     "pendulum": {"visited_starts": 0, "closed_loop_steps": 1000},
 }
