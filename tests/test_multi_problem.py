@@ -382,7 +382,10 @@ def test_cli_tunes_the_pendulum_of_a_shared_model_through_its_own_adapter(datase
     assert torch.equal(tuned.plan(x0, problem="double_integrator"), last.plan(x0, problem="double_integrator"))
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [r["step"] for r in history["closed_loop_tuning"]["pendulum"] if "cost" in r] == [0, 2]
-    # --resume tunes on to more steps, from the saved tuning state
+    # --resume tunes on to more steps, from the saved tuning state, if its settings are the same
+    capsys.readouterr()
+    assert main(argv[:-1] + ["3", "--resume", "--closed_loop_replan", "2"]) == 2
+    assert "pendulum's tuning replanned every 4 steps, not --closed_loop_replan 2" in capsys.readouterr().err
     assert main(argv[:-1] + ["3", "--resume"]) == 0
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [r["step"] for r in history["closed_loop_tuning"]["pendulum"] if "cost" in r] == [0, 2, 3]

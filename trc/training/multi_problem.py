@@ -380,7 +380,8 @@ def _tune_in_closed_loop(model, names: Sequence[str], vals: Sequence[dict], reci
     """
     from trc.models.checkpoint import read_checkpoint, save_checkpoint
     from trc.training.adapter_tuning import ADAPTER_LR, tune_problem_in_closed_loop
-    from trc.training.closed_loop_tuning import ClosedLoopTuning, kept_record
+    from trc.training.closed_loop_tuning import ClosedLoopTuning
+    from trc.training.train import check_tuning_state, tuning_record
 
     state_path = out / "closed_loop_tuning.pt"
     trained = len(model.training_history["epochs"])  # a state saved after other epochs is not continued
@@ -395,13 +396,8 @@ def _tune_in_closed_loop(model, names: Sequence[str], vals: Sequence[dict], reci
         config = ClosedLoopTuning(steps=r["closed_loop_steps"], replan_every=r["closed_loop_replan"],
                                   truncate=r["closed_loop_truncate"], critic=r["closed_loop_critic"], lr=ADAPTER_LR)
         state = states.get(name)
-        if state is not None and {k: state["config"].get(k) for k in ("replan_every", "truncate", "lr")} != \
-                {"replan_every": config.replan_every, "truncate": config.truncate, "lr": config.lr}:
-            raise TRCError(f"cannot resume from {str(state_path)!r}: {name}'s tuning there had other settings "
-                           f"({state['config']}); tune afresh in another folder")
-        if state is not None and state["config"]["steps"] > config.steps:
-            raise TRCError(f"cannot resume from {str(state_path)!r}: it was set for {state['config']['steps']} "
-                           f"closed-loop steps of {name}, more than --closed_loop_steps {config.steps}")
+        if state is not None:
+            check_tuning_state(state, config, state_path, f"{name}'s")
 
         def save(s: dict, name: str = name) -> None:
             states[name] = s
@@ -411,8 +407,7 @@ def _tune_in_closed_loop(model, names: Sequence[str], vals: Sequence[dict], reci
         target = torch.as_tensor(val["target_states"], dtype=torch.float64)
         logs[name] = tune_problem_in_closed_loop(model, name, x0, config, seed=args.seed, val_target=target,
                                                  state=state, save=save)
-        kept[name] = {"steps": config.steps, "replan_every": config.replan_every, "truncate": config.truncate,
-                      "critic": config.critic, "lr": config.lr, "kept_step": kept_record(logs[name])["step"]}
+        kept[name] = {**tuning_record(config, logs[name]), "lr": config.lr}
     # with the best epoch's trainer state, which --resume reads from it
     save_checkpoint(model, out / "best_model.pt", trainer_state=best.get("trainer_state"),
                     **{**meta, "closed_loop_tuning": kept})

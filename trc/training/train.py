@@ -460,27 +460,18 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     ``--resume`` continues it.  Returns the tuned model and the tuning's log.
     """
     from trc.models.checkpoint import read_checkpoint, save_checkpoint
-    from trc.training.closed_loop_tuning import ClosedLoopTuning, kept_record, tune_closed_loop
+    from trc.training.closed_loop_tuning import ClosedLoopTuning, tune_closed_loop
 
     state_path = out / "closed_loop_tuning.pt"
     trained = len(model.training_history["epochs"])  # a state saved after other epochs is not continued
+    config = ClosedLoopTuning(steps=args.closed_loop_steps, replan_every=args.closed_loop_replan,
+                              truncate=args.closed_loop_truncate, critic=args.closed_loop_critic)
     state = None
     if args.resume and state_path.exists():
         state = read_checkpoint(state_path)["trainer_state"]
         state = state if state.get("trained_epochs") == trained else None
-        if state is not None and state["config"]["steps"] > args.closed_loop_steps:
-            raise TRCError(f"cannot resume from {str(state_path)!r}: it was set for {state['config']['steps']} "
-                           f"closed-loop steps, more than --closed_loop_steps {args.closed_loop_steps}")
-        if state is not None and state["config"].get("replan_every", 1) != args.closed_loop_replan:
-            raise TRCError(f"cannot resume from {str(state_path)!r}: its tuning replanned every "
-                           f"{state['config'].get('replan_every', 1)} steps, not --closed_loop_replan "
-                           f"{args.closed_loop_replan}")
-        if state is not None and state["config"].get("truncate", 0) != args.closed_loop_truncate:
-            raise TRCError(f"cannot resume from {str(state_path)!r}: its tuning's gradient was truncated to "
-                           f"{state['config'].get('truncate', 0)} steps, not --closed_loop_truncate "
-                           f"{args.closed_loop_truncate}")
-    config = ClosedLoopTuning(steps=args.closed_loop_steps, replan_every=args.closed_loop_replan,
-                              truncate=args.closed_loop_truncate, critic=args.closed_loop_critic)
+        if state is not None:
+            check_tuning_state(state, config, state_path)
     best = read_checkpoint(out / "best_model.pt")
     meta = best["metadata"]
 
@@ -491,7 +482,30 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     target = torch.as_tensor(val["target_states"], dtype=torch.float64)
     model, log = tune_closed_loop(model, x0, config, seed=args.seed, val_target=target, state=state, save=save)
     save_checkpoint(model, out / "best_model.pt", trainer_state=best.get("trainer_state"),  # --resume reads it
-                    **{**meta, "closed_loop_tuning": {"steps": config.steps, "replan_every": config.replan_every,
-                                                      "truncate": config.truncate, "critic": config.critic,
-                                                      "kept_step": kept_record(log)["step"]}})
+                    **{**meta, "closed_loop_tuning": tuning_record(config, log)})
     return model, log
+
+
+def check_tuning_state(state: dict, config, state_path: Path, whose: str = "its") -> None:
+    """Refuse, in one sentence, to continue a saved closed-loop tuning ``state`` (``whose`` tuning) with
+    settings other than ``config`` (a :class:`~trc.training.closed_loop_tuning.ClosedLoopTuning`)."""
+    saved, where = state["config"], f"cannot resume from {str(state_path)!r}"
+    if saved["steps"] > config.steps:
+        raise TRCError(f"{where}: {whose} tuning was set for {saved['steps']} closed-loop steps, more than "
+                       f"--closed_loop_steps {config.steps}")
+    if saved.get("replan_every", 1) != config.replan_every:
+        raise TRCError(f"{where}: {whose} tuning replanned every {saved.get('replan_every', 1)} steps, not "
+                       f"--closed_loop_replan {config.replan_every}")
+    if saved.get("truncate", 0) != config.truncate:
+        raise TRCError(f"{where}: {whose} tuning's gradient was truncated to {saved.get('truncate', 0)} steps, not "
+                       f"--closed_loop_truncate {config.truncate}")
+    if saved.get("lr", config.lr) != config.lr:
+        raise TRCError(f"{where}: {whose} tuning's learning rate was {saved['lr']:g}, not {config.lr:g}")
+
+
+def tuning_record(config, log: list[dict]) -> dict:
+    """What a tuned ``best_model.pt`` records of its closed-loop tuning: its settings and the step it kept."""
+    from trc.training.closed_loop_tuning import kept_record
+
+    return {"steps": config.steps, "replan_every": config.replan_every, "truncate": config.truncate,
+            "critic": config.critic, "kept_step": kept_record(log)["step"]}
