@@ -87,7 +87,12 @@ def test_unsafe_or_non_json_content_is_refused_and_nothing_is_written(tmp_path):
     WritesAFile.marker = tmp_path / "EXECUTED"
     with pytest.raises(trc.TRCError, match="trainer_state"):
         save_checkpoint(tiny(), tmp_path / "m.pt", trainer_state={"fn": WritesAFile()})
+    with pytest.raises(trc.TRCError, match="trainer_state"):  # however deep it sits
+        save_checkpoint(tiny(), tmp_path / "m.pt", trainer_state={"log": [{3: (1.0, [WritesAFile()])}]})
     assert not (tmp_path / "m.pt").exists() and not WritesAFile.marker.exists()
+    # what weights_only loading reads beyond the plain types is checked by loading it, and written
+    path = save_checkpoint(tiny(), tmp_path / "m.pt", trainer_state={"shape": torch.Size([2, 3]), "n": (1, None)})
+    assert read_checkpoint(path)["trainer_state"] == {"shape": torch.Size([2, 3]), "n": (1, None)}
 
 
 def rewrite(path, **changes):

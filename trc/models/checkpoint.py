@@ -80,12 +80,29 @@ def save_checkpoint(model, path: str | os.PathLike, value_predictor: ValuePredic
         payload["trainer_state"] = trainer_state
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    try:  # never write a file that load_checkpoint would refuse
-        torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
-    except Exception:  # noqa: BLE001 - any refusal is one sentence
-        raise TRCError(f"checkpoint {str(path)!r} would hold Python objects that weights_only loading "
-                       f"refuses; trainer_state may hold only tensors, numbers, strings, lists and dicts") from None
+    if not _plain(payload):  # never write a file that load_checkpoint would refuse
+        try:
+            torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+        except Exception:  # noqa: BLE001 - any refusal is one sentence
+            raise TRCError(f"checkpoint {str(path)!r} would hold Python objects that weights_only loading "
+                           f"refuses; trainer_state may hold only tensors, numbers, strings, lists and dicts") from None
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.nn.Parameter)
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` holds nothing but dicts (of string or integer keys), lists, tuples, strings, numbers,
+    None and tensors, which weights_only loading reads back.  A check of the types, a fraction of the time of
+    loading the written bytes (which a trainer's checkpoint of every epoch would spend); anything else is
+    loaded to see."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) in (str, int) and _plain(v) for k, v in value.items())
+    if kind in (list, tuple):
+        return all(_plain(v) for v in value)
+    return kind in _PLAIN
 
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -314,23 +315,26 @@ class Trainer:
             history["epochs"].append(record)
 
             metrics = val if val_fn is not None else train
+            improved = False
             if metrics is not None:
                 if cfg.monitor not in metrics:
                     raise TRCError(f"monitored metric {cfg.monitor!r} is not among {sorted(metrics)}")
                 value = metrics[cfg.monitor]
-                if self._better(value, history["best_metric"]):
+                improved = self._better(value, history["best_metric"])
+                if improved:
                     history["best_epoch"], history["best_metric"], bad_epochs = epoch, value, 0
                     best_state = copy.deepcopy(module.state_dict())
-                    if folder is not None:
-                        self.save_fn(module, folder / BEST, self._state(epoch, optimizer, scheduler,
-                                                                        history, bad_epochs, hooks))
                 else:
                     bad_epochs += 1
             if cfg.patience is not None and bad_epochs >= cfg.patience:
                 history["stop_reason"] = f"no better {cfg.monitor} for {cfg.patience} epochs"
             if folder is not None:
-                self.save_fn(module, folder / LAST, self._state(epoch, optimizer, scheduler, history, bad_epochs,
-                                                                hooks))
+                state = self._state(epoch, optimizer, scheduler, history, bad_epochs, hooks)
+                if improved:  # the best first, then the same bytes as the last
+                    self.save_fn(module, folder / BEST, state)
+                    atomic_write(folder / LAST, lambda tmp: shutil.copyfile(folder / BEST, tmp))
+                else:
+                    self.save_fn(module, folder / LAST, state)
             bar.set_postfix({"loss": train["loss"],
                              **({cfg.monitor: metrics[cfg.monitor]} if metrics is not None else {})})
             if "on_epoch_end" in hooks:
