@@ -210,7 +210,7 @@ def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_pa
 def test_closed_loop_steps_tune_only_the_problems_of_a_shared_model_judged_in_closed_loop(data, tmp_path):
     argv = ["train", "--data", f"{data['vanderpol']},{data['double_integrator']}",
             "--problem", "vanderpol,double_integrator", "--output_dir", str(tmp_path), "--epochs", "1",
-            "--quiet", "--closed_loop_steps", "2"]
+            "--quiet", "--closed_loop_steps", "2", "--adapter_epochs", "0"]
     assert main(argv) == 0                                     # neither is: nothing is tuned, no adapter is built
     model = load_checkpoint(tmp_path / "best_model.pt")
     assert model.config.adapter_rank == 0 and "closed_loop_tuning" not in model.checkpoint_metadata
@@ -232,6 +232,12 @@ def test_the_pendulum_recipe_imitates_its_archive():
     assert multi["visited_starts"] == 0                              # ... less the visited states, and tuned ...
     assert multi["closed_loop_steps"] > r["closed_loop_steps"] > 0    # ... longer (through its own adapter) ...
     assert multi["closed_loop_critic"] == r["closed_loop_critic"] > 0
+    assert multi["adapter_epochs"] == r["adapter_epochs"] == 0        # judged in closed loop, not on its objective
+    di = recipe("double_integrator", multi=True, **recipe_flags(given))
+    assert di["adapter_epochs"] > 0 == recipe("double_integrator", **recipe_flags(given))["adapter_epochs"]
+    given.act = True                                                  # a halting model: not tuned
+    assert recipe("double_integrator", multi=True, **recipe_flags(given))["adapter_epochs"] == 0
+    del given.act
     given.closed_loop_steps = 0                                       # ... but no epoch picked in its closed loop
     assert recipe("pendulum", multi=True, **recipe_flags(given))["val_closed_loop"] == 0
     given.closed_loop_steps = None

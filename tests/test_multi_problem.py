@@ -14,11 +14,12 @@ from trc.cli import main
 from trc.data.datasets import generate_dataset, save_dataset
 from trc.evaluation import closed_loop
 from trc.models import MultiProblemTRC, TinyRecursiveControl, TRCConfig
-from trc.training.adapter_tuning import tune_problem_in_closed_loop
+from trc.data.datasets import make_loader
+from trc.training.adapter_tuning import tune_problem_in_closed_loop, tune_problem_open_loop
 from trc.training.closed_loop_tuning import ClosedLoopTuning
 from trc.training.multi_problem import MULTI_PROBLEM_LR, MultiProblemObjective, train_multi_problem
 from trc.training.recipe import judged_in_closed_loop
-from trc.training.supervised_trainer import ProcessSupervisionObjective
+from trc.training.supervised_trainer import ProcessSupervisionObjective, validation_metrics
 from trc.training.train import DEFAULTS
 
 NAMES = ["double_integrator", "vanderpol", "pendulum"]
@@ -158,7 +159,7 @@ def datasets(tmp_path_factory):
 def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
     argv = ["train", "--problem", "double_integrator,vanderpol", "--data",
             f"{datasets['double_integrator']},{datasets['vanderpol']}", "--output_dir", str(tmp_path),
-            "--epochs", "1", "--batch_size", "8", "--self_play", "off", "--quiet"]
+            "--epochs", "1", "--batch_size", "8", "--self_play", "off", "--adapter_epochs", "0", "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "double_integrator: success" in printed and "vanderpol: success" in printed
@@ -188,7 +189,7 @@ def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
 def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner(datasets, tmp_path):
     data = f"{datasets['double_integrator']},{datasets['vanderpol']}"
     base = ["train", "--problem", "double_integrator,vanderpol", "--data", data, "--epochs", "1",
-            "--batch_size", "8", "--self_play", "off", "--quiet"]
+            "--batch_size", "8", "--self_play", "off", "--adapter_epochs", "0", "--quiet"]
     assert main([*base, "--output_dir", str(tmp_path / "planner"), "--model_size", "medium"]) == 0
     planner = tmp_path / "planner" / "best_model.pt"
     # no --model_size: the planner's preset, not the default
@@ -214,7 +215,7 @@ def test_cli_picks_the_best_epoch_on_the_problems_judged_by_their_open_loop_plan
     save_dataset(pendulum, generate_dataset(get_problem("pendulum"), 16, seed=0))
     assert main(["train", "--problem", "double_integrator,pendulum", "--data", f"{datasets['double_integrator']},"
                  f"{pendulum}", "--output_dir", str(tmp_path / "run"), "--epochs", "3", "--batch_size", "8",
-                 "--self_play", "off", "--closed_loop_steps", "0", "--quiet"]) == 0
+                 "--self_play", "off", "--closed_loop_steps", "0", "--adapter_epochs", "0", "--quiet"]) == 0
     assert "(picked on double_integrator: the others are judged in closed loop)" in capsys.readouterr().out
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["monitor"] == "picked_cost_over_expert"
@@ -226,7 +227,7 @@ def test_cli_picks_the_best_epoch_on_the_problems_judged_by_their_open_loop_plan
     assert load_checkpoint(tmp_path / "run" / "best_model.pt").config.adapter_rank == 0
     assert main(["train", "--problem", "double_integrator,pendulum", "--data", f"{datasets['double_integrator']},"
                  f"{pendulum}", "--output_dir", str(tmp_path / "tuned"), "--epochs", "1", "--batch_size", "8",
-                 "--self_play", "off", "--closed_loop_steps", "1", "--closed_loop_critic", "0", "--quiet",
+                 "--self_play", "off", "--closed_loop_steps", "1", "--closed_loop_critic", "0", "--quiet", "--adapter_epochs", "0",
                  "--init_from", str(tmp_path / "run" / "best_model.pt")]) == 0
     assert load_checkpoint(tmp_path / "tuned" / "best_model.pt").problem_adapter.enabled.tolist() == [False, True]
 
@@ -368,7 +369,8 @@ def test_cli_tunes_the_pendulum_of_a_shared_model_through_its_own_adapter(datase
     save_dataset(pendulum, generate_dataset(get_problem("pendulum"), 16, seed=0))
     argv = ["train", "--problem", "double_integrator,pendulum", "--data", f"{datasets['double_integrator']},{pendulum}",
             "--output_dir", str(tmp_path / "run"), "--epochs", "1", "--batch_size", "8", "--self_play", "off",
-            "--quiet", "--closed_loop_critic", "0", "--closed_loop_steps", "2"]   # no critic: no warm-up rollouts
+            "--quiet", "--adapter_epochs", "0", "--closed_loop_critic", "0", "--closed_loop_steps", "2"]  # no critic:
+    # no warm-up rollouts
     assert main(argv) == 0
     assert "pendulum: its own adapter, embedding row and biases tuned in closed loop; kept step" in \
         capsys.readouterr().out
@@ -397,3 +399,75 @@ def test_cli_tunes_the_pendulum_of_a_shared_model_through_its_own_adapter(datase
     assert act.problem_adapter.enabled.tolist() == [False, True]
     tuned = load_checkpoint(tmp_path / "run" / "best_model.pt")
     assert torch.equal(act.problem_adapter.up["core_0"], tuned.problem_adapter.up["core_0"])
+
+
+def test_tuning_one_problem_on_its_own_objective_moves_only_its_plans_and_keeps_its_best_epoch():
+    di = get_problem("double_integrator")
+    train = make_loader(generate_dataset(di, 32, seed=0), 8, shuffle=True, seed=0)
+    val = make_loader(generate_dataset(di, 16, seed=1), 16, shuffle=False)
+    objective = ProcessSupervisionObjective(di, 1.0, "monotone")
+    x0 = {n: starts(get_problem(n), 4) for n in NAMES}
+
+    def fresh():
+        torch.manual_seed(0)
+        model = MultiProblemTRC(TRCConfig(latent_dim=16, hidden_dim=32, num_outer_cycles=2, feedback_points=3,
+                                          adapter_rank=2), NAMES)
+        return model, {n: model.plan(x0[n], problem=n) for n in NAMES}
+
+    model, plans = fresh()
+    log = tune_problem_open_loop(model, "double_integrator", objective, train, val, epochs=3, lr=1e-2)
+    assert [r["epoch"] for r in log] == [0, 1, 2, 3]
+    assert model.problem_adapter.enabled.tolist() == [True, False, False]
+    assert not torch.equal(model.plan(x0["double_integrator"], problem="double_integrator"), plans["double_integrator"])
+    for n in NAMES[1:]:
+        assert torch.equal(model.plan(x0[n], problem=n), plans[n])                 # the others' plans, to the bit
+    kept = min(log[1:], key=lambda r: r["cost_over_expert"])
+    assert kept["cost_over_expert"] < log[0]["cost_over_expert"]
+    assert validation_metrics(model.planner("double_integrator"), val)["cost_over_expert"] == kept["cost_over_expert"]
+    assert all(p.requires_grad for p in model.parameters())                        # no masks left
+
+    # where no epoch beats the untuned planner (here an objective that raises the cost), it is put back
+    model, plans = fresh()
+    ascend = lambda planner, batch: (-objective(planner, batch)[0], {})             # noqa: E731
+    log = tune_problem_open_loop(model, "double_integrator", ascend, train, val, epochs=2, lr=1e-2)
+    assert min(r["cost_over_expert"] for r in log[1:]) > log[0]["cost_over_expert"]
+    assert not model.problem_adapter.enabled.any()
+    assert torch.equal(model.plan(x0["double_integrator"], problem="double_integrator"), plans["double_integrator"])
+    with pytest.raises(TRCError, match="needs its adapters"):
+        tune_problem_open_loop(MultiProblemTRC(TRCConfig(latent_dim=16, hidden_dim=32), NAMES), "double_integrator",
+                               objective, train, val, epochs=1)
+
+
+def test_cli_tunes_the_double_integrator_of_a_shared_model_on_its_own_objective(datasets, tmp_path, capsys):
+    pendulum = str(tmp_path / "pendulum.npz")
+    save_dataset(pendulum, generate_dataset(get_problem("pendulum"), 16, seed=0))
+    argv = ["train", "--problem", "double_integrator,pendulum", "--data", f"{datasets['double_integrator']},{pendulum}",
+            "--epochs", "1", "--batch_size", "8", "--self_play", "off", "--quiet", "--closed_loop_critic", "0",
+            "--closed_loop_steps", "1"]
+    assert main([*argv, "--output_dir", str(tmp_path / "run"), "--adapter_epochs", "2"]) == 0
+    assert "double_integrator: its own adapter, embedding row and biases tuned 2 epochs on its objective; kept " \
+           "epoch 1" in capsys.readouterr().out
+    assert main([*argv, "--output_dir", str(tmp_path / "plain"), "--adapter_epochs", "0"]) == 0
+    tuned, plain = (load_checkpoint(tmp_path / d / "best_model.pt") for d in ("run", "plain"))
+    assert tuned.problem_adapter.enabled.tolist() == [True, True] and plain.problem_adapter.enabled.tolist() == [False, True]
+    x0 = {n: starts(get_problem(n), 4).double() for n in ("double_integrator", "pendulum")}
+    assert torch.equal(tuned.plan(x0["pendulum"], problem="pendulum"), plain.plan(x0["pendulum"], problem="pendulum"))
+    assert not torch.equal(tuned.plan(x0["double_integrator"], problem="double_integrator"),
+                           plain.plan(x0["double_integrator"], problem="double_integrator"))
+    record = tuned.checkpoint_metadata["adapter_tuning"]["double_integrator"]
+    assert (record["epochs"], record["lr"], record["kept_epoch"]) == (2, 1e-3, 1)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["epoch"] for r in history["adapter_tuning"]["double_integrator"]] == [0, 1, 2]
+    # --resume of the finished run takes the tuned rows from adapter_tuning.pt (after the pendulum's saved
+    # tuning has put back its own weights): the same model, not one tuned twice
+    assert main([*argv, "--output_dir", str(tmp_path / "run"), "--adapter_epochs", "2", "--resume"]) == 0
+    again = torch.load(tmp_path / "run" / "best_model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, again[k]) for k, v in tuned.state_dict().items())
+    # it tunes a problem of a shared model without halting
+    capsys.readouterr()
+    assert main(["train", "--data", datasets["double_integrator"], "--output_dir", str(tmp_path / "one"),
+                 "--adapter_epochs", "2"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--adapter_epochs needs several problems (comma-separated "
+                                                    "--problem and --data)")
+    assert main([*argv, "--output_dir", str(tmp_path / "act"), "--act", "--adapter_epochs", "2"]) == 2
+    assert "not with --act" in capsys.readouterr().err

@@ -21,7 +21,9 @@ as its open-loop cost says little about that and swings most between epochs (mea
 :func:`multi_train_command`).
 
 After the epochs, :func:`multi_train_command` tunes the problems judged in closed loop there,
-each through its own adapter (:mod:`trc.training.adapter_tuning`), the others' plans unchanged.
+each through its own adapter (:mod:`trc.training.adapter_tuning`), the others' plans unchanged;
+then the problems whose recipe gives ``adapter_epochs`` (the double integrator's, in a model of
+several problems) on their own objective, the same way.
 
 ``trc train --problem a,b --data a.npz,b.npz`` runs :func:`multi_train_command`.
 """
@@ -281,6 +283,9 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     # how long, not which)
     tuned = [i for i, (p, r) in enumerate(zip(problems, recipes))
              if r["closed_loop_steps"] and judged_in_closed_loop(p.name)]
+    # tuned on their own objective through their own adapters: the problems judged by their open-loop plans
+    refined = [i for i, (p, r) in enumerate(zip(problems, recipes))
+               if r["adapter_epochs"] and not judged_in_closed_loop(p.name)]
     if any(r["closed_loop_critic"] > 0 and not r["closed_loop_truncate"] for i, r in enumerate(recipes) if i in tuned):
         raise TRCError("--closed_loop_critic needs --closed_loop_truncate > 0: the critic values the state at each cut")
     epochs = args.epochs if args.epochs is not None else MULTI_PROBLEM_EPOCHS
@@ -302,7 +307,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
 
     # the adapters of the planner it starts from, else new ones where a problem will be tuned
     rank = (0 if args.init_from is None else read_checkpoint(args.init_from)["config"].get("adapter_rank", 0)) \
-        or (ADAPTER_RANK if tuned else 0)
+        or (ADAPTER_RANK if tuned or refined else 0)
     model = build_model(problems, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
                         gradient_truncation=(None if args.gradient_truncation else False) if args.baseline
                         else args.gradient_truncation, halting=args.act, adapter_rank=rank)
@@ -334,10 +339,22 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         progress=not args.quiet)
     history = model.training_history
     stop = history["stop_reason"]
-    if tuned and not (stop and stop.startswith("non-finite")):
-        history["closed_loop_tuning"] = _tune_in_closed_loop(model, [problems[i].name for i in tuned],
-                                                             [val_sets[i] for i in tuned],
-                                                             [recipes[i] for i in tuned], args, out)
+    if (tuned or refined) and not (stop and stop.startswith("non-finite")):
+        from trc.models.checkpoint import read_checkpoint, save_checkpoint
+
+        best = read_checkpoint(out / "best_model.pt")
+        kept = {}
+        if tuned:
+            history["closed_loop_tuning"], kept["closed_loop_tuning"] = _tune_in_closed_loop(
+                model, [problems[i].name for i in tuned], [val_sets[i] for i in tuned], [recipes[i] for i in tuned],
+                args, out, best["metadata"])
+        if refined:  # after the closed loop's: resuming that restores its saved weights, these rows included
+            history["adapter_tuning"], kept["adapter_tuning"] = _tune_open_loop(
+                model, [problems[i].name for i in refined], [train_loaders[i] for i in refined],
+                [val_loaders[i] for i in refined], [recipes[i] for i in refined], args, out, best["metadata"])
+        # with the best epoch's trainer state, which --resume reads from it
+        save_checkpoint(model, out / "best_model.pt", trainer_state=best.get("trainer_state"),
+                        **{**best["metadata"], **kept})
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     if stop and stop.startswith("non-finite"):
         kept = ("no checkpoint was written" if history["best_epoch"] is None
@@ -364,19 +381,24 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
                   f"{kept['step']} of {max(r['step'] for r in log)}: closed-loop success "
                   f"{100 * kept['success']:.1f}%, mean cost {kept['cost']:.4g} on the validation starts; "
                   f"best_model.pt holds it")
+    for name, log in history.get("adapter_tuning", {}).items():
+        kept = min(log, key=lambda r: r["cost_over_expert"])
+        print(f"trc train: {name}: its own adapter, embedding row and biases tuned {len(log) - 1} epochs on its "
+              f"objective; kept epoch {kept['epoch']}: success {100 * kept['success']:.1f}%, cost / expert "
+              f"{kept['cost_over_expert']:.4f} (before {log[0]['cost_over_expert']:.4f}); best_model.pt holds it")
     return 0
 
 
 def _tune_in_closed_loop(model, names: Sequence[str], vals: Sequence[dict], recipes: Sequence[dict],
-                         args: argparse.Namespace, out: Path) -> dict[str, list[dict]]:
+                         args: argparse.Namespace, out: Path, meta: dict) -> tuple[dict[str, list[dict]], dict]:
     """Tune each of the problems ``names`` (in turn) in closed loop through its own adapter, from the best
-    epoch (:func:`trc.training.adapter_tuning.tune_problem_in_closed_loop`), and write the model as
-    ``best_model.pt``.
+    epoch (:func:`trc.training.adapter_tuning.tune_problem_in_closed_loop`; ``meta``: the best epoch's
+    checkpoint metadata).
 
     The best epoch, not the last as for one problem: the other problems keep the best epoch's plans, and
     the best epochs fall on the last few of the cosine schedule (299, 297, 295 with seeds 0-2).  The
     tuning's state is saved in ``closed_loop_tuning.pt`` at every validation (each problem's under its
-    name), so that ``--resume`` continues it.  Returns every problem's log.
+    name), so that ``--resume`` continues it.  Returns every problem's log, and the record of each tuning.
     """
     from trc.models.checkpoint import read_checkpoint, save_checkpoint
     from trc.training.adapter_tuning import ADAPTER_LR, tune_problem_in_closed_loop
@@ -389,8 +411,6 @@ def _tune_in_closed_loop(model, names: Sequence[str], vals: Sequence[dict], reci
     if args.resume and state_path.exists():
         saved = read_checkpoint(state_path)["trainer_state"]
         states = dict(saved.get("problems", {})) if saved.get("trained_epochs") == trained else {}
-    best = read_checkpoint(out / "best_model.pt")
-    meta = best["metadata"]
     logs, kept = {}, {}
     for name, val, r in zip(names, vals, recipes):
         config = ClosedLoopTuning(steps=r["closed_loop_steps"], replan_every=r["closed_loop_replan"],
@@ -408,10 +428,47 @@ def _tune_in_closed_loop(model, names: Sequence[str], vals: Sequence[dict], reci
         logs[name] = tune_problem_in_closed_loop(model, name, x0, config, seed=args.seed, val_target=target,
                                                  state=state, save=save)
         kept[name] = {**tuning_record(config, logs[name]), "lr": config.lr}
-    # with the best epoch's trainer state, which --resume reads from it
-    save_checkpoint(model, out / "best_model.pt", trainer_state=best.get("trainer_state"),
-                    **{**meta, "closed_loop_tuning": kept})
-    return logs
+    return logs, kept
+
+
+def _tune_open_loop(model, names: Sequence[str], train_loaders: Sequence, val_loaders: Sequence,
+                    recipes: Sequence[dict], args: argparse.Namespace, out: Path, meta: dict
+                    ) -> tuple[dict[str, list[dict]], dict]:
+    """Tune each of the problems ``names`` (in turn) on its own objective through its own adapter
+    (:func:`trc.training.adapter_tuning.tune_problem_open_loop`, its recipe's ``adapter_epochs``).
+
+    Each problem's tuned rows are saved in ``adapter_tuning.pt`` as soon as it is tuned; ``--resume`` takes
+    them from there (for the same epochs of the same run) rather than tuning again.  Returns every
+    problem's log, and the record of each tuning.
+    """
+    from trc.models.checkpoint import read_checkpoint, save_checkpoint
+    from trc.training.adapter_tuning import ADAPTER_LR, copy_own_rows, tune_problem_open_loop
+    from trc.training.supervised_trainer import ProcessSupervisionObjective
+
+    state_path = out / "adapter_tuning.pt"
+    trained = len(model.training_history["epochs"])  # rows tuned after other epochs are not taken
+    records, saved = {}, None
+    if args.resume and state_path.exists():
+        saved = read_checkpoint(state_path)
+        if saved["trainer_state"].get("trained_epochs") == trained:
+            records = dict(saved["trainer_state"]["problems"])
+    logs, kept = {}, {}
+    for name, train, val, r in zip(names, train_loaders, val_loaders, recipes):
+        setting = {"epochs": r["adapter_epochs"], "lr": ADAPTER_LR}
+        record = records.get(name)
+        if record is not None and {k: record[k] for k in setting} == setting:
+            copy_own_rows(model, model.planner(name).problem_index, saved["state_dict"])
+        else:
+            objective = ProcessSupervisionObjective(model.planner(name).problem, r["process_weight"],
+                                                    r["loss_variant"], final_only=args.baseline)
+            log = tune_problem_open_loop(model, name, objective, train, val, setting["epochs"], setting["lr"],
+                                         seed=args.seed, device=args.device)
+            records[name] = record = {**setting, "log": log}
+            save_checkpoint(model, state_path, trainer_state={"problems": records, "trained_epochs": trained}, **meta)
+        logs[name] = record["log"]
+        best = min(record["log"], key=lambda x: x["cost_over_expert"])
+        kept[name] = {**setting, "kept_epoch": best["epoch"], "cost_over_expert": best["cost_over_expert"]}
+    return logs, kept
 
 
 # One pass over every problem's data per epoch.  Measured by benchmarks/multi_problem.py on the four shipped

@@ -198,6 +198,12 @@ def add_recipe_arguments(p) -> None:
                         "--process_weight 0). Several problems: the problems judged in closed loop (the pendulum) are "
                         "tuned, each through its own low-rank adapter, embedding row and biases, from the best epoch, "
                         "at lr 1e-3, the others' plans untouched")
+    g.add_argument("--adapter_epochs", type=int, default=None,
+                   help="several problems: after the epochs (and the closed-loop tuning), each problem judged by its "
+                        "open-loop plans tuned this many epochs on its own objective through its own low-rank "
+                        "adapter, embedding row and biases, the others' plans untouched; the epoch of the lowest "
+                        f"validation cost is kept (0: none; default {describe('adapter_epochs')}; 0 with --act "
+                        "or --process_weight 0)")
     g.add_argument("--closed_loop_replan", type=int, default=None,
                    help="the closed-loop tuning's training rollouts plan anew every this many steps, applying each "
                         "plan's first controls (fewer plans, cheaper steps; validation replans every step; "
@@ -235,7 +241,7 @@ RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "
                "explore_noise", "explore_best", "stitch", "tail_starts", "neighbours", "visited_starts",
                "val_closed_loop", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act", "max_iterations",
                "halt_tolerance", "init_from", "heads_only", "problem_balance")
-RUN_FILES = ("last_model.pt", "best_model.pt", "history.json", "closed_loop_tuning.pt")
+RUN_FILES = ("last_model.pt", "best_model.pt", "history.json", "closed_loop_tuning.pt", "adapter_tuning.pt")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -262,9 +268,10 @@ def _check_args(args: argparse.Namespace) -> None:
         (not (args.act and args.baseline), "--act and --baseline do not go together"),
         (not args.heads_only or args.init_from is not None, "--heads_only needs --init_from (the planner to keep)"),
         (not args.heads_only or args.act, "--heads_only trains a halting head: it needs --act"),
+        (not (args.act and args.adapter_epochs), "--adapter_epochs tunes a model without halting; not with --act"),
     ]
     for name in ("fresh_starts", "explore", "stitch", "tail_starts", "neighbours", "visited_starts",
-                 "val_closed_loop", "closed_loop_steps"):
+                 "val_closed_loop", "closed_loop_steps", "adapter_epochs"):
         value = getattr(args, name)
         checks.append((value is None or value >= 0, f"--{name} must be >= 0, got {value}"))
     for name in ("curriculum_box", "curriculum_horizon", "curriculum_ramp"):
@@ -366,8 +373,9 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         from trc.training.multi_problem import multi_train_command
 
         return multi_train_command(args, hooks)
-    if args.problem_balance is not None:
-        raise TRCError("--problem_balance needs several problems (comma-separated --problem and --data)")
+    for flag in ("problem_balance", "adapter_epochs"):
+        if getattr(args, flag):
+            raise TRCError(f"--{flag} needs several problems (comma-separated --problem and --data)")
     if args.lr is None:
         args.lr = DEFAULTS["lr"]
     out = Path(args.output_dir)
