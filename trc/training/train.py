@@ -401,7 +401,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs,
                     closed_loop_steps=args.closed_loop_steps,  # recorded; a resumed run may tune longer
                     closed_loop_replan=args.closed_loop_replan, closed_loop_truncate=args.closed_loop_truncate,
-                    closed_loop_critic=args.closed_loop_critic)
+                    closed_loop_critic=args.closed_loop_critic, adapter_epochs=args.adapter_epochs)
     _check_run_folder(out, settings, args.resume, args.epochs)
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
