@@ -80,9 +80,10 @@ SINGLE_PROBLEM_ONLY = ("val_closed_loop",)
 #
 # The double integrator: the shared network serves it least well of the three problems judged open loop (the single
 # model's 1.0008x the optimum against 1.0065-1.0107x with seeds 0-3), and its epochs are the cheapest (T = 15).  Its
-# adapter tuned on its own objective, measured on seeds 0 and 2 (test starts): 40 epochs 1.0026 / 1.0028x in 9 s,
-# 80 epochs 1.0020 / 1.0019x in 14 s, from 1.0073 / 1.0107x; its refinement then settles sooner, and the
-# halting targets ask for 1.95 / 1.58 iterations where they asked for 3.06 / 3.44 (Van der Pol's 2.45 / 2.31).
+# adapter tuned on its own objective, measured on seeds 0 and 2 (test starts; the timings beside two other runs on
+# the 2-core machine): 40 epochs 1.0026 / 1.0028x in 13 s, 80 epochs 1.0020 / 1.0019x in 21 s, from 1.0073 /
+# 1.0107x; its refinement then settles sooner, and the halting targets ask for 1.95 / 1.58 iterations where they
+# asked for 3.06 / 3.44 (Van der Pol's 2.45 / 2.31).
 MULTI_PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     "pendulum": {"visited_starts": 0, "closed_loop_steps": 1000},
     "double_integrator": {"adapter_epochs": 80},
