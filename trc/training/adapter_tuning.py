@@ -141,11 +141,17 @@ def tune_problem_open_loop(model, problem: str | int, objective, train_loader, v
         history = Trainer(config).fit(planner, objective, train_loader, lambda m: validation_metrics(m, val_loader))
     log = [{"epoch": e, "cost_over_expert": r["cost_over_expert"], "success": r["success"]}
            for e, r in enumerate([before] + [epoch["val"] for epoch in history["epochs"]])]
-    if min(r["cost_over_expert"] for r in log[1:]) >= log[0]["cost_over_expert"]:
+    if kept_epoch(log)["epoch"] == 0:
         copy_own_rows(model, i, untuned)
     model.eval()
     return log
 
 
-__all__ = ["ADAPTER_LR", "ADAPTER_RANK", "OWN_TABLES", "copy_own_rows", "own_parameters_only", "own_tables",
-           "tune_problem_in_closed_loop", "tune_problem_open_loop"]
+def kept_epoch(log: list[dict]) -> dict:
+    """The record of the epoch :func:`tune_problem_open_loop` kept: the cheapest, the earliest of equals (epoch 0,
+    the untuned planner, included)."""
+    return min(log, key=lambda r: r["cost_over_expert"])
+
+
+__all__ = ["ADAPTER_LR", "ADAPTER_RANK", "OWN_TABLES", "copy_own_rows", "kept_epoch", "own_parameters_only",
+           "own_tables", "tune_problem_in_closed_loop", "tune_problem_open_loop"]

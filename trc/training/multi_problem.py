@@ -340,7 +340,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     history = model.training_history
     stop = history["stop_reason"]
     if (tuned or refined) and not (stop and stop.startswith("non-finite")):
-        from trc.models.checkpoint import read_checkpoint, save_checkpoint
+        from trc.models.checkpoint import save_checkpoint
 
         best = read_checkpoint(out / "best_model.pt")
         kept = {}
@@ -381,11 +381,14 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
                   f"{kept['step']} of {max(r['step'] for r in log)}: closed-loop success "
                   f"{100 * kept['success']:.1f}%, mean cost {kept['cost']:.4g} on the validation starts; "
                   f"best_model.pt holds it")
-    for name, log in history.get("adapter_tuning", {}).items():
-        kept = min(log, key=lambda r: r["cost_over_expert"])
-        print(f"trc train: {name}: its own adapter, embedding row and biases tuned {len(log) - 1} epochs on its "
-              f"objective; kept epoch {kept['epoch']}: success {100 * kept['success']:.1f}%, cost / expert "
-              f"{kept['cost_over_expert']:.4f} (before {log[0]['cost_over_expert']:.4f}); best_model.pt holds it")
+    if "adapter_tuning" in history:
+        from trc.training.adapter_tuning import kept_epoch
+
+        for name, log in history["adapter_tuning"].items():
+            kept = kept_epoch(log)
+            print(f"trc train: {name}: its own adapter, embedding row and biases tuned {len(log) - 1} epochs on its "
+                  f"objective; kept epoch {kept['epoch']}: success {100 * kept['success']:.1f}%, cost / expert "
+                  f"{kept['cost_over_expert']:.4f} (before {log[0]['cost_over_expert']:.4f}); best_model.pt holds it")
     return 0
 
 
@@ -442,7 +445,7 @@ def _tune_open_loop(model, names: Sequence[str], train_loaders: Sequence, val_lo
     problem's log, and the record of each tuning.
     """
     from trc.models.checkpoint import read_checkpoint, save_checkpoint
-    from trc.training.adapter_tuning import ADAPTER_LR, copy_own_rows, tune_problem_open_loop
+    from trc.training.adapter_tuning import ADAPTER_LR, copy_own_rows, kept_epoch, tune_problem_open_loop
     from trc.training.supervised_trainer import ProcessSupervisionObjective
 
     state_path = out / "adapter_tuning.pt"
@@ -466,7 +469,7 @@ def _tune_open_loop(model, names: Sequence[str], train_loaders: Sequence, val_lo
             records[name] = record = {**setting, "log": log}
             save_checkpoint(model, state_path, trainer_state={"problems": records, "trained_epochs": trained}, **meta)
         logs[name] = record["log"]
-        best = min(record["log"], key=lambda x: x["cost_over_expert"])
+        best = kept_epoch(record["log"])
         kept[name] = {**setting, "kept_epoch": best["epoch"], "cost_over_expert": best["cost_over_expert"]}
     return logs, kept
 
