@@ -391,6 +391,15 @@ def test_cli_tunes_the_pendulum_of_a_shared_model_through_its_own_adapter(datase
     assert main(argv[:-1] + ["3", "--resume"]) == 0
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [r["step"] for r in history["closed_loop_tuning"]["pendulum"] if "cost" in r] == [0, 2, 3]
+    # best_epoch.pt keeps the best epoch untuned; more epochs none of which beats it tune it afresh, not the
+    # tuned best_model.pt (the tuning's first validation is the untuned planner's, as in the first run)
+    untuned = torch.load(tmp_path / "run" / "best_epoch.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, untuned[k]) for k, v in last.state_dict().items())
+    first = history["closed_loop_tuning"]["pendulum"][0]
+    assert main(argv[:-1] + ["3", "--resume", "--epochs", "2"]) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["best_epoch"] == 0 and len(history["epochs"]) == 2
+    assert history["closed_loop_tuning"]["pendulum"][0] == first
     # a halting head on the tuned planner keeps its adapter
     assert main(argv[:-2] + ["--closed_loop_steps", "0", "--output_dir", str(tmp_path / "act"), "--act",
                              "--max_iterations", "2", "--init_from", str(tmp_path / "run" / "best_model.pt"),

@@ -342,7 +342,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     if (tuned or refined) and not (stop and stop.startswith("non-finite")):
         from trc.models.checkpoint import save_checkpoint
 
-        best = read_checkpoint(out / "best_model.pt")
+        best = _untuned_best(model, out)
         kept = {}
         if tuned:
             history["closed_loop_tuning"], kept["closed_loop_tuning"] = _tune_in_closed_loop(
@@ -390,6 +390,29 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
                   f"objective; kept epoch {kept['epoch']}: success {100 * kept['success']:.1f}%, cost / expert "
                   f"{kept['cost_over_expert']:.4f} (before {log[0]['cost_over_expert']:.4f}); best_model.pt holds it")
     return 0
+
+
+def _untuned_best(model, out: Path) -> dict:
+    """The best epoch's checkpoint as the epochs left it, before any tuning; ``model`` holds its weights.
+
+    The tunings write their result over ``best_model.pt``, so it is first copied to ``best_epoch.pt``.  When
+    ``best_model.pt`` is already tuned (a run resumed after its tunings, to tune longer or to train more epochs
+    none of which beat the best), the copy is read back: a tuning then starts from the best epoch, never from an
+    earlier tuning's result (a run tuned before ``best_epoch.pt`` existed tunes on from that result).
+    """
+    import shutil
+
+    from trc.io import atomic_write
+    from trc.models.checkpoint import read_checkpoint
+    from trc.training.train import BEST_EPOCH
+
+    best = read_checkpoint(out / "best_model.pt")
+    if not {"closed_loop_tuning", "adapter_tuning"} & best["metadata"].keys():   # the tunings' records
+        atomic_write(out / BEST_EPOCH, lambda tmp: shutil.copyfile(out / "best_model.pt", tmp))
+    elif (out / BEST_EPOCH).exists():
+        best = read_checkpoint(out / BEST_EPOCH)
+        model.load_state_dict(best["state_dict"])
+    return best
 
 
 def _tune_in_closed_loop(model, names: Sequence[str], vals: Sequence[dict], recipes: Sequence[dict],

@@ -241,7 +241,10 @@ RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "
                "explore_noise", "explore_best", "stitch", "tail_starts", "neighbours", "visited_starts",
                "val_closed_loop", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act", "max_iterations",
                "halt_tolerance", "init_from", "heads_only", "problem_balance")
-RUN_FILES = ("last_model.pt", "best_model.pt", "history.json", "closed_loop_tuning.pt", "adapter_tuning.pt")
+# best_epoch.pt: a shared model's best epoch before its problems' tunings (trc.training.multi_problem)
+BEST_EPOCH = "best_epoch.pt"
+RUN_FILES = ("last_model.pt", "best_model.pt", BEST_EPOCH, "history.json", "closed_loop_tuning.pt",
+             "adapter_tuning.pt")
 
 
 def _check_args(args: argparse.Namespace) -> None:
