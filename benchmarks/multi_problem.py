@@ -74,13 +74,15 @@ s in the first pair and 585-586 s in the second, and seeds 1 and 3 run again aft
 (stopped after 216 and 211 epochs) validated every epoch to the same figures as their first runs
 while taking 1.32 and 1.37 times as long.  Seed 4 trained first beside the unit tests and another
 run (three processes on two cores): 1300 s and the same figures as alone, to the bit.  Seeds 0 and 2
-were trained by the code before the double integrator's tuning (the same up to it) and finished with
-``trc train --resume``, which ran only that tuning (19 s each); it changes only the double
-integrator's own rows, so their other figures are the earlier runs', to the bit.  The halting heads
-trained in 122-154 s.  Met with every seed: the double integrator, Van der Pol, constrained Van der
-Pol and the halting order; the pendulum's success with seeds 0, 1, 2, 4 and 5 (mean 95.2 %; seed 3:
-92.7 %); the 20 minutes with seeds 1 and 3, not with 4 and 5 on the slower machine.  Missed: the
-pendulum's cost (1.11-1.26x; its single model 1.10x).
+were first trained by the code before the double integrator's tuning (the same up to it) and finished
+with ``trc train --resume``, which ran only that tuning (19 s each).  Trained afresh on a later day,
+side by side, they gave every figure above again to the last digit, the halting heads' included, in
+1428 and 1436 s (23.8 and 23.9 min; the epochs 12.2 min, the pendulum's tuning 11.3 min against 8.5
+before), on a machine slower again: their heads trained in 174-175 s, the others' in 122-154 s.  Met
+with every seed: the double integrator, Van der Pol, constrained Van der Pol and the halting order; the
+pendulum's success with seeds 0, 1, 2, 4 and 5 (mean 95.2 %; seed 3: 92.7 %); the 20 minutes with
+seeds 1 and 3, not with 4 and 5 nor, fresh, 0 and 2 on the slower machine.  Missed: the pendulum's
+cost (1.11-1.26x; its single model 1.10x).
 
 How the double integrator got there (seeds 0 and 2, the same trained models, test starts): the shared
 network left it at 1.0073 and 1.0107x the optimum (its own model 1.0008x), its cost falling over more
