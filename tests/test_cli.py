@@ -150,3 +150,44 @@ def test_closed_pipe_ends_quietly_after_writing_the_files(data, tmp_path):
     rc, err = _pipe_closed(["generate", "--num_samples", "4", "--horizon", "5", "--output",
                             str(tmp_path / "g.npz")], tmp_path)
     assert (rc, err) == (1, "") and (tmp_path / "g.npz").exists()
+
+
+def test_threads_apply_while_the_command_runs_and_are_restored(data, tmp_path, monkeypatch):
+    """``--threads`` (default 1) sets torch's intra-op threads for the command only: ``main`` may run
+    inside another program, whose setting it gives back.  By default a run's weights do not depend on the
+    caller's threads (torch's default is one per core, and the thread count changes the rounding)."""
+    import trc.training.train as train_module
+
+    seen, real = [], train_module.train_command
+    monkeypatch.setattr(train_module, "train_command", lambda args: seen.append(torch.get_num_threads()) or real(args))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert train(data, tmp_path / "one", "--epochs", "1") == 0
+        assert torch.get_num_threads() == 2
+        assert train(data, tmp_path / "two", "--epochs", "1", "--threads", "2") == 0
+        torch.set_num_threads(3)
+        assert train(data, tmp_path / "keep", "--epochs", "1", "--threads", "0") == 0
+        assert train(data, tmp_path / "default", "--epochs", "1") == 0
+        assert seen == [1, 2, 3, 1] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    one, default = (read_checkpoint(tmp_path / d / "best_model.pt")["state_dict"] for d in ("one", "default"))
+    assert all(torch.equal(one[k], default[k]) for k in one)
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_bad_threads_are_refused_at_the_door(data, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_:
+        train(data, tmp_path / "run", "--epochs", "1", "--threads", value)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--threads" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_threads_are_not_a_sweep_flag_shared_by_its_workers():
+    """Each machine of a sweep picks its own threads: the flag is not one of the trials' train flags."""
+    from trc.sweep.command import _train_parser
+
+    assert "threads" not in {a.dest for a in _train_parser()._actions}
+    assert "threads" in {a.dest for a in _subcommands()["sweep"]._actions}
