@@ -268,7 +268,7 @@ def evaluate(model, problem, test: dict, optimal_costs: np.ndarray) -> dict:
 def train(data_path: Path, problem: str, flags: list[str], seed: int, epochs: int | None, out: Path) -> dict:
     """One ``trc train`` run; its wall and CPU time."""
     argv = ["train", "--data", str(data_path), "--problem", problem, "--output_dir", str(out),
-            "--seed", str(seed), "--quiet", *flags] + ([] if epochs is None else ["--epochs", str(epochs)])
+            "--seed", str(seed), "--threads", str(torch.get_num_threads()), "--quiet", *flags] + ([] if epochs is None else ["--epochs", str(epochs)])
     wall, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):
         status = trc_main(argv)

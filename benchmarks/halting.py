@@ -75,7 +75,8 @@ def train(name: str, flags: list[str], runs: Path, data: Path) -> Path:
     if not (out / "best_model.pt").exists():
         wall, cpu = time.perf_counter(), time.process_time()
         with contextlib.redirect_stdout(io.StringIO()):
-            status = trc_main(["train", "--data", str(data), "--output_dir", str(out), "--quiet", *flags])
+            status = trc_main(["train", "--data", str(data), "--output_dir", str(out), "--quiet",
+                               "--threads", str(torch.get_num_threads()), *flags])
         if status != 0:
             raise SystemExit(f"trc train {name} exited with {status}")
         print(f"  trained {name}: wall {time.perf_counter() - wall:.0f} s, CPU {time.process_time() - cpu:.0f} s",

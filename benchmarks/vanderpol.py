@@ -87,7 +87,7 @@ def run(data_path: Path, problem, test: dict, optimal_costs: np.ndarray, process
         seed: int, epochs: int | None, out: Path) -> dict:
     """One ``trc train`` run and the evaluation of its best checkpoint."""
     flags = ["train", "--data", str(data_path), "--output_dir", str(out), "--process_weight", str(process_weight),
-             "--seed", str(seed), "--quiet"]
+             "--seed", str(seed), "--threads", str(torch.get_num_threads()), "--quiet"]
     if process_weight > 0:
         flags += ["--loss_variant", variant]
     if epochs is not None:
