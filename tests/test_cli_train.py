@@ -117,6 +117,15 @@ def test_recipe_defaults_are_recorded(data, tmp_path):
     assert load_checkpoint(tmp_path / "bc" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is False
 
 
+@pytest.mark.parametrize("flag", ["--val_closed_loop", "--closed_loop_replan"])
+def test_replanning_beyond_the_horizon_is_refused_before_training(data, tmp_path, capsys, flag):
+    capsys.readouterr()
+    assert train(data, tmp_path / "run", "--epochs", "1", flag, str(HORIZON + 1)) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be at most the horizon of 'vanderpol', {HORIZON} steps" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_val_closed_loop_picks_the_best_epoch_by_its_closed_loop_cost(data, tmp_path, capsys):
     capsys.readouterr()
     assert train(data, tmp_path, "--epochs", "3", "--val_closed_loop", "5") == 0

@@ -257,6 +257,26 @@ def test_heads_only_trains_the_halting_head_of_a_fixed_planner(data, tmp_path):
     assert history["settings"]["heads_only"] is True and history["settings"]["model_size"] == "medium"
 
 
+@pytest.mark.parametrize("planner_flags, act_flags, message", [
+    (["--use_two_level"], [], "is a two-level model; pass --use_two_level"),
+    ([], ["--use_two_level"], "is a single-latent model; leave out --use_two_level"),
+    (["--L_cycles", "2"], [], "was built with --L_cycles 2, this run with 3; pass --L_cycles 2"),
+])
+def test_init_from_refuses_a_planner_of_another_architecture_with_equal_shapes(
+        data, tmp_path, capsys, planner_flags, act_flags, message):
+    """Single-latent and two-level models (and other cycle counts) have weights of equal shapes: the
+    flags that differ are named, not the weights loaded into a model that computes otherwise."""
+    base = ["train", "--data", data, "--epochs", "1", "--batch_size", "8", "--quiet"]
+    assert main([*base, "--output_dir", str(tmp_path / "planner"), *planner_flags]) == 0
+    capsys.readouterr()
+    act = tmp_path / "act"
+    assert main([*base, "--output_dir", str(act), "--act", "--init_from", str(tmp_path / "planner" / "best_model.pt"),
+                 "--heads_only", *act_flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (act / "best_model.pt").exists()
+
+
 def test_heads_only_objective_matches_the_halting_loss_of_the_run():
     torch.manual_seed(0)
     model = tiny("vanderpol", num_outer_cycles=3, use_halting=True)
@@ -285,7 +305,8 @@ def test_heads_only_objective_matches_the_halting_loss_of_the_run():
     (["--max_iterations", "4"], "need --act"),
     (["--heads_only", "--act"], "--heads_only needs --init_from"),
     (["--heads_only", "--init_from", "x.pt"], "--heads_only trains a halting head: it needs --act"),
-    (["--act", "--max_iterations", "0"], "--max_iterations must be > 0"),
+    (["--act", "--max_iterations", "0"], "--max_iterations must be >= 2"),
+    (["--act", "--max_iterations", "1"], "--max_iterations must be >= 2"),
     (["--act", "--loss_variant", "seed"], "--act trains the 'ratio' or 'monotone'"),
 ])
 def test_bad_halting_flags_are_one_line(data, tmp_path, capsys, flags, message):

@@ -256,6 +256,21 @@ def test_metadata_with_a_bad_problem_is_one_line(files, tmp_path, capsys, field,
     assert rc == 2 and one_line(err, needle)
 
 
+def test_metadata_naming_its_problem_alone_means_its_defaults(tmp_path, capsys):
+    """A dataset made elsewhere may name its problem without parameters: the problem's defaults, checked
+    against the arrays like any other, and refused beside another --problem."""
+    data = generate_dataset(get_problem("vanderpol"), 8, seed=0)
+    write_npz(tmp_path / "named.npz", data, {"problem": "vanderpol"})
+    assert cli(capsys, "train", "--data", tmp_path / "named.npz", "--output_dir", tmp_path / "run", "--epochs", "1",
+               "--quiet", "--problem", "vanderpol")[0] == 0
+    rc, err = cli(capsys, "train", "--data", tmp_path / "named.npz", "--output_dir", tmp_path / "other",
+                  "--epochs", "1", "--problem", "double_integrator")
+    assert rc == 2 and one_line(err, "was made for problem 'vanderpol', not 'double_integrator'")
+    write_npz(tmp_path / "short.npz", generate_dataset(PROBLEM, 8, seed=0), {"problem": "vanderpol"})
+    rc, err = cli(capsys, "train", "--data", tmp_path / "short.npz", "--output_dir", tmp_path / "short")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "short.npz" in err
+
+
 def test_all_zero_expert_costs_train_and_analyze(files, tmp_path, capsys):
     data = load_dataset(files / "vdp.npz")
     data["costs"] = np.zeros_like(data["costs"])

@@ -264,8 +264,11 @@ def check_in_start_box(data: dict[str, Any], name: str, problem: ControlProblem)
 
 
 def dataset_problem(data: dict[str, Any]) -> ControlProblem:
-    """The problem a dataset was generated for, rebuilt from its metadata."""
+    """The problem a dataset was generated for, rebuilt from its metadata: the parameters ``trc generate``
+    records, or a name alone (a dataset made elsewhere), which means the problem's defaults."""
     stored = (data.get("metadata") or {}).get("problem")
+    if isinstance(stored, str):
+        stored = {"name": stored}
     if not isinstance(stored, dict) or "name" not in stored:
         raise TRCError("the dataset's metadata does not name its problem; pass the problem explicitly")
     try:

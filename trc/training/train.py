@@ -263,7 +263,8 @@ def _check_args(args: argparse.Namespace) -> None:
     checks += [
         (args.act or (args.max_iterations is None and args.halt_tolerance is None),
          "--max_iterations and --halt_tolerance need --act"),
-        (args.max_iterations is None or args.max_iterations > 0, f"--max_iterations must be > 0, got {args.max_iterations}"),
+        (args.max_iterations is None or args.max_iterations > 1,
+         f"--max_iterations must be >= 2 (a halting model chooses among its iterations), got {args.max_iterations}"),
         (args.halt_tolerance is None or (math.isfinite(args.halt_tolerance) and args.halt_tolerance >= 0),
          f"--halt_tolerance must be a finite number >= 0, got {args.halt_tolerance}"),
         (not args.act or args.process_weight == 0 or args.loss_variant in (None, "ratio", "monotone"),
@@ -330,12 +331,25 @@ def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> N
                        f"pass --epochs {done} or more")
 
 
+# model settings that change the computation but not the weights' shapes: --init_from must match them
+ARCHITECTURE_FLAGS = {"use_two_level": "--use_two_level", "H_cycles": "--H_cycles", "L_cycles": "--L_cycles"}
+
+
 def init_weights(model, path: str) -> None:
     """Load a checkpoint's weights into ``model``; only a halting head and adapters (which are zero at first:
     :class:`~trc.models.multi_problem.ProblemAdapter`) may be missing from it."""
     from trc.models.checkpoint import read_checkpoint
 
-    state = read_checkpoint(path)["state_dict"]
+    saved = read_checkpoint(path)
+    theirs = saved.get("config") or {}
+    for name, flag in ARCHITECTURE_FLAGS.items():   # equal shapes, other computation: say which flag differs
+        mine = getattr(model.config, name)
+        if name in theirs and theirs[name] != mine:
+            raise TRCError(f"--init_from {path!r} was built with {flag} {theirs[name]}, this run with {mine}; "
+                           f"pass {flag} {theirs[name]}" if flag != "--use_two_level" else
+                           f"--init_from {path!r} is {'a two-level' if theirs[name] else 'a single-latent'} model; "
+                           f"{'pass' if theirs[name] else 'leave out'} --use_two_level")
+    state = saved["state_dict"]
     own = model.state_dict()
     wrong = sorted(k for k, v in state.items() if k not in own or own[k].shape != v.shape)
     missing = sorted(k for k in own if k not in state and not k.startswith(("halt_head.", "problem_adapter.")))
@@ -398,6 +412,10 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
 
     for key, value in recipe(problem.name, **recipe_flags(args)).items():
         setattr(args, key, value)
+    for flag in ("val_closed_loop", "closed_loop_replan"):
+        if (getattr(args, flag) or 0) > problem.horizon:
+            raise TRCError(f"--{flag} must be at most the horizon of {problem.name!r}, {problem.horizon} steps, "
+                           f"got {getattr(args, flag)}")
     if args.closed_loop_steps and args.closed_loop_critic > 0 and not args.closed_loop_truncate:
         raise TRCError("--closed_loop_critic needs --closed_loop_truncate > 0: the critic values the state at each cut")
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
