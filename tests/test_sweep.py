@@ -175,6 +175,29 @@ def test_grid_values_take_the_train_flags_types_and_bad_ones_are_refused(data, t
     assert "--n_trials is required" in capsys.readouterr().err
 
 
+def test_bad_datasets_are_refused_before_the_study_is_touched(data, tmp_path, capsys):
+    """A typo in --data used to fail every trial of the study for good, and the sweep exited 0."""
+    storage = tmp_path / "sweep.journal"
+    for bad, words in [(str(tmp_path / "missing.npz"), "does not exist"),
+                       (f"{data},{data}", "--problem names 1 problems but --data gives 2 datasets")]:
+        assert main(sweep_argv(bad, str(storage), tmp_path / "runs", "--grid", "seed=0", "--problem", "vanderpol")) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, err
+    assert not storage.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_worker_whose_trials_failed_exits_1(data, tmp_path, monkeypatch, capsys):
+    import trc.sweep.worker as worker_module
+    from trc.errors import TRCError
+
+    def failing(trial, *args):
+        raise TRCError("diverged")
+    monkeypatch.setattr(worker_module, "objective", failing)
+    assert main(sweep_argv(data, str(tmp_path / "sweep.journal"), tmp_path / "runs", "--grid", "seed=0,1")) == 1
+    out = capsys.readouterr().out
+    assert "trial 0 failed: diverged" in out and "(0 complete, 0 pruned, 2 failed)" in out
+
+
 def test_a_search_without_grid_samples_the_documented_space(data, tmp_path):
     storage = str(tmp_path / "sweep.journal")
     assert main(sweep_argv(data, storage, tmp_path / "runs", "--n_trials", "2", "--model_size", "small")) == 0

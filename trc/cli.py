@@ -101,7 +101,8 @@ def positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 closed pipe, 2 bad input, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 1 closed pipe or a sweep worker whose trials failed,
+    2 bad input, 130 interrupted)."""
     try:
         args = build_parser().parse_args(argv)
         try:

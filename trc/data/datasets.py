@@ -277,6 +277,29 @@ def dataset_problem(data: dict[str, Any]) -> ControlProblem:
         raise TRCError(f"the dataset's metadata describes no valid problem: {e}") from None
 
 
+def load_training_data(path: str | Path, problem: str | None = None, note: str = ""
+                       ) -> tuple[dict[str, Any], ControlProblem]:
+    """``(data, problem)`` of a dataset to train on, checked as ``trc train`` checks it at the door.
+
+    The problem is the one the metadata names (``problem``, if given, must be the same), else ``problem``;
+    the arrays must be finite and fit it, and the start states lie in its start box.  ``note`` ends the
+    error for a problem other than the metadata's.
+    """
+    data = load_dataset(path)
+    if "problem" in data["metadata"]:
+        made_for = dataset_problem(data)
+        if problem is not None and problem != made_for.name:
+            raise TRCError(f"dataset {str(path)!r} was made for problem {made_for.name!r}, not {problem!r}{note}")
+        problem = made_for
+    elif problem is None:
+        raise TRCError(f"dataset {str(path)!r} does not name its problem; pass --problem")
+    else:
+        problem = get_problem(problem)
+    check_dataset(data, f"dataset {str(path)!r}", problem)
+    check_in_start_box(data, f"dataset {str(path)!r}", problem)
+    return data, problem
+
+
 def split_dataset(data: dict[str, Any], val_fraction: float, seed: int = 0) -> tuple[dict, dict]:
     """A seeded random split of a dataset's arrays into ``(train, validation)`` (as ``trc train`` splits).
 

@@ -92,6 +92,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.n_trials is not None and args.n_trials < 1:
         raise TRCError(f"--n_trials must be >= 1, got {args.n_trials}")
     n_trials = args.n_trials or len(grid_cells(grid))
+    _check_data(args.data, args.problem)
     for cell in grid_cells(grid)[:n_trials] if grid else [{}]:  # every trial's flags checked at the door
         _check_args(train_args(args, cell, Path(output_dir)))
     shared = {a.dest: getattr(args, a.dest) for a in _train_parser()._actions
@@ -106,4 +107,14 @@ def sweep_command(args: argparse.Namespace) -> int:
           f"{done['pruned']} pruned, {done['fail']} failed); nothing is left to run in study "
           f"{args.study_name!r}. Report: trc sweep --report --storage {args.storage} "
           f"--study_name {args.study_name}")
-    return 0
+    return 1 if done["fail"] else 0   # a script running workers sees that trials failed
+
+
+def _check_data(data: str, problem: str | None) -> None:
+    """The datasets, as ``trc train`` checks them, before a trial is made: a typo in a path ends here in one
+    line, not in a study whose every trial failed."""
+    from trc.data.datasets import load_training_data
+    from trc.training.multi_problem import dataset_pairs
+
+    for path, name in dataset_pairs(data, problem):
+        load_training_data(path, name)

@@ -238,6 +238,15 @@ def split_list(value: str | None, flag: str) -> list[str] | None:
     return items
 
 
+def dataset_pairs(data: str, problem: str | None) -> list[tuple[str, str | None]]:
+    """``--data a.npz,b.npz --problem a,b`` as ``[(path, name or None), ...]``, one per dataset."""
+    paths, names = split_list(data, "--data"), split_list(problem, "--problem")
+    if names is not None and len(names) != len(paths):
+        raise TRCError(f"--problem names {len(names)} problems but --data gives {len(paths)} datasets; "
+                       f"give one dataset per problem, in the same order")
+    return list(zip(paths, names or [None] * len(paths)))
+
+
 def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     """``trc train --problem a,b --data a.npz,b.npz``: one model for all the problems.
 
@@ -247,35 +256,19 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     :data:`MULTI_PROBLEM_EPOCHS`), the balance ``--problem_balance`` (default
     :data:`DEFAULT_BALANCE`; ``"none"`` with ``--act``).  Writes what a single-problem run writes.
     """
-    from trc.data.datasets import (check_dataset, check_in_start_box, dataset_digest, dataset_problem, load_dataset,
-                                   make_loader, split_dataset)
-    from trc.problems import get_problem
+    from trc.data.datasets import dataset_digest, load_training_data, make_loader, split_dataset
     from trc.training.recipe import RECIPE, build_training_data, judged_in_closed_loop, recipe, recipe_flags
     from trc.training.train import DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, init_weights
     from trc.io import atomic_write, check_writable
 
-    paths, names = split_list(args.data, "--data"), split_list(args.problem, "--problem")
-    if names is not None and len(names) != len(paths):
-        raise TRCError(f"--problem names {len(names)} problems but --data gives {len(paths)} datasets; "
-                       f"give one dataset per problem, in the same order")
+    pairs = dataset_pairs(args.data, args.problem)
     if args.use_value_predictor:
         raise TRCError("--use_value_predictor trains single-problem models only")
     out = Path(args.output_dir)
     check_writable(out / "last_model.pt")
     problems, datasets = [], []
-    for i, path in enumerate(paths):
-        data = load_dataset(path)
-        if "problem" in data["metadata"]:
-            problem = dataset_problem(data)
-            if names is not None and names[i] != problem.name:
-                raise TRCError(f"dataset {path!r} was made for problem {problem.name!r}, not {names[i]!r} "
-                               f"(--problem and --data pair up in order)")
-        elif names is None:
-            raise TRCError(f"dataset {path!r} does not name its problem; pass --problem")
-        else:
-            problem = get_problem(names[i])
-        check_dataset(data, f"dataset {path!r}", problem)
-        check_in_start_box(data, f"dataset {path!r}", problem)
+    for path, name in pairs:
+        data, problem = load_training_data(path, name, " (--problem and --data pair up in order)")
         problems.append(problem)
         datasets.append(data)
     recipes = [recipe(p.name, multi=True, **recipe_flags(args)) for p in problems]

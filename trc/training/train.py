@@ -377,9 +377,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     ``hooks`` are handed to the trainer (``on_epoch_end(record)`` and the others of
     :meth:`trc.training.trainer.Trainer.fit`); ``trc sweep`` reports each epoch's validation cost through them.
     """
-    from trc.data.datasets import (check_dataset, check_in_start_box, dataset_digest, dataset_problem, load_dataset,
-                                   make_loader, split_dataset)
-    from trc.problems import get_problem
+    from trc.data.datasets import dataset_digest, load_training_data, make_loader, split_dataset
     from trc.models.value_predictor import create_value_predictor
 
     _check_args(args)
@@ -397,17 +395,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         args.lr = DEFAULTS["lr"]
     out = Path(args.output_dir)
     check_writable(out / "last_model.pt")
-    data = load_dataset(args.data)
-    if "problem" in data["metadata"]:
-        problem = dataset_problem(data)
-        if args.problem is not None and args.problem != problem.name:
-            raise TRCError(f"dataset {args.data!r} was made for problem {problem.name!r}, not {args.problem!r}")
-    elif args.problem is None:
-        raise TRCError(f"dataset {args.data!r} does not name its problem; pass --problem")
-    else:
-        problem = get_problem(args.problem)
-    check_dataset(data, f"dataset {args.data!r}", problem)
-    check_in_start_box(data, f"dataset {args.data!r}", problem)
+    data, problem = load_training_data(args.data, args.problem)
     from trc.training.recipe import build_training_data, recipe, recipe_flags
 
     for key, value in recipe(problem.name, **recipe_flags(args)).items():
