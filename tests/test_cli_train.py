@@ -98,6 +98,16 @@ def test_self_play_and_curriculum_flags_change_the_trained_weights(data, tmp_pat
     assert str(settings[name]).lower() == {"off": "false", "on": "true"}.get(value, value)
 
 
+@pytest.mark.parametrize("flags", [[], ["--self_play", "off"], ["--process_weight", "0"]])
+def test_self_play_settings_without_self_play_are_refused(data, tmp_path, capsys, flags):
+    """Van der Pol's recipe has no self-play: its settings would be recorded and do nothing."""
+    capsys.readouterr()
+    assert train(data, tmp_path / "run", "--explore", "4", "--fresh_starts", "8", *flags) == 2
+    err = capsys.readouterr().err
+    assert "--fresh_starts is a setting of self-play, which is off for 'vanderpol' here; pass --self_play on" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_curriculum_ramp_changes_the_trained_weights(data, tmp_path):
     runs = [tmp_path / "a", tmp_path / "b"]
     for out, ramp in zip(runs, ("1", "0.1")):
@@ -111,7 +121,7 @@ def test_recipe_defaults_are_recorded(data, tmp_path):
     assert train(data, tmp_path) == 0
     settings = load_checkpoint(tmp_path / "best_model.pt").checkpoint_metadata["settings"]
     assert {k: settings[k] for k in recipe("vanderpol")} == recipe("vanderpol", epochs=1)
-    assert train(data, tmp_path / "bc", "--process_weight", "0", "--fresh_starts", "8") == 0
+    assert train(data, tmp_path / "bc", "--process_weight", "0") == 0
     assert train(data, tmp_path / "sp", "--self_play", "on", "--fresh_starts", "8") == 0
     assert load_checkpoint(tmp_path / "sp" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is True
     assert load_checkpoint(tmp_path / "bc" / "best_model.pt").checkpoint_metadata["settings"]["self_play"] is False

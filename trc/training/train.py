@@ -331,6 +331,10 @@ def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> N
                        f"pass --epochs {done} or more")
 
 
+# flags that act only through self-play: given while it is off, they would do nothing
+SELF_PLAY_SETTINGS = ("fresh_starts", "explore", "explore_noise", "explore_best", "stitch", "neighbours",
+                      "tail_starts", "visited_starts")
+
 # model settings that change the computation but not the weights' shapes: --init_from must match them
 ARCHITECTURE_FLAGS = {"use_two_level": "--use_two_level", "H_cycles": "--H_cycles", "L_cycles": "--L_cycles"}
 
@@ -398,8 +402,13 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     data, problem = load_training_data(args.data, args.problem)
     from trc.training.recipe import build_training_data, recipe, recipe_flags
 
-    for key, value in recipe(problem.name, **recipe_flags(args)).items():
+    given = recipe_flags(args)
+    for key, value in recipe(problem.name, **given).items():
         setattr(args, key, value)
+    unused = [k for k in SELF_PLAY_SETTINGS if given[k] is not None]
+    if unused and not args.self_play:
+        raise TRCError(f"--{unused[0]} is a setting of self-play, which is off for {problem.name!r} here; "
+                       f"pass --self_play on to use it")
     for flag in ("val_closed_loop", "closed_loop_replan"):
         if (getattr(args, flag) or 0) > problem.horizon:
             raise TRCError(f"--{flag} must be at most the horizon of {problem.name!r}, {problem.horizon} steps, "
