@@ -74,6 +74,8 @@ def test_more_iterations_than_trained(files):
     (dict(checkpoint="test.npz"), "test.npz"),
     (dict(iterations="0"), "positive integer"),
     (dict(output="."), "a folder"),
+    (dict(output="bad/fig.pdf"), "so it ends in .png, got"),
+    (dict(replan_every="5"), "--replan_every sets the closed loop's replanning: it needs --closed_loop"),
 ])
 def test_bad_input_is_one_line_and_exit_2(files, capsys, case, needle):
     args = {"checkpoint": "ps.pt", "data": "test.npz", "problem": PROBLEM, **case}
@@ -81,7 +83,7 @@ def test_bad_input_is_one_line_and_exit_2(files, capsys, case, needle):
     for flag in ("checkpoint", "data", "baseline"):
         if flag in args:
             argv += [f"--{flag}", str(files / args[flag])]
-    for flag in ("problem", "iterations"):
+    for flag in ("problem", "iterations", "replan_every"):
         if flag in args:
             argv += [f"--{flag}", args[flag]]
     try:

@@ -30,7 +30,8 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if ("(default" in text or "%(default)" in text or action.required or not action.option_strings
-                or action.default is argparse.SUPPRESS):
+                or action.default is argparse.SUPPRESS
+                or (action.default is None and "default " in text)):   # "...; default 1 (4 for pendulum))"
             return text
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             return f"{text} (default: {'on' if action.default else 'off'})"

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from trc.errors import TRCError
 from trc.evaluation.refinement_evaluator import RefinementEvaluator, solve_optimal_costs
 from trc.evaluation.metrics import format_table, summarize
 from trc.io import atomic_write, check_writable
@@ -33,6 +34,12 @@ def run_analyze(args) -> int:
     from trc.evaluation.plots import plot_refinement_curves
 
     out = Path(args.output)
+    if out.suffix.lower() not in ("", ".png"):
+        raise TRCError(f"--output is the PNG's path (the SVG and the JSON go beside it), so it ends in .png, "
+                       f"got {args.output!r}")
+    if args.replan_every is not None and not args.closed_loop:
+        raise TRCError("--replan_every sets the closed loop's replanning: it needs --closed_loop")
+    args.replan_every = args.replan_every or 1
     for path in (out, out.with_suffix(".png"), out.with_suffix(".svg"), out.with_suffix(".json")):
         check_writable(path)
     model = _one_problem(load_checkpoint(args.checkpoint, problem=args.problem), args)
@@ -101,7 +108,7 @@ def add_analyze_command(sub) -> None:
     p.add_argument("--closed_loop", action="store_true",
                    help="also run each model as a receding-horizon controller (plan T steps from the "
                         "current state, apply the first controls, replan) and report it beside the open loop")
-    p.add_argument("--replan_every", type=positive_int, default=1,
+    p.add_argument("--replan_every", type=positive_int, default=None,
                    help="with --closed_loop: controls applied per plan, 1..T (default 1: replan every step)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
     p.set_defaults(func=run_analyze)

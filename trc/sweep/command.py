@@ -31,6 +31,8 @@ def _train_parser() -> argparse.ArgumentParser:
             action.required, action.default = False, None
         if action.dest == "output_dir":
             action.help = "trial n trains in OUTPUT_DIR/n; the report goes here too (default sweeps/STUDY_NAME)"
+        if action.dest == "epochs":   # a sweep hides --resume (it always resumes its trials)
+            action.help = action.help.replace("; with --resume, a larger number extends a finished run", "")
         if action.dest in ("resume", "quiet"):
             action.help = argparse.SUPPRESS  # a sweep always resumes its trials and trains quietly
     return parser
