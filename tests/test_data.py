@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -258,3 +259,25 @@ def test_split_is_seeded_disjoint_and_complete(data):
     assert not np.array_equal(other["initial_states"], train["initial_states"])
     with pytest.raises(TRCError, match="too few"):
         split_dataset({k: v[:1] for k, v in data.items() if k in REQUIRED}, 0.5)
+
+
+@pytest.mark.parametrize("batch, words", [
+    ((torch.zeros(4, 2), torch.zeros(4, 10)), "control_sequences must be [4, 10, 1]"),
+    ((torch.zeros(4, 2), torch.zeros(4, 7, 1)), "control_sequences must be [4, 10, 1]"),
+    ((torch.zeros(4, 2), torch.zeros(4, 3), torch.zeros(4, 10, 1)), "target_states must be [4, 2]"),
+    (torch.zeros(4, 3), "initial_states must be [4, 2]"),
+    (torch.zeros(2), "initial_states must be [b, 2]"),
+])
+def test_batches_of_the_wrong_shape_are_one_sentence_in_training_and_evaluation(batch, words):
+    """A user's own loader: a shape error names the array and the shape wanted, not a matmul deep inside."""
+    from trc.evaluation.refinement_evaluator import RefinementEvaluator
+    from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
+    from trc.training.supervised_trainer import train_with_process_supervision
+
+    problem = get_problem("vanderpol", horizon=10)
+    model = TinyRecursiveControl(TRCConfig(latent_dim=8, hidden_dim=16, num_outer_cycles=2), problem)
+    with pytest.raises(TRCError, match=re.escape(f"a batch's {words} for problem 'vanderpol'")):
+        train_with_process_supervision(model, [batch], epochs=1, progress=False)
+    if len(batch) != 2 or batch[1].dim() == 3:    # the evaluator reads no controls from (x0, U)
+        with pytest.raises(TRCError, match=re.escape(words)):
+            RefinementEvaluator(model).evaluate([batch])

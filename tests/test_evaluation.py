@@ -213,3 +213,11 @@ def test_solved_optimum_on_the_double_integrator_is_the_lqr_cost_in_data_order(p
 def test_a_batch_size_of_zero_is_one_sentence(problem):
     with pytest.raises(TRCError, match="batch_size must be a positive integer, got 0"):
         RefinementEvaluator(FixedIterates(problem)).evaluate(dataset(problem), batch_size=0)
+
+
+def test_a_model_of_another_problem_is_refused(problem):
+    from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
+
+    model = TinyRecursiveControl(TRCConfig(latent_dim=8, hidden_dim=16, num_outer_cycles=2), problem)
+    with pytest.raises(TRCError, match="the model was trained on problem 'double_integrator', not 'vanderpol'"):
+        RefinementEvaluator(model, problem="vanderpol")

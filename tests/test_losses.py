@@ -1,5 +1,7 @@
 """Losses: hand-computed values, the seed formula's telescoping, and who gets gradient."""
 
+import re
+
 import pytest
 import torch
 
@@ -209,3 +211,16 @@ def test_value_loss_is_mse_and_does_not_move_the_costs():
     loss.backward()
     assert actual.grad is None
     torch.testing.assert_close(predicted.grad, torch.tensor([-1.0, -2.0]))
+
+
+def test_a_value_predictor_of_another_width_is_one_sentence():
+    from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
+    from trc.models.value_predictor import create_value_predictor
+    from trc.training.supervised_trainer import train_with_process_supervision
+
+    problem = get_problem("vanderpol", horizon=10)
+    model = TinyRecursiveControl(TRCConfig(latent_dim=8, hidden_dim=16, num_outer_cycles=2), problem)
+    batch = (torch.zeros(4, 2), torch.zeros(4, 10, 1))
+    with pytest.raises(TRCError, match=re.escape("reads latents of width 7, the model's are 8")):
+        train_with_process_supervision(model, [batch], epochs=1, progress=False,
+                                       value_predictor=create_value_predictor(7))

@@ -86,6 +86,20 @@ def test_the_closed_loop_runs_the_planner_of_the_problem_named(model):
         closed_loop(model, x0, problem="vanderpol_constrained")
 
 
+def test_the_evaluator_runs_the_planner_of_the_problem_named(model):
+    from trc.evaluation.refinement_evaluator import RefinementEvaluator
+
+    problem = model.problems[1]
+    data = {"initial_states": starts(problem, 4).numpy()}
+    shared = RefinementEvaluator(model, problem="vanderpol").evaluate(data)
+    alone = RefinementEvaluator(model.planner("vanderpol")).evaluate(data)
+    np.testing.assert_array_equal(shared.costs, alone.costs)
+    with pytest.raises(TRCError, match="pass problem=NAME"):
+        RefinementEvaluator(model)
+    with pytest.raises(TRCError, match="not for 'vanderpol_constrained'"):
+        RefinementEvaluator(model, problem="vanderpol_constrained")
+
+
 def test_problems_must_share_their_dimensions():
     odd = SimpleNamespace(name="odd", n_x=3, n_u=1, horizon=10)
     with pytest.raises(TRCError, match="equal dimensions"):

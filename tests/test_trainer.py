@@ -152,6 +152,13 @@ def test_unknown_monitor_is_reported():
         Trainer(config(monitor="cost", epochs=1)).fit(toy_model(), mse, toy_loader(), val_mse)
 
 
+def test_a_loader_without_batches_is_reported(tmp_path):
+    empty = DataLoader(TensorDataset(torch.zeros(0, 3), torch.zeros(0, 1)), batch_size=4)
+    with pytest.raises(TRCError, match="the training data gave no batches in epoch 0"):
+        Trainer(config(tmp_path, epochs=1)).fit(toy_model(), mse, empty, val_mse)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_hooks_see_every_epoch_and_step():
     seen = {"start": [], "steps": [], "end": []}
     hooks = {"on_epoch_start": seen["start"].append,

@@ -352,11 +352,17 @@ def as_batch(batch: Any, problem: ControlProblem | None = None) -> dict[str, Any
         raise TRCError(f"a batch must be a dict, a tensor of start states, (x0, U) or (x0, target, U); got {what}")
     if "initial_states" not in out:
         raise TRCError(f"a batch needs 'initial_states'; this one has {', '.join(sorted(out)) or 'nothing'}")
-    if problem is not None and "target_states" not in out:
-        x0 = torch.as_tensor(out["initial_states"])
-        if x0.dim() != 2 or x0.shape[1] != problem.n_x:
-            raise TRCError(f"start states must be [b, {problem.n_x}] for problem {problem.name!r}, "
-                           f"got {list(x0.shape)}")
+    if problem is None:
+        return out
+    x0 = out["initial_states"]
+    b = x0.shape[0] if len(x0.shape) == 2 else "b"
+    wanted = {"initial_states": [b, problem.n_x], "target_states": [b, problem.n_x],
+              "control_sequences": [b, problem.horizon, problem.n_u]}
+    for key, shape in wanted.items():   # one sentence here, not a shape error deep inside a matmul
+        if key in out and list(out[key].shape) != shape:
+            raise TRCError(f"a batch's {key} must be {shape} for problem {problem.name!r}, "
+                           f"got {list(out[key].shape)}".replace("'b'", "b"))
+    if "target_states" not in out:
         out = {**out, "target_states": problem.target_like(x0)}
     return out
 

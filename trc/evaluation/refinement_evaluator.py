@@ -78,9 +78,18 @@ class RefinementEvaluator:
     def __init__(self, model: torch.nn.Module, problem=None, dynamics_fn: Callable | None = None,
                  device: str | torch.device = "cpu", label: str = "model",
                  cost_params: Mapping | None = None) -> None:
+        if hasattr(model, "planners"):   # a multi-problem model: the planner of the problem named
+            if problem is None:
+                raise TRCError(f"this model plans for several problems ({', '.join(model.problem_names)}); "
+                               f"pass problem=NAME")
+            model = model.planner(problem)
+            problem = None if isinstance(problem, str) else problem   # by name: the planner's own problem
         if isinstance(problem, str):
             problem = get_problem(problem)
-        if problem is None and getattr(model, "problem", None) is None:
+        own = getattr(model, "problem", None)
+        if problem is not None and own is not None and own.name != problem.name:
+            raise TRCError(f"the model was trained on problem {own.name!r}, not {problem.name!r}")
+        if problem is None and own is None:
             raise TRCError("the evaluator needs a problem: pass problem= (a name or a ControlProblem)")
         self.problem = problem if problem is not None else model.problem
         self.simulator = simulator(self.problem, dynamics_fn, cost_params)

@@ -218,6 +218,10 @@ def train_with_process_supervision(
     """
     check_loss_settings(process_weight, variant, value_weight, final_only)
     if value_predictor is not None:
+        width = getattr(value_predictor, "config", {}).get("latent_dim")
+        if width is not None and width != model.config.latent_dim:
+            raise TRCError(f"the value predictor reads latents of width {width}, the model's are "
+                           f"{model.config.latent_dim}: create_value_predictor(model.config.latent_dim)")
         model.value_predictor = value_predictor
     problem = model.problem
     meta = {"process_weight": process_weight, "variant": variant, "value_weight": value_weight,

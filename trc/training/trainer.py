@@ -302,6 +302,8 @@ class Trainer:
                     hooks["on_batch_end"](step, loss.item(), parts)
             if history["stop_reason"] is not None:
                 break
+            if not batches:
+                raise TRCError(f"the training data gave no batches in epoch {epoch}")
 
             train = {k: (v / batches).tolist() for k, v in sums.items()}
             val = None
