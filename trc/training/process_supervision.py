@@ -16,8 +16,10 @@ baseline (``train_trc.py``), whose gradient reaches the network only through ``U
 term plus ``lambda`` times a term on the costs; the pair is a *variant*:
 
 ``"seed"``
-    The seed document's loss, kept exactly: ``MSE(U_K, U*) + lambda * P`` with
-    ``P = -mean_k (c_{k-1} - c_k) / (c_0 + 1e-6)``.  The differences
+    The seed document's loss, ``MSE(U_K, U*) + lambda * P`` with
+    ``P = -mean_k (c_{k-1} - c_k) / (c_0 + 1e-6)``: the seed writes
+    ``-mean(cost[k-1] - cost[k])``; here the improvements are divided by the first
+    cost, so that ``lambda`` does not scale with the problem's cost.  The differences
     telescope, ``P = -(c_0 - c_K) / (K (c_0 + 1e-6))``: iterates ``1..K-1``
     get no gradient, and since ``c_0`` is not detached ``P`` also falls when
     the first guess gets worse.

@@ -51,7 +51,7 @@ def build_model(problem, model_size: str = "small", use_two_level: bool = False,
 PROCESS_WEIGHT_HELP = (
     "lambda >= 0, the weight of the process term; 0 is behavior cloning. Its scale depends on "
     "--loss_variant. With 'seed' it is the seed document's lambda (the seed's default is 0.1), on the "
-    "seed's term -(c_0 - c_K) / (K c_0). 'ratio' and 'monotone' divide a mean cost ratio, mean_k c_k / c_(k-1), "
+    "seed's term divided by the first cost, -(c_0 - c_K) / (K c_0). 'ratio' and 'monotone' divide a mean cost ratio, mean_k c_k / c_(k-1), "
     "by the horizon T, so lambda pushes each iterate's cost c_k with the gradient lambda / ((K+1) T c_(k-1)) "
     "where the seed's pushes the last one with lambda_seed / (K c_0). The two agree while c_(K-1) is near c_0 "
     "when lambda = lambda_seed T (K+1) / K: for T = 100 and K = 2, the seed's 0.1 is 15 here and trc's "
