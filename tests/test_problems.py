@@ -35,6 +35,10 @@ def test_overrides_change_only_what_they_name():
     (lambda: get_problem("vanderpol", gamma=0.3), "no parameter 'gamma'"),
     (lambda: get_problem("double_integrator", dt=-0.1), "dt must be a finite number > 0"),
     (lambda: get_problem("vanderpol", target=[0.0]), "target must be 2 finite numbers"),
+    (lambda: get_problem("vanderpol", R=[[0.0]]), "R must be positive definite"),
+    (lambda: get_problem("vanderpol", R=[[-0.1]]), "R must be positive definite"),
+    (lambda: get_problem("vanderpol", Q=[[1.0, 0.0], [0.0, -1.0]]), "Q must be positive semidefinite"),
+    (lambda: get_problem("vanderpol", Qf=[[1.0, 2.0], [0.0, 1.0]]), "Qf must be a symmetric matrix"),
 ])
 def test_bad_problem_requests_raise_one_clear_error(call, words):
     with pytest.raises(TRCError, match=words):

@@ -102,6 +102,13 @@ class ControlProblem:
                 raise TRCError(f"problem {self.name!r}: {field} must be {size}x{size}")
             if not all(_is_real(a) and math.isfinite(a) for row in m for a in row):
                 raise bad(field, f"a {size}x{size} matrix of finite numbers")
+            # a cost to minimise: Q and Qf positive semidefinite, R positive definite (LQR inverts it)
+            M = torch.tensor(m, dtype=torch.float64)
+            if not torch.allclose(M, M.T):
+                raise bad(field, "a symmetric matrix")
+            low = float(torch.linalg.eigvalsh(M).min())
+            if (low <= 0) if field == "R" else (low < -1e-12 * max(1.0, float(M.abs().max()))):
+                raise bad(field, "positive definite" if field == "R" else "positive semidefinite")
 
     # -- dynamics ---------------------------------------------------------------
     def dynamics(self, x: Tensor, u: Tensor) -> Tensor:
