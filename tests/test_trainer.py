@@ -159,6 +159,14 @@ def test_a_loader_without_batches_is_reported(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_holding_a_run_is_not_overwritten_without_resume(tmp_path):
+    Trainer(config(tmp_path, epochs=1)).fit(toy_model(), mse, toy_loader(), val_mse)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(TRCError, match="already holds a run; pass resume=True"):
+        Trainer(config(tmp_path, epochs=2)).fit(toy_model(1), mse, toy_loader(), val_mse)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_hooks_see_every_epoch_and_step():
     seen = {"start": [], "steps": [], "end": []}
     hooks = {"on_epoch_start": seen["start"].append,

@@ -248,6 +248,9 @@ class Trainer:
                    "stop_reason": None}
         best_state, bad_epochs, start = None, 0, 0
 
+        if not resume and folder is not None and any((folder / name).exists() for name in (LAST, BEST)):
+            raise TRCError(f"{str(folder)!r} already holds a run; pass resume=True to continue it, or another "
+                           f"folder (nothing is overwritten)")
         if resume and folder is not None and (folder / LAST).exists():
             model_state, state = self.load_fn(folder / LAST)
             monitor = state["history"].get("monitor", cfg.monitor)
