@@ -207,7 +207,14 @@ mean +- std over seeds 0-4 on 1000 test states:
   0.5 to 1.0 over the 600 steps 95.4 / 94.2 % at 1.17 / 1.15x and 96.8 / 97.6 % at 1.15 / 1.11x; 0.35
   97.4 / 98.2 % at 1.12 / 1.09x and 97.0 / 98.2 % at 1.13 / 1.10x; one cut, at step 52
   (``closed_loop_truncate`` 50), 98.6 / 98.2 % at 1.08 / 1.07x and 95.2 / 95.0 % at 1.19 / 1.19x.
-  None gains on both seeds.  Validating every 5 tuning steps instead of 25
+  None gains on both seeds.  Earlier in the pipeline, the same seeds trained afresh with the
+  teacher's (LQR) plan offered for every visited and tail start the archive adds (near the top,
+  where LQR catches well): the archive's own starts got cheaper (cost 214.1 / 215.8 against
+  220.7 / 221.6 at the last refresh, success 94.9 / 94.9 % against 91.5 / 91.9 %), and the untuned
+  models in closed loop went from 66.8 / 68.0 % at 2.03 / 2.08x to 77.8 / 77.2 % at 1.59 / 1.64x (seed
+  1) and from 64.6 / 66.0 % at 1.90 / 1.92x to 68.4 / 71.0 % at 1.95 / 1.95x (seed 2); after the
+  recipe's tuning 96.0 / 96.6 % at 1.12 / 1.09x and 98.0 / 97.8 % at 1.09 / 1.09x, no better than the
+  recipe: a better start that the tuning did not turn into a better controller.  Validating every 5 tuning steps instead of 25
   (the same runs: the weights do not depend on it): seed 1 kept the same state (step 350), seed 2
   step 485 instead of 500 (validation cost 158.2 against 159.7; 1.099 / 1.094x on the splits against
   1.096 / 1.089x).  The validation curve is smooth between the 25-step points, apart from collapses
