@@ -399,3 +399,45 @@ def test_seed_entry_point_lowers_the_loss_with_the_seed_arguments():
     losses = [r["train"]["loss"] for r in trained.training_history["epochs"]]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert not trained.training
+
+
+def test_an_unfinished_run_resumes_only_with_its_own_epochs(data, tmp_path, monkeypatch, capsys):
+    """Its learning-rate schedule was made for the epochs it was started with: a resume with other (or,
+    forgetting the flag, the default) --epochs would match neither run."""
+    import trc.training.trainer as trainer_module
+
+    real = trainer_module.Trainer.fit
+
+    def stop_after_one_epoch(self, *args, **kwargs):
+        hooks = dict(kwargs.get("hooks") or {})
+
+        def end(record):
+            if record["epoch"] == 0:
+                raise KeyboardInterrupt
+        kwargs["hooks"] = {**hooks, "on_epoch_end": end}
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(trainer_module.Trainer, "fit", stop_after_one_epoch)
+    assert train(data, tmp_path, "--epochs", "3") == 130
+    monkeypatch.setattr(trainer_module.Trainer, "fit", real)
+    capsys.readouterr()
+    for epochs in ("2", "4"):
+        assert train(data, tmp_path, "--epochs", epochs, "--resume") == 2
+        err = capsys.readouterr().err
+        assert "it is a run of 3 epochs stopped after 1; resume it with --epochs 3" in err, err
+    assert train(data, tmp_path, "--epochs", "3", "--resume") == 0
+
+
+def test_a_run_folder_missing_a_checkpoint(data, tmp_path, capsys):
+    """Stopped between the two writes of an improving epoch (the best first, then the same bytes as the last),
+    a run resumes from the best; a folder whose best checkpoint is gone is refused, not trained over."""
+    assert train(data, tmp_path / "ref", "--epochs", "3") == 0
+    assert train(data, tmp_path / "run", "--epochs", "3") == 0
+    (tmp_path / "run" / "last_model.pt").unlink()
+    assert train(data, tmp_path / "run", "--epochs", "3", "--resume") == 0
+    assert torch.equal(weights(tmp_path / "ref", "last_model.pt"), weights(tmp_path / "run", "last_model.pt"))
+    (tmp_path / "run" / "best_model.pt").unlink()
+    before = (tmp_path / "run" / "last_model.pt").read_bytes()
+    capsys.readouterr()
+    assert train(data, tmp_path / "run", "--epochs", "3", "--resume", "--lr", "1e-3") == 2
+    assert "holds last_model.pt but no best_model.pt" in capsys.readouterr().err
+    assert (tmp_path / "run" / "last_model.pt").read_bytes() == before

@@ -494,3 +494,20 @@ def test_cli_tunes_the_double_integrator_of_a_shared_model_on_its_own_objective(
                                                     "--problem and --data)")
     assert main([*argv, "--output_dir", str(tmp_path / "act"), "--act", "--adapter_epochs", "2"]) == 2
     assert "not with --act" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_the_runs_own_adapters(datasets, tmp_path, capsys):
+    """The adapters exist where a tuning follows; a resume whose flags would add or drop them resumes with the
+    run's own, or (with none to tune through) says so in one line instead of a state-dict traceback."""
+    base = ["train", "--problem", "double_integrator,vanderpol", "--data",
+            f"{datasets['double_integrator']},{datasets['vanderpol']}", "--output_dir", str(tmp_path / "run"),
+            "--epochs", "1", "--batch_size", "8", "--quiet"]
+    assert main([*base, "--adapter_epochs", "0"]) == 0          # no tuning: no adapters
+    capsys.readouterr()
+    assert main([*base, "--adapter_epochs", "1", "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "it was trained without the tunings' adapters" in err and len(err.strip().splitlines()) == 1
+    base[base.index(str(tmp_path / "run"))] = str(tmp_path / "tuned")
+    assert main([*base, "--adapter_epochs", "1"]) == 0           # tuned: adapters
+    assert main([*base, "--adapter_epochs", "0", "--epochs", "2", "--resume"]) == 0
+    assert load_checkpoint(tmp_path / "tuned" / "last_model.pt").config.adapter_rank == 8

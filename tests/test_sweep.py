@@ -186,6 +186,19 @@ def test_bad_datasets_are_refused_before_the_study_is_touched(data, tmp_path, ca
     assert not storage.exists() and not (tmp_path / "runs").exists()
 
 
+def test_an_unwritable_output_or_a_damaged_journal_is_one_line(data, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    storage = tmp_path / "sweep.journal"
+    assert main(sweep_argv(data, str(storage), tmp_path / "afile" / "runs", "--grid", "seed=0")) == 2
+    assert "is not a folder" in capsys.readouterr().err and not storage.exists()
+    storage.write_text('{"op_code": 0, "worker_id": "x"\n')          # a line torn by a crash
+    for argv in (sweep_argv(data, str(storage), tmp_path / "runs", "--grid", "seed=0"),
+                 ["sweep", "--report", "--storage", str(storage), "--study_name", "s"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "is not a readable Optuna journal file" in err, err
+
+
 def test_a_worker_whose_trials_failed_exits_1(data, tmp_path, monkeypatch, capsys):
     import trc.sweep.worker as worker_module
     from trc.errors import TRCError

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from trc.errors import TRCError
+from trc.io import check_writable
 
 HEARTBEAT_S = 30.0
 
@@ -76,11 +77,15 @@ def sweep_command(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or str(Path("sweeps") / args.study_name)
     if args.report:
         from trc.sweep.report import write_report
+        from trc.sweep.storage import readable_journal
 
-        print(write_report(args.storage, args.study_name, output_dir))
+        with readable_journal(args.storage):
+            text = write_report(args.storage, args.study_name, output_dir)
+        print(text)
         return 0
     from trc.sweep.grid import NOT_SWEPT, grid_cells, parse_grid
     from trc.sweep.objective import train_args
+    from trc.sweep.storage import readable_journal
     from trc.sweep.worker import run_worker
     from trc.training.train import _check_args, default_model_size
 
@@ -95,6 +100,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         raise TRCError(f"--n_trials must be >= 1, got {args.n_trials}")
     n_trials = args.n_trials or len(grid_cells(grid))
     _check_data(args.data, args.problem)
+    check_writable(Path(output_dir) / "report.json")   # trial n trains in output_dir/n
     for cell in grid_cells(grid)[:n_trials] if grid else [{}]:  # every trial's flags checked at the door
         _check_args(train_args(args, cell, Path(output_dir)))
     shared = {a.dest: getattr(args, a.dest) for a in _train_parser()._actions
@@ -104,7 +110,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     spec = {"grid": grid or None, "n_trials": n_trials, "flags": shared, "problem": args.problem}
     prune = (args.pruner or ("none" if grid else "median")) == "median"
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    done = run_worker(args, spec, args.heartbeat, prune, output_dir)
+    with readable_journal(args.storage):
+        done = run_worker(args, spec, args.heartbeat, prune, output_dir)
     print(f"trc sweep: this worker ran {sum(done.values())} trials ({done['complete']} complete, "
           f"{done['pruned']} pruned, {done['fail']} failed); nothing is left to run in study "
           f"{args.study_name!r}. Report: trc sweep --report --storage {args.storage} "

@@ -15,11 +15,14 @@ file, which has none, keeps the beat as a trial system attribute and is checked 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -48,6 +51,17 @@ def _hide_password(url: str) -> str:
         return url
 
 
+@contextlib.contextmanager
+def readable_journal(url: str) -> Iterator[None]:
+    """One sentence, not a traceback, where a journal file cannot be read: a line torn by a worker that died
+    while writing it (Optuna skips a torn last line, but not once another line follows), or no journal."""
+    try:
+        yield
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TRCError(f"--storage {url!r} is not a readable Optuna journal file ({type(e).__name__}: "
+                       f"{str(e)[:80]}); a line torn by a crash can be removed by hand") from None
+
+
 def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
     """The Optuna storage ``url`` names: a journal file for a plain path, else a database.
 
@@ -62,7 +76,8 @@ def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
         path = Path(url)
         if not path.parent.is_dir():
             raise TRCError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
-        return JournalStorage(JournalFileBackend(str(path)))
+        with readable_journal(url):
+            return JournalStorage(JournalFileBackend(str(path)))
     shown = _hide_password(url)
     if url.startswith(("postgresql://", "postgres://")):
         # The postgres extra's driver (psycopg 3), whichever driver SQLAlchemy picks for the bare scheme.

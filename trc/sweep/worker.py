@@ -114,8 +114,15 @@ def run_worker(args: argparse.Namespace, spec: dict[str, Any], heartbeat: float,
             except KeyboardInterrupt:  # hand the trial back at once instead of after two missed beats
                 retry_now(study, trial._trial_id)
                 raise
+            except optuna.exceptions.UpdateFinishedTrialError:   # judged dead meanwhile; its retry counts
+                print(f"trc sweep: trial {trial.number} was taken for dead and is retried", flush=True)
+                continue
             except (TRCError, RuntimeError, ValueError) as e:
-                trial.set_user_attr("error", str(e))
+                try:
+                    trial.set_user_attr("error", str(e))
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    print(f"trc sweep: trial {trial.number} was taken for dead and is retried", flush=True)
+                    continue
                 print(f"trc sweep: trial {trial.number} failed: {e}")
                 value, state = None, TrialState.FAIL
         try:

@@ -265,7 +265,8 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     if args.use_value_predictor:
         raise TRCError("--use_value_predictor trains single-problem models only")
     out = Path(args.output_dir)
-    check_writable(out / "last_model.pt")
+    for name in ("last_model.pt", "history.json"):   # history.json is written last: said now, not then
+        check_writable(out / name)
     problems, datasets = [], []
     for path, name in pairs:
         data, problem = load_training_data(path, name, " (--problem and --data pair up in order)")
@@ -301,6 +302,13 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     # the adapters of the planner it starts from, else new ones where a problem will be tuned
     rank = (0 if args.init_from is None else read_checkpoint(args.init_from)["config"].get("adapter_rank", 0)) \
         or (ADAPTER_RANK if tuned or refined else 0)
+    if args.resume and (out / "last_model.pt").exists():   # the run's own adapters, whatever the flags now ask
+        had = read_checkpoint(out / "last_model.pt")["config"].get("adapter_rank", 0)
+        if rank and not had:
+            raise TRCError(f"cannot resume {str(out)!r}: it was trained without the tunings' adapters "
+                           f"(--closed_loop_steps 0 --adapter_epochs 0); pass those flags again, or train afresh "
+                           f"in another --output_dir")
+        rank = had
     model = build_model(problems, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
                         gradient_truncation=(None if args.gradient_truncation else False) if args.baseline
                         else args.gradient_truncation, halting=args.act, adapter_rank=rank)
@@ -397,10 +405,10 @@ def _untuned_best(model, out: Path) -> dict:
 
     from trc.io import atomic_write
     from trc.models.checkpoint import read_checkpoint
-    from trc.training.train import BEST_EPOCH
+    from trc.training.train import BEST_EPOCH, TUNING_RECORDS
 
     best = read_checkpoint(out / "best_model.pt")
-    if not {"closed_loop_tuning", "adapter_tuning"} & best["metadata"].keys():   # the tunings' records
+    if not set(TUNING_RECORDS) & best["metadata"].keys():
         atomic_write(out / BEST_EPOCH, lambda tmp: shutil.copyfile(out / "best_model.pt", tmp))
     elif (out / BEST_EPOCH).exists():
         best = read_checkpoint(out / BEST_EPOCH)

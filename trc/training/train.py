@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,8 @@ RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "
 BEST_EPOCH = "best_epoch.pt"
 RUN_FILES = ("last_model.pt", "best_model.pt", BEST_EPOCH, "history.json", "closed_loop_tuning.pt",
              "adapter_tuning.pt")
+# the records the tunings after the epochs add to best_model.pt's metadata (it then holds tuned weights)
+TUNING_RECORDS = ("closed_loop_tuning", "adapter_tuning")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -308,10 +311,18 @@ def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> N
     if found and not resume:
         raise TRCError(f"{str(out)!r} already holds a run ({found[0]}); pass --resume to continue or extend it, "
                        f"or choose another --output_dir (nothing was overwritten)")
-    if not (resume and (out / "last_model.pt").exists()):
+    if not found:
         return
     from trc.models.checkpoint import read_checkpoint
 
+    last, best = out / "last_model.pt", out / "best_model.pt"
+    if not last.exists() and best.exists() and not set(TUNING_RECORDS) & read_checkpoint(best)["metadata"].keys():
+        # stopped between the two writes of an improving epoch, which are the same bytes: the best first
+        atomic_write(last, lambda tmp: shutil.copyfile(best, tmp))
+    for name in ("last_model.pt", "best_model.pt"):   # a run writes both at its first epoch
+        if not (out / name).exists():
+            raise TRCError(f"cannot resume {str(out)!r}: it holds {found[0]} but no {name}; train afresh in "
+                           f"another --output_dir (nothing was overwritten)")
     ckpt = read_checkpoint(out / "last_model.pt")
     before = ckpt["metadata"].get("settings", {})
     where = f"cannot resume from {str(out / 'last_model.pt')!r}"
@@ -325,10 +336,16 @@ def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> N
         if changed[0] == "gradient_truncation":
             was, now = not was, not now
         raise TRCError(f"{where}: it was trained with --{flag} {was!r}, not {now!r}")
-    done = ckpt.get("trainer_state", {}).get("epoch", -1) + 1
+    state = ckpt.get("trainer_state", {})
+    done = state.get("epoch", -1) + 1
     if epochs < done:
         raise TRCError(f"{where}: it has trained {done} epochs already, more than --epochs {epochs}; "
                        f"pass --epochs {done} or more")
+    planned = before.get("epochs")
+    finished = planned is None or done >= planned or state.get("history", {}).get("stop_reason") is not None
+    if not finished and epochs != planned:   # its learning-rate schedule was made for the planned epochs
+        raise TRCError(f"{where}: it is a run of {planned} epochs stopped after {done}; resume it with "
+                       f"--epochs {planned} (once finished, a larger --epochs extends it)")
 
 
 # flags that act only through self-play: given while it is off, they would do nothing
@@ -398,7 +415,8 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     if args.lr is None:
         args.lr = DEFAULTS["lr"]
     out = Path(args.output_dir)
-    check_writable(out / "last_model.pt")
+    for name in ("last_model.pt", "history.json"):   # history.json is written last: said now, not then
+        check_writable(out / name)
     data, problem = load_training_data(args.data, args.problem)
     from trc.training.recipe import build_training_data, recipe, recipe_flags
 
