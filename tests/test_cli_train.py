@@ -433,7 +433,9 @@ def test_a_run_folder_missing_a_checkpoint(data, tmp_path, capsys):
     assert train(data, tmp_path / "ref", "--epochs", "3") == 0
     assert train(data, tmp_path / "run", "--epochs", "3") == 0
     (tmp_path / "run" / "last_model.pt").unlink()
+    (tmp_path / "run" / ".last_model.pt.k1ll3d.pt").write_bytes(b"torn")   # a kill during a write leaves these
     assert train(data, tmp_path / "run", "--epochs", "3", "--resume") == 0
+    assert not list((tmp_path / "run").glob(".*"))
     assert torch.equal(weights(tmp_path / "ref", "last_model.pt"), weights(tmp_path / "run", "last_model.pt"))
     (tmp_path / "run" / "best_model.pt").unlink()
     before = (tmp_path / "run" / "last_model.pt").read_bytes()

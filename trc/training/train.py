@@ -313,6 +313,9 @@ def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> N
                        f"or choose another --output_dir (nothing was overwritten)")
     if not found:
         return
+    for name in RUN_FILES:   # left by a kill during a write (atomic_write's temporary files): never read
+        for tmp in out.glob(f".{name}.*"):
+            tmp.unlink(missing_ok=True)
     from trc.models.checkpoint import read_checkpoint
 
     last, best = out / "last_model.pt", out / "best_model.pt"
