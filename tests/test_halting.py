@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -343,3 +345,17 @@ def test_evaluator_and_table_report_halting():
     assert "iterations at halting" in table and "halted after k=1" in table
     no_halting = summarize(RefinementEvaluator(tiny("vanderpol", num_outer_cycles=3)).evaluate(data))
     assert no_halting["mean_iterations"] is None and "-" in format_table({"m": no_halting})
+
+
+def test_a_heads_only_run_resumes_without_the_planner_file_it_started_from(data, tmp_path):
+    base = ["train", "--data", data, "--batch_size", "8", "--quiet"]
+    assert main([*base, "--output_dir", str(tmp_path / "planner"), "--epochs", "1", "--model_size", "medium"]) == 0
+    act = ["--output_dir", str(tmp_path / "act"), "--act", "--max_iterations", "3", "--heads_only",
+           "--init_from", str(tmp_path / "planner" / "best_model.pt")]
+    assert main([*base, *act, "--epochs", "1"]) == 0
+    ref = tmp_path / "ref"
+    assert main([*base, *act[2:], "--output_dir", str(ref), "--epochs", "2"]) == 0
+    shutil.rmtree(tmp_path / "planner")                  # its weights are in the run's checkpoints now
+    assert main([*base, *act, "--epochs", "2", "--resume"]) == 0
+    a, b = (read_checkpoint(d / "last_model.pt")["state_dict"] for d in (tmp_path / "act", ref))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -258,7 +258,8 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     """
     from trc.data.datasets import dataset_digest, load_training_data, make_loader, split_dataset
     from trc.training.recipe import RECIPE, build_training_data, judged_in_closed_loop, recipe, recipe_flags
-    from trc.training.train import DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, init_weights
+    from trc.training.train import (DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, init_weights,
+                                    resumed_checkpoint)
     from trc.io import atomic_write, check_writable
 
     pairs = dataset_pairs(args.data, args.problem)
@@ -300,19 +301,20 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     from trc.training.adapter_tuning import ADAPTER_RANK
 
     # the adapters of the planner it starts from, else new ones where a problem will be tuned
-    rank = (0 if args.init_from is None else read_checkpoint(args.init_from)["config"].get("adapter_rank", 0)) \
-        or (ADAPTER_RANK if tuned or refined else 0)
-    if args.resume and (out / "last_model.pt").exists():   # the run's own adapters, whatever the flags now ask
-        had = read_checkpoint(out / "last_model.pt")["config"].get("adapter_rank", 0)
-        if rank and not had:
+    resumed = resumed_checkpoint(args)
+    if resumed is not None:   # the run's own adapters, whatever the flags now ask
+        rank = read_checkpoint(resumed)["config"].get("adapter_rank", 0)
+        if (tuned or refined) and not rank:
             raise TRCError(f"cannot resume {str(out)!r}: it was trained without the tunings' adapters "
                            f"(--closed_loop_steps 0 --adapter_epochs 0); pass those flags again, or train afresh "
                            f"in another --output_dir")
-        rank = had
+    else:
+        rank = (0 if args.init_from is None else read_checkpoint(args.init_from)["config"].get("adapter_rank", 0)) \
+            or (ADAPTER_RANK if tuned or refined else 0)
     model = build_model(problems, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
                         gradient_truncation=(None if args.gradient_truncation else False) if args.baseline
                         else args.gradient_truncation, halting=args.act, adapter_rank=rank)
-    if args.init_from is not None:
+    if args.init_from is not None and resumed is None:
         init_weights(model, args.init_from)
     if args.heads_only:
         from trc.training.deep_supervision import freeze_planner

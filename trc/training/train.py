@@ -382,14 +382,23 @@ def init_weights(model, path: str) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def resumed_checkpoint(args: argparse.Namespace) -> Path | None:
+    """The ``last_model.pt`` a ``--resume`` continues from, if there is one: a resumed run takes its weights
+    (and its preset) from there, and no longer needs the ``--init_from`` file it started from."""
+    last = Path(args.output_dir) / "last_model.pt" if getattr(args, "resume", False) and args.output_dir else None
+    return last if last is not None and last.exists() else None
+
+
 def default_model_size(args: argparse.Namespace) -> str:
-    """``--model_size`` as given, else the preset of the ``--init_from`` checkpoint, else the default."""
+    """``--model_size`` as given, else the preset of the run resumed or of the ``--init_from`` checkpoint, else
+    the default."""
     if args.model_size is not None:
         return args.model_size
-    if args.init_from is not None:
+    source = resumed_checkpoint(args) or args.init_from
+    if source is not None:
         from trc.models.checkpoint import read_checkpoint
 
-        size = read_checkpoint(args.init_from)["metadata"].get("settings", {}).get("model_size")
+        size = read_checkpoint(source)["metadata"].get("settings", {}).get("model_size")
         if size is not None:
             return size
     return DEFAULTS["model_size"]
@@ -449,7 +458,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     model = build_model(problem, args.model_size, args.use_two_level, args.H_cycles, args.L_cycles, K,
                         gradient_truncation=(None if args.gradient_truncation else False) if args.baseline
                         else args.gradient_truncation, halting=args.act)
-    if args.init_from is not None:
+    if args.init_from is not None and resumed_checkpoint(args) is None:
         init_weights(model, args.init_from)
     if args.heads_only:
         from trc.training.deep_supervision import freeze_planner
