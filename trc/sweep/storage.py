@@ -76,8 +76,7 @@ def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
         path = Path(url)
         if not path.parent.is_dir():
             raise TRCError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
-        with readable_journal(url):
-            return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(JournalFileBackend(str(path)))   # read errors: readable_journal, around its use
     shown = _hide_password(url)
     if url.startswith(("postgresql://", "postgres://")):
         # The postgres extra's driver (psycopg 3), whichever driver SQLAlchemy picks for the bare scheme.

@@ -106,26 +106,21 @@ def run_worker(args: argparse.Namespace, spec: dict[str, Any], heartbeat: float,
     study = join_study(storage, args.study_name, spec, prune)
     done = {"complete": 0, "pruned": 0, "fail": 0}
     while (trial := _next_trial(study, spec, heartbeat)) is not None:
-        with Heartbeat(study, trial._trial_id, heartbeat):
-            try:
-                value, state = objective(trial, args, spec["grid"], output_dir), TrialState.COMPLETE
-            except optuna.TrialPruned:
-                value, state = None, TrialState.PRUNED
-            except KeyboardInterrupt:  # hand the trial back at once instead of after two missed beats
-                retry_now(study, trial._trial_id)
-                raise
-            except optuna.exceptions.UpdateFinishedTrialError:   # judged dead meanwhile; its retry counts
-                print(f"trc sweep: trial {trial.number} was taken for dead and is retried", flush=True)
-                continue
-            except (TRCError, RuntimeError, ValueError) as e:
-                try:
-                    trial.set_user_attr("error", str(e))
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    print(f"trc sweep: trial {trial.number} was taken for dead and is retried", flush=True)
-                    continue
-                print(f"trc sweep: trial {trial.number} failed: {e}")
-                value, state = None, TrialState.FAIL
         try:
+            with Heartbeat(study, trial._trial_id, heartbeat):
+                try:
+                    value, state = objective(trial, args, spec["grid"], output_dir), TrialState.COMPLETE
+                except optuna.TrialPruned:
+                    value, state = None, TrialState.PRUNED
+                except KeyboardInterrupt:  # hand the trial back at once instead of after two missed beats
+                    retry_now(study, trial._trial_id)
+                    raise
+                except optuna.exceptions.UpdateFinishedTrialError:   # a RuntimeError, but not the trial's failure
+                    raise
+                except (TRCError, RuntimeError, ValueError) as e:
+                    trial.set_user_attr("error", str(e))
+                    print(f"trc sweep: trial {trial.number} failed: {e}")
+                    value, state = None, TrialState.FAIL
             study.tell(trial, value, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:  # judged dead meanwhile; its retry counts
             print(f"trc sweep: trial {trial.number} was taken for dead and is retried", flush=True)

@@ -258,16 +258,15 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     """
     from trc.data.datasets import dataset_digest, load_training_data, make_loader, split_dataset
     from trc.training.recipe import RECIPE, build_training_data, judged_in_closed_loop, recipe, recipe_flags
-    from trc.training.train import (DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, init_weights,
-                                    resumed_checkpoint)
-    from trc.io import atomic_write, check_writable
+    from trc.training.train import (DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, check_run_writable,
+                                    init_weights, resumed_checkpoint)
+    from trc.io import atomic_write
 
     pairs = dataset_pairs(args.data, args.problem)
     if args.use_value_predictor:
         raise TRCError("--use_value_predictor trains single-problem models only")
     out = Path(args.output_dir)
-    for name in ("last_model.pt", "history.json"):   # history.json is written last: said now, not then
-        check_writable(out / name)
+    check_run_writable(out)
     problems, datasets = [], []
     for path, name in pairs:
         data, problem = load_training_data(path, name, " (--problem and --data pair up in order)")

@@ -382,6 +382,13 @@ def init_weights(model, path: str) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def check_run_writable(out: Path) -> None:
+    """Fail at the door, not after the training, where the run's files cannot be written (``history.json``,
+    written last, included)."""
+    for name in ("last_model.pt", "history.json"):
+        check_writable(out / name)
+
+
 def resumed_checkpoint(args: argparse.Namespace) -> Path | None:
     """The ``last_model.pt`` a ``--resume`` continues from, if there is one: a resumed run takes its weights
     (and its preset) from there, and no longer needs the ``--init_from`` file it started from."""
@@ -427,8 +434,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     if args.lr is None:
         args.lr = DEFAULTS["lr"]
     out = Path(args.output_dir)
-    for name in ("last_model.pt", "history.json"):   # history.json is written last: said now, not then
-        check_writable(out / name)
+    check_run_writable(out)
     data, problem = load_training_data(args.data, args.problem)
     from trc.training.recipe import build_training_data, recipe, recipe_flags
 
