@@ -10,6 +10,7 @@ import torch
 
 from trc.cli import main
 from trc.data.datasets import generate_dataset, make_loader, save_dataset
+from trc.evaluation.refinement_evaluator import RefinementEvaluator
 from trc.errors import TRCError
 from trc.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from trc.models.config import TRCConfig
@@ -257,6 +258,20 @@ def test_heads_only_trains_the_halting_head_of_a_fixed_planner(data, tmp_path):
     assert not torch.equal(after["halt_head.net.2.bias"], torch.tensor([-2.0, 2.0]))  # the head learned
     history = load_checkpoint(act / "last_model.pt").checkpoint_metadata
     assert history["settings"]["heads_only"] is True and history["settings"]["model_size"] == "medium"
+
+
+def test_a_heads_only_run_records_its_planners_lambda_not_its_own_unused_flags(data, tmp_path):
+    """``trc analyze`` labels a model with its λ: a heads-only run's is its planner's, which this run does not train."""
+    base = ["train", "--data", data, "--epochs", "1", "--batch_size", "8", "--quiet"]
+    assert main([*base, "--output_dir", str(tmp_path / "planner"), "--process_weight", "0.3",
+                 "--loss_variant", "ratio"]) == 0
+    assert main([*base, "--output_dir", str(tmp_path / "act"), "--act", "--max_iterations", "3", "--heads_only",
+                 "--init_from", str(tmp_path / "planner" / "best_model.pt")]) == 0
+    meta = load_checkpoint(tmp_path / "act" / "best_model.pt").checkpoint_metadata
+    assert (meta["process_weight"], meta["variant"], meta["final_only"]) == (0.3, "ratio", False)
+    model = load_checkpoint(tmp_path / "act" / "best_model.pt")
+    batch = generate_dataset(model.problem, 4, "lqr", seed=1)
+    assert RefinementEvaluator(model, label="act").evaluate(batch).display_name == "act (λ = 0.3)"
 
 
 @pytest.mark.parametrize("planner_flags, act_flags, message", [

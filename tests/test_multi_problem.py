@@ -204,7 +204,8 @@ def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner
     data = f"{datasets['double_integrator']},{datasets['vanderpol']}"
     base = ["train", "--problem", "double_integrator,vanderpol", "--data", data, "--epochs", "1",
             "--batch_size", "8", "--self_play", "off", "--adapter_epochs", "0", "--quiet"]
-    assert main([*base, "--output_dir", str(tmp_path / "planner"), "--model_size", "medium"]) == 0
+    assert main([*base, "--output_dir", str(tmp_path / "planner"), "--model_size", "medium",
+                 "--process_weight", "0.5"]) == 0
     planner = tmp_path / "planner" / "best_model.pt"
     # no --model_size: the planner's preset, not the default
     assert main([*base, "--output_dir", str(tmp_path / "act"), "--epochs", "2", "--act", "--max_iterations", "3",
@@ -218,6 +219,7 @@ def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner
     model = load_checkpoint(tmp_path / "act" / "best_model.pt")
     assert model.checkpoint_metadata["settings"]["problem_balance"] == "none"      # its objective's own backward
     assert model.checkpoint_metadata["settings"]["model_size"] == "medium"
+    assert model.checkpoint_metadata["process_weight"] == [0.5, 0.5]              # the planner's λ, not the default
     U, info = model.plan(np.zeros((4, 2)), problem="vanderpol", return_info=True)
     assert U.shape == (4, 100, 1) and info["iterations"].max() <= 3
 

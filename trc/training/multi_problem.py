@@ -259,7 +259,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
     from trc.data.datasets import dataset_digest, load_training_data, make_loader, split_dataset
     from trc.training.recipe import RECIPE, build_training_data, judged_in_closed_loop, recipe, recipe_flags
     from trc.training.train import (DEFAULTS, RESUME_KEYS, _check_run_folder, build_model, check_run_writable,
-                                    init_weights, resumed_checkpoint)
+                                    init_weights, planner_facts, resumed_checkpoint)
     from trc.io import atomic_write
 
     pairs = dataset_pairs(args.data, args.problem)
@@ -336,7 +336,7 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         model, train_loaders, val_loaders, epochs=epochs, lr=args.lr,
         process_weight=[r["process_weight"] for r in recipes],
         variants=[r["loss_variant"] for r in recipes], output_dir=out, resume=args.resume,
-        metadata={"settings": settings}, hooks=hooks, final_only=args.baseline, halt_tolerance=args.halt_tolerance,
+        metadata={"settings": settings, **planner_facts(args)}, hooks=hooks, final_only=args.baseline, halt_tolerance=args.halt_tolerance,
         balance=args.problem_balance, picked=open_loop or None, seed=args.seed, device=args.device,
         progress=not args.quiet)
     history = model.training_history

@@ -359,6 +359,20 @@ SELF_PLAY_SETTINGS = ("fresh_starts", "explore", "explore_noise", "explore_best"
 ARCHITECTURE_FLAGS = {"use_two_level": "--use_two_level", "H_cycles": "--H_cycles", "L_cycles": "--L_cycles"}
 
 
+PLANNER_FACTS = ("process_weight", "variant", "final_only")
+
+
+def planner_facts(args: argparse.Namespace) -> dict:
+    """A ``--heads_only`` run's record of how its planner was trained (its λ, loss variant, final-only), read
+    from the planner's checkpoint: this run's loss flags train no planner, and ``trc analyze`` shows the λ."""
+    if not args.heads_only:
+        return {}
+    from trc.models.checkpoint import read_checkpoint
+
+    saved = read_checkpoint(resumed_checkpoint(args) or args.init_from).get("metadata") or {}
+    return {k: saved[k] for k in PLANNER_FACTS if k in saved}
+
+
 def init_weights(model, path: str) -> None:
     """Load a checkpoint's weights into ``model``; only a halting head and adapters (which are zero at first:
     :class:`~trc.models.multi_problem.ProblemAdapter`) may be missing from it."""
@@ -478,7 +492,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         make_loader(val, 256, shuffle=False), epochs=args.epochs, lr=args.lr,
         process_weight=args.process_weight, value_predictor=value_predictor,
         value_weight=0.01 if args.value_weight is None else args.value_weight, variant=args.loss_variant,
-        output_dir=out, resume=args.resume, metadata={"settings": settings}, seed=args.seed, final_only=args.baseline,
+        output_dir=out, resume=args.resume, metadata={"settings": settings, **planner_facts(args)}, seed=args.seed, final_only=args.baseline,
         device=args.device, progress=not args.quiet, hooks=hooks, halt_tolerance=args.halt_tolerance,
         val_closed_loop=args.val_closed_loop, restore_best=not args.closed_loop_steps)
     history = model.training_history
