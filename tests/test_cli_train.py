@@ -193,6 +193,17 @@ def test_closed_loop_critic_is_charged_at_the_cuts_and_recorded(data, tmp_path, 
     assert meta["closed_loop_tuning"]["critic"] == 0.5 and meta["settings"]["closed_loop_critic"] == 0.5
 
 
+def test_a_run_resumed_to_tune_longer_records_the_steps_its_weights_had(data, tmp_path, capsys):
+    assert train(data, tmp_path, "--closed_loop_steps", "2", "--closed_loop_truncate", "5") == 0
+    assert train(data, tmp_path, "--closed_loop_steps", "3", "--closed_loop_truncate", "5", "--resume") == 0
+    meta = read_checkpoint(tmp_path / "best_model.pt")["metadata"]
+    assert meta["settings"]["closed_loop_steps"] == meta["closed_loop_tuning"]["steps"] == 3
+    capsys.readouterr()   # the critic is a setting of the tuning, not changed on resume
+    assert train(data, tmp_path, "--closed_loop_steps", "3", "--closed_loop_truncate", "5", "--resume",
+                 "--closed_loop_critic", "0.5") == 2
+    assert "it was trained with --closed_loop_critic 0.0, not 0.5" in capsys.readouterr().err
+
+
 def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_path, monkeypatch, capsys):
     import trc.training.closed_loop_tuning as tuning
 
@@ -212,9 +223,9 @@ def test_an_interrupted_closed_loop_tuning_resumes_where_it_stopped(data, tmp_pa
     monkeypatch.setattr(tuning, "closed_loop_rollout", real)
     capsys.readouterr()
     assert train(data, tmp_path / "cut", *flags, "--resume", "--closed_loop_replan", "2") == 2  # not the same tuning
-    assert "replanned every 1 steps, not --closed_loop_replan 2" in capsys.readouterr().err
+    assert "it was trained with --closed_loop_replan 1, not 2" in capsys.readouterr().err
     assert train(data, tmp_path / "cut", *flags, "--resume", "--closed_loop_truncate", "4") == 2
-    assert "truncated to 0 steps, not --closed_loop_truncate 4" in capsys.readouterr().err
+    assert "it was trained with --closed_loop_truncate 0, not 4" in capsys.readouterr().err
     with monkeypatch.context() as m:  # a state judged on other validation starts is not continued either
         m.setattr(tuning, "ClosedLoopTuning", functools.partial(tuning.ClosedLoopTuning, val_starts=7))
         assert train(data, tmp_path / "cut", *flags, "--resume") == 2

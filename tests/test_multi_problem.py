@@ -403,8 +403,10 @@ def test_cli_tunes_the_pendulum_of_a_shared_model_through_its_own_adapter(datase
     # --resume tunes on to more steps, from the saved tuning state, if its settings are the same
     capsys.readouterr()
     assert main(argv[:-1] + ["3", "--resume", "--closed_loop_replan", "2"]) == 2
-    assert "pendulum's tuning replanned every 4 steps, not --closed_loop_replan 2" in capsys.readouterr().err
+    assert "it was trained with --closed_loop_replan [1, 4], not [2, 2]" in capsys.readouterr().err
     assert main(argv[:-1] + ["3", "--resume"]) == 0
+    settings = load_checkpoint(tmp_path / "run" / "best_model.pt").checkpoint_metadata["settings"]
+    assert settings["closed_loop_steps"][1] == 3                          # the record says what the weights had
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [r["step"] for r in history["closed_loop_tuning"]["pendulum"] if "cost" in r] == [0, 2, 3]
     # best_epoch.pt keeps the best epoch untuned; more epochs none of which beats it tune it afresh, not the

@@ -354,9 +354,10 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
             history["adapter_tuning"], kept["adapter_tuning"] = _tune_open_loop(
                 model, [problems[i].name for i in refined], [train_loaders[i] for i in refined],
                 [val_loaders[i] for i in refined], [recipes[i] for i in refined], args, out, best["metadata"])
-        # with the best epoch's trainer state, which --resume reads from it
+        # with the best epoch's trainer state, which --resume reads from it, and this run's settings (a resumed
+        # run may tune longer than the run that wrote the best epoch)
         save_checkpoint(model, out / "best_model.pt", trainer_state=best.get("trainer_state"),
-                        **{**best["metadata"], **kept})
+                        **{**best["metadata"], "settings": settings, **kept})
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     if stop and stop.startswith("non-finite"):
         kept = ("no checkpoint was written" if history["best_epoch"] is None

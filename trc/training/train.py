@@ -234,14 +234,16 @@ def add_recipe_arguments(p) -> None:
 # iteration than K = 3 at the same cost; behavior cloning needs the 250 epochs to pass 95 % success.
 DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "process_weight": 1.0,
                             "model_size": "small", "iterations": 2, "max_iterations": 8, "val_fraction": 0.1}
-# What a resumed run must share with the run it continues; --epochs may grow (see --resume).  The data
+# What a resumed run must share with the run it continues; --epochs and --closed_loop_steps may grow (see
+# --resume), the closed-loop tuning's other settings may not (a tuning continued otherwise is neither's).  The data
 # is identified by the SHA-256 of its arrays, not by its path.
 RESUME_KEYS = ("data_sha256", "problem", "batch_size", "lr", "process_weight", "baseline", "loss_variant",
                "model_size", "use_two_level", "H_cycles", "L_cycles", "iterations", "gradient_truncation",
                "use_value_predictor", "value_weight", "val_fraction", "seed", "self_play", "fresh_starts", "explore",
                "explore_noise", "explore_best", "stitch", "tail_starts", "neighbours", "visited_starts",
                "val_closed_loop", "curriculum_box", "curriculum_horizon", "curriculum_ramp", "act", "max_iterations",
-               "halt_tolerance", "init_from", "heads_only", "problem_balance")
+               "halt_tolerance", "init_from", "heads_only", "problem_balance", "closed_loop_replan",
+               "closed_loop_truncate", "closed_loop_critic")
 # best_epoch.pt: a shared model's best epoch before its problems' tunings (trc.training.multi_problem)
 BEST_EPOCH = "best_epoch.pt"
 RUN_FILES = ("last_model.pt", "best_model.pt", BEST_EPOCH, "history.json", "closed_loop_tuning.pt",
@@ -468,8 +470,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
     settings.update(problem=problem.to_dict(), data=args.data, data_sha256=dataset_digest(data), epochs=args.epochs,
                     closed_loop_steps=args.closed_loop_steps,  # recorded; a resumed run may tune longer
-                    closed_loop_replan=args.closed_loop_replan, closed_loop_truncate=args.closed_loop_truncate,
-                    closed_loop_critic=args.closed_loop_critic, adapter_epochs=args.adapter_epochs)
+                    adapter_epochs=args.adapter_epochs)
     _check_run_folder(out, settings, args.resume, args.epochs)
 
     train, val = split_dataset(data, args.val_fraction, args.seed)
@@ -498,7 +499,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     history = model.training_history
     stop = history["stop_reason"]
     if args.closed_loop_steps and not (stop and stop.startswith("non-finite")):
-        model, history["closed_loop_tuning"] = _tune_in_closed_loop(model, val, args, out)
+        model, history["closed_loop_tuning"] = _tune_in_closed_loop(model, val, args, out, settings)
     atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
     if stop and stop.startswith("non-finite"):
         kept = ("no checkpoint was written" if history["best_epoch"] is None
@@ -525,7 +526,7 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     return 0
 
 
-def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
+def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path, settings: dict):
     """``--closed_loop_steps``: tune the last epoch's model on its closed-loop cost
     (:mod:`trc.training.closed_loop_tuning`) and write it as ``best_model.pt``.
 
@@ -533,7 +534,8 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     there (on the pendulum, tuning the best of 100 epochs, epoch 66, lost success; the last gained).
 
     The tuning's state is saved in ``closed_loop_tuning.pt`` at every validation, so that
-    ``--resume`` continues it.  Returns the tuned model and the tuning's log.
+    ``--resume`` continues it.  ``best_model.pt`` then records this run's ``settings`` (a resumed run
+    may tune longer than the run that wrote the best epoch).  Returns the tuned model and the tuning's log.
     """
     from trc.models.checkpoint import read_checkpoint, save_checkpoint
     from trc.training.closed_loop_tuning import ClosedLoopTuning, tune_closed_loop
@@ -558,23 +560,19 @@ def _tune_in_closed_loop(model, val: dict, args: argparse.Namespace, out: Path):
     target = torch.as_tensor(val["target_states"], dtype=torch.float64)
     model, log = tune_closed_loop(model, x0, config, seed=args.seed, val_target=target, state=state, save=save)
     save_checkpoint(model, out / "best_model.pt", trainer_state=best.get("trainer_state"),  # --resume reads it
-                    **{**meta, "closed_loop_tuning": tuning_record(config, log)})
+                    **{**meta, "settings": settings, "closed_loop_tuning": tuning_record(config, log)})
     return model, log
 
 
 def check_tuning_state(state: dict, config, state_path: Path, whose: str = "its") -> None:
     """Refuse, in one sentence, to continue a saved closed-loop tuning ``state`` (``whose`` tuning) with
-    settings other than ``config`` (a :class:`~trc.training.closed_loop_tuning.ClosedLoopTuning`)."""
+    settings other than ``config`` (a :class:`~trc.training.closed_loop_tuning.ClosedLoopTuning`); the run's
+    ``--closed_loop_replan``, ``--closed_loop_truncate`` and ``--closed_loop_critic`` are checked at the door
+    (``RESUME_KEYS``)."""
     saved, where = state["config"], f"cannot resume from {str(state_path)!r}"
     if saved["steps"] > config.steps:
         raise TRCError(f"{where}: {whose} tuning was set for {saved['steps']} closed-loop steps, more than "
                        f"--closed_loop_steps {config.steps}")
-    if saved.get("replan_every", 1) != config.replan_every:
-        raise TRCError(f"{where}: {whose} tuning replanned every {saved.get('replan_every', 1)} steps, not "
-                       f"--closed_loop_replan {config.replan_every}")
-    if saved.get("truncate", 0) != config.truncate:
-        raise TRCError(f"{where}: {whose} tuning's gradient was truncated to {saved.get('truncate', 0)} steps, not "
-                       f"--closed_loop_truncate {config.truncate}")
     if saved.get("lr", config.lr) != config.lr:
         raise TRCError(f"{where}: {whose} tuning's learning rate was {saved['lr']:g}, not {config.lr:g}")
 
