@@ -1,1 +1,1 @@
-"""What the book needs beyond the library: cached experiments, widgets and the fast-mode switch."""
+"""What the book needs beyond the library: cached experiments, widgets, results over seeds and the fast-mode switch."""
