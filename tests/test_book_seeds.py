@@ -26,7 +26,8 @@ def test_seed_rows_read_each_seeds_summary():
         return SimpleNamespace(summary={"success_rate": success, "curve": curve, "problem": "vanderpol",
                                         "converged": True})
 
-    rows = SeedRows(BC=[run(10.0, [3.0, 1.0]), run(20.0, [5.0, 3.0])], PS=[run(90.0, [2.0, 1.0]), run(92.0, [2.0, 1.0])])
+    rows = SeedRows(BC=[run(10.0, [3.0, 1.0]), run(20.0, [5.0, 3.0])],
+                    PS=[run(90.0, [2.0, 1.0]), run(92.0, [2.0, 1.0])])
     assert rows.per_seed("BC", "success_rate") == [10.0, 20.0]
     assert rows.mean("BC", "success_rate") == 15.0 and rows.std("PS", "success_rate") == pytest.approx(2 ** 0.5)
     assert rows.pm("BC", "success_rate", 1) == "15.0 ± 7.1"

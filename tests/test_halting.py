@@ -261,7 +261,7 @@ def test_heads_only_trains_the_halting_head_of_a_fixed_planner(data, tmp_path):
 
 
 def test_a_heads_only_run_records_its_planners_lambda_not_its_own_unused_flags(data, tmp_path):
-    """``trc analyze`` labels a model with its λ: a heads-only run's is its planner's, which this run does not train."""
+    """``trc analyze`` labels a model with its λ: a heads-only run's is its planner's, which it does not train."""
     base = ["train", "--data", data, "--epochs", "1", "--batch_size", "8", "--quiet"]
     assert main([*base, "--output_dir", str(tmp_path / "planner"), "--process_weight", "0.3",
                  "--loss_variant", "ratio"]) == 0

@@ -336,9 +336,9 @@ def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> 
         model, train_loaders, val_loaders, epochs=epochs, lr=args.lr,
         process_weight=[r["process_weight"] for r in recipes],
         variants=[r["loss_variant"] for r in recipes], output_dir=out, resume=args.resume,
-        metadata={"settings": settings, **planner_facts(args)}, hooks=hooks, final_only=args.baseline, halt_tolerance=args.halt_tolerance,
-        balance=args.problem_balance, picked=open_loop or None, seed=args.seed, device=args.device,
-        progress=not args.quiet)
+        metadata={"settings": settings, **planner_facts(args)}, hooks=hooks, final_only=args.baseline,
+        halt_tolerance=args.halt_tolerance, balance=args.problem_balance, picked=open_loop or None, seed=args.seed,
+        device=args.device, progress=not args.quiet)
     history = model.training_history
     stop = history["stop_reason"]
     if (tuned or refined) and not (stop and stop.startswith("non-finite")):

@@ -493,9 +493,10 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         make_loader(val, 256, shuffle=False), epochs=args.epochs, lr=args.lr,
         process_weight=args.process_weight, value_predictor=value_predictor,
         value_weight=0.01 if args.value_weight is None else args.value_weight, variant=args.loss_variant,
-        output_dir=out, resume=args.resume, metadata={"settings": settings, **planner_facts(args)}, seed=args.seed, final_only=args.baseline,
-        device=args.device, progress=not args.quiet, hooks=hooks, halt_tolerance=args.halt_tolerance,
-        val_closed_loop=args.val_closed_loop, restore_best=not args.closed_loop_steps)
+        output_dir=out, resume=args.resume, metadata={"settings": settings, **planner_facts(args)}, seed=args.seed,
+        final_only=args.baseline, device=args.device, progress=not args.quiet, hooks=hooks,
+        halt_tolerance=args.halt_tolerance, val_closed_loop=args.val_closed_loop,
+        restore_best=not args.closed_loop_steps)
     history = model.training_history
     stop = history["stop_reason"]
     if args.closed_loop_steps and not (stop and stop.startswith("non-finite")):
