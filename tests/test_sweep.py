@@ -224,3 +224,22 @@ def test_a_search_without_grid_samples_the_documented_space(data, tmp_path):
         assert (tmp_path / "runs" / str(r["number"]) / "history.json").exists()
     assert main(sweep_argv(data, storage, tmp_path / "runs", "--n_trials", "2")) == 0  # the study is done
     assert len(grid_results(storage, "s")[0]) == 2
+
+
+def test_a_search_with_a_sampler_seed_is_reproducible(data, tmp_path, capsys):
+    """One worker's TPE search, seeded, samples the same trials and reaches the same costs again."""
+    def search(name, seed):
+        storage = str(tmp_path / f"{name}.journal")
+        assert main(sweep_argv(data, storage, tmp_path / name, "--n_trials", "3", "--sampler_seed", seed)) == 0
+        return [(r["flags"], r["cost"]) for r in grid_results(storage, "s")[0]]
+
+    first = search("a", "3")
+    assert search("b", "3") == first
+    assert [f for f, _ in search("c", "4")] != [f for f, _ in first]   # another seed samples otherwise
+    capsys.readouterr()
+    for extra, words in [(["--grid", "seed=0,1", "--sampler_seed", "1"], "a --grid runs its cells in order"),
+                         (["--n_trials", "1", "--sampler_seed", "-1"], "--sampler_seed must be in [0, 2**32)")]:
+        assert main(sweep_argv(data, str(tmp_path / "x.journal"), tmp_path / "x", *extra)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, err
+    assert not (tmp_path / "x.journal").exists()

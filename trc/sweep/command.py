@@ -64,6 +64,10 @@ def add_sweep_command(sub) -> None:
     p.add_argument("--pruner", choices=("median", "none"), default=None,
                    help="stop trials whose validation cost is worse than the median of earlier trials at the "
                         "same epoch (default: median for a search, none for a grid, whose every cell is wanted)")
+    p.add_argument("--sampler_seed", type=int, default=None,
+                   help="seed of this worker's TPE sampler, so that a search run by one worker is reproducible; "
+                        "give each worker its own (workers with one seed draw the same first trials). Default: "
+                        "unseeded. A grid has no sampler")
     p.add_argument("--heartbeat", type=float, default=HEARTBEAT_S,
                    help="seconds between a running trial's heartbeats; a trial silent for twice this is "
                         "retried by another worker (default %(default)s)")
@@ -98,6 +102,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         raise TRCError("--n_trials is required without --grid")
     if args.n_trials is not None and args.n_trials < 1:
         raise TRCError(f"--n_trials must be >= 1, got {args.n_trials}")
+    if args.sampler_seed is not None and grid:
+        raise TRCError("--sampler_seed seeds the TPE search; a --grid runs its cells in order and has no sampler")
+    if args.sampler_seed is not None and not 0 <= args.sampler_seed < 2 ** 32:
+        raise TRCError(f"--sampler_seed must be in [0, 2**32), got {args.sampler_seed}")
     n_trials = args.n_trials or len(grid_cells(grid))
     _check_data(args.data, args.problem)
     check_writable(Path(output_dir) / "report.json")   # trial n trains in output_dir/n

@@ -31,20 +31,22 @@ SPEC = "trc_sweep"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def _sampler_and_pruner(grid: dict | None, prune: bool):
-    # Unseeded: workers with one seed would draw the same start-up samples.
-    sampler = None if grid else optuna.samplers.TPESampler()
+def _sampler_and_pruner(grid: dict | None, prune: bool, sampler_seed: int | None = None):
+    # Unseeded by default: workers with one seed would draw the same start-up samples.
+    sampler = None if grid else optuna.samplers.TPESampler(seed=sampler_seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1) if prune else optuna.pruners.NopPruner()
     return sampler, pruner
 
 
-def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: float = 60.0) -> optuna.Study:
-    """Create the study ``name`` with ``spec`` (enqueuing a grid's cells) or join it if it exists.
+def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: float = 60.0,
+               sampler_seed: int | None = None) -> optuna.Study:
+    """Create the study ``name`` with ``spec`` (enqueuing a grid's cells) or join it if it exists; a search
+    samples with this worker's TPE sampler, seeded with ``sampler_seed`` (None: unseeded).
 
     Raises:
         TRCError: the existing study sweeps something else, or its creator never finished creating it.
     """
-    sampler, pruner = _sampler_and_pruner(spec["grid"], prune)
+    sampler, pruner = _sampler_and_pruner(spec["grid"], prune, sampler_seed)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
                                     sampler=sampler, pruner=pruner)
@@ -103,7 +105,7 @@ def run_worker(args: argparse.Namespace, spec: dict[str, Any], heartbeat: float,
     """Join the study and run trials until none is left; returns this worker's counts by final state."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(args.storage, heartbeat)
-    study = join_study(storage, args.study_name, spec, prune)
+    study = join_study(storage, args.study_name, spec, prune, sampler_seed=getattr(args, "sampler_seed", None))
     done = {"complete": 0, "pruned": 0, "fail": 0}
     while (trial := _next_trial(study, spec, heartbeat)) is not None:
         try:
