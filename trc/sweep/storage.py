@@ -6,7 +6,7 @@ system), or any database URL Optuna accepts (``postgresql://user:pass@host/db``,
 for machines without a shared file system.
 
 Every running trial beats a heartbeat every ``heartbeat`` seconds.  A trial whose worker has not
-beaten for two intervals is stale: the next worker to look marks it failed and enqueues a copy of
+beaten for ``STALE_AFTER`` (two) intervals is stale: the next worker to look marks it failed and enqueues a copy of
 it (same flags, same run folder), which the first free worker takes and resumes from its last
 checkpoint.  A database storage uses Optuna's own heartbeat (``RDBStorage(heartbeat_interval=...)``
 with ``RetryHeartbeatStaleTrialCallback``, the successor of ``RetryFailedTrialCallback``); a journal
@@ -33,6 +33,7 @@ from trc.errors import TRCError
 
 BEAT = "trc_heartbeat"   # the journal file's heartbeat: a trial system attribute, seconds since the epoch
 MAX_RETRY = 3            # a trial whose workers die this many times is left failed
+STALE_AFTER = 2          # heartbeat intervals of silence after which a running trial is taken for dead
 
 
 def _retry() -> RetryHeartbeatStaleTrialCallback:
@@ -83,7 +84,7 @@ def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     kwargs = {}
     if heartbeat is not None:
-        kwargs = dict(heartbeat_interval=max(1, round(heartbeat)), grace_period=max(2, round(2 * heartbeat)),
+        kwargs = dict(heartbeat_interval=max(1, round(heartbeat)), grace_period=max(2, round(STALE_AFTER * heartbeat)),
                       heartbeat_stale_trial_callback=_retry())
     for attempt in range(5):  # workers opening a new database race to create its tables
         try:
@@ -105,7 +106,7 @@ def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
 
 
 def fail_stale_trials(study: optuna.Study, interval: float) -> None:
-    """Mark failed every running trial that has not beaten for ``2 * interval`` s, and enqueue its retry.
+    """Mark failed every running trial that has not beaten for ``STALE_AFTER * interval`` s, and enqueue its retry.
 
     Safe with many workers: only the one whose state change wins enqueues the retry.
     """
@@ -116,7 +117,7 @@ def fail_stale_trials(study: optuna.Study, interval: float) -> None:
     now = time.time()
     for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         beat = trial.system_attrs.get(BEAT, trial.datetime_start.timestamp() if trial.datetime_start else now)
-        if now - beat > 2 * interval:
+        if now - beat > STALE_AFTER * interval:
             retry_now(study, trial._trial_id)
 
 
