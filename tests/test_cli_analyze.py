@@ -111,3 +111,23 @@ def test_closed_loop_is_reported_beside_the_open_loop(files, capsys):
     main(["analyze", "--checkpoint", str(files / "ps.pt"), "--data", str(files / "test.npz"),
           "--output", str(files / "run_ol" / "fig.png")])
     assert "closed loop" not in capsys.readouterr().out
+
+
+def test_the_closed_loop_plans_with_the_iterations_asked_for(files):
+    """--iterations sets the refinement of every plan of --closed_loop too, not only of the open loop."""
+    from trc.data.datasets import load_dataset
+    from trc.evaluation import RefinementEvaluator
+    from trc.models.checkpoint import load_checkpoint
+
+    model, data = load_checkpoint(files / "ps.pt"), load_dataset(files / "test.npz")
+    costs = {}
+    for k in (None, 2 * model.num_iterations):
+        out = files / f"run_cl_{k}" / "fig.png"
+        assert main(["analyze", "--checkpoint", str(files / "ps.pt"), "--data", str(files / "test.npz"),
+                     "--output", str(out), "--closed_loop", *([] if k is None else ["--iterations", str(k)])]) == 0
+        cl = json.loads(out.with_suffix(".json").read_text())["model"]["summary"]["closed_loop"]
+        assert cl["iterations"] == (k or model.num_iterations)
+        direct = RefinementEvaluator(model).closed_loop(data, iterations=k)
+        assert cl["mean_cost"] == pytest.approx(direct.cost.double().mean().item(), rel=1e-9)
+        costs[k] = cl["mean_cost"]
+    assert costs[None] != costs[2 * model.num_iterations]

@@ -198,5 +198,52 @@ def test_refinement_evaluator_runs_the_closed_loop_over_a_dataset():
     result = RefinementEvaluator(model).closed_loop(data, replan_every=5, batch_size=3)
     direct = closed_loop(model, x0, replan_every=5)
     assert torch.allclose(result.cost, direct.cost) and result.plans == 3 * 3
+    longer = RefinementEvaluator(model).closed_loop(data, replan_every=5, batch_size=3, iterations=4)
+    assert torch.allclose(longer.cost, closed_loop(model, x0, replan_every=5, iterations=4).cost)
+    assert not torch.allclose(longer.cost, result.cost)
     summary = result.summary(optimal_costs=direct.cost)
     assert summary["cost_over_optimum"] == pytest.approx(1.0) and summary["cost_over_expert"] is None
+
+
+def _small_model(problem, **config):
+    torch.manual_seed(0)
+    return TinyRecursiveControl(TRCConfig(latent_dim=8, hidden_dim=16, num_layers=1, num_outer_cycles=2,
+                                          feedback_points=2, **config), problem)
+
+
+def test_every_plan_runs_the_iterations_asked_for():
+    problem = get_problem("double_integrator")
+    model = _small_model(problem)
+    x0 = problem.sample_initial_states(5, torch.Generator().manual_seed(3))
+    for k in (0, 5):
+        by_hand = closed_loop(lambda x, t, k=k: model(x.float(), t.float(), iterations=k).controls.double(), x0,
+                              replan_every=3, problem=problem)
+        asked = closed_loop(model, x0, replan_every=3, iterations=k)
+        assert torch.equal(asked.U, by_hand.U)
+        assert not torch.equal(asked.U, closed_loop(model, x0, replan_every=3).U)   # not the model's own K = 2
+    assert torch.equal(closed_loop(model, x0, iterations=2).U, closed_loop(model, x0).U)
+
+
+def test_a_halting_model_halts_in_closed_loop_only_when_asked():
+    problem = get_problem("double_integrator")
+    model = _small_model(problem, use_halting=True)   # K_max = 2; an untrained head halts nowhere
+    x0 = problem.sample_initial_states(4, torch.Generator().manual_seed(4))
+    every = closed_loop(model, x0, replan_every=5)
+    assert torch.equal(closed_loop(model, x0, replan_every=5, halt=True).U, every.U)
+    with torch.no_grad():   # a head that halts every start after its first iteration
+        model.halt_head.net[-1].bias.copy_(torch.tensor([5.0, -5.0]))
+    halted = closed_loop(model, x0, replan_every=5, halt=True)
+    assert torch.equal(halted.U, closed_loop(model, x0, replan_every=5, iterations=1).U)
+    assert torch.equal(closed_loop(model, x0, replan_every=5).U, every.U)    # the default runs every iteration
+    assert torch.equal(Controller(model, halt=None)(x0), halted.U[:, 0])     # None: as model.plan by default
+
+
+def test_iterations_and_halt_are_refused_where_they_cannot_apply():
+    problem = get_problem("double_integrator")
+    planner = lambda x, t: torch.zeros(x.shape[0], 15, 1, dtype=x.dtype)  # noqa: E731
+    with pytest.raises(TRCError, match="iterations and halt apply to a trc model, not to a planner callable"):
+        closed_loop(planner, torch.zeros(2, 2), problem=problem, iterations=3)
+    with pytest.raises(TRCError, match="halting rule 'halt' needs a halting head"):
+        closed_loop(_small_model(problem), torch.zeros(2, 2), halt=True)
+    with pytest.raises(TRCError, match="iterations must be an integer >= 0, got -1"):
+        closed_loop(_small_model(problem), torch.zeros(2, 2), iterations=-1)

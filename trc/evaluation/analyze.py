@@ -52,10 +52,13 @@ def run_analyze(args) -> int:
     summaries = {name: summarize(m) for name, m in metrics.items()}
     if args.closed_loop:
         for name, m in runs.items():
-            result = RefinementEvaluator(m, device=args.device, label=name).closed_loop(data, args.replan_every)
+            # every plan refined as the open loop above is: --iterations, every iteration
+            result = RefinementEvaluator(m, device=args.device, label=name).closed_loop(
+                data, args.replan_every, iterations=args.iterations)
             summaries[name]["closed_loop"] = {**result.summary(metrics[name].optimal_costs,
                                                                metrics[name].expert_costs),
-                                              "replan_every": args.replan_every}
+                                              "replan_every": args.replan_every,
+                                              "iterations": args.iterations or m.num_iterations}
     plot_refinement_curves(metrics["model"], out, baseline=metrics.get("baseline"))
     paths = {"model": args.checkpoint, "baseline": args.baseline}
     report = {name: {"checkpoint": paths[name], "summary": summaries[name], "metrics": metrics[name].to_dict()}
@@ -101,7 +104,8 @@ def add_analyze_command(sub) -> None:
                    help="figure path; the PNG goes here, the SVG and the metrics JSON beside it")
     p.add_argument("--baseline", help="a second checkpoint shown beside the model, e.g. behavior cloning (default: none)")
     p.add_argument("--iterations", type=positive_int,
-                   help="refinement iterations to run (default: each model's own; more is allowed)")
+                   help="refinement iterations to run, in the open loop and in every plan of --closed_loop "
+                        "(default: each model's own; more is allowed)")
     p.add_argument("--solve_optimal", action="store_true",
                    help="solve every test instance for its optimum to report cost / optimum "
                         "(not needed when the data's expert is 'optimal')")

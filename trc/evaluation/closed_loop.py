@@ -106,24 +106,39 @@ class ClosedLoopResult:
                 "cost_over_optimum": ratio(optimal_costs), "cost_over_expert": ratio(expert_costs)}
 
 
-def as_planner(model) -> Planner:
+def as_planner(model, iterations: int | None = None, halt: bool | str = False) -> Planner:
     """``(x [B, n_x], target [B, n_x]) -> U [B, T, n_u]`` from a model (its own dtype and
-    device, ``no_grad``, eval mode) or any such callable, returned in ``x``'s dtype."""
+    device, ``no_grad``, eval mode) or any such callable, returned in ``x``'s dtype.
+
+    A model runs ``iterations`` refinements (default its ``K``) and, with ``halt``, stops each start
+    as :meth:`~trc.models.tiny_recursive_control.TinyRecursiveControl.plan` does (True: the model's
+    own rule; a string names one; default False: every iteration, also for a halting model).
+    """
     if isinstance(model, torch.nn.Module):
         param = next(model.parameters())
+        if iterations is not None or halt is not False:
+            if not hasattr(model, "plan"):
+                raise TRCError(f"iterations and halt need a trc model; {type(model).__name__} has no plan()")
+            model._halt_rule(halt)  # a rule the model cannot follow: one sentence now, not at the first step
 
         def plan(x: Tensor, target: Tensor) -> Tensor:
             training = model.training
             model.eval()
             try:
                 with torch.no_grad():
-                    U = model(x.to(param.device, param.dtype), target.to(param.device, param.dtype)).controls
+                    x_, t_ = x.to(param.device, param.dtype), target.to(param.device, param.dtype)
+                    if iterations is None and halt is False:
+                        U = model(x_, t_).controls
+                    else:
+                        U = model.plan(x_, t_, iterations=iterations, halt=halt)
             finally:
                 model.train(training)   # the caller's mode, whatever it was
             return U.to(x.device, x.dtype)
         return plan
     if not callable(model):
         raise TRCError(f"closed_loop needs a model or a planner callable, got {type(model).__name__}")
+    if iterations is not None or halt is not False:
+        raise TRCError("iterations and halt apply to a trc model, not to a planner callable (it plans as it does)")
     return model
 
 
@@ -148,13 +163,14 @@ class Controller:
     :func:`closed_loop` is this controller on the problem's own simulator.
 
     Args:
-        model, replan_every, target, problem, hysteresis: as in :func:`closed_loop`.
+        model, replan_every, target, problem, hysteresis, iterations, halt: as in :func:`closed_loop`.
 
     Attributes:
         plans: planner calls since the last :meth:`reset`.
     """
 
-    def __init__(self, model, replan_every: int = 1, target=None, problem=None, hysteresis: float = HYSTERESIS):
+    def __init__(self, model, replan_every: int = 1, target=None, problem=None, hysteresis: float = HYSTERESIS,
+                 iterations: int | None = None, halt: bool | str = False):
         if hasattr(model, "planners"):   # a multi-problem model: the planner of the problem named
             if problem is None:
                 raise TRCError(f"this model plans for several problems ({', '.join(model.problem_names)}); "
@@ -171,7 +187,9 @@ class Controller:
             raise TRCError(f"hysteresis must be a number of radians in [0, pi), got {hysteresis!r}")
         self.model, self.problem, self.replan_every, self.hysteresis = model, problem, replan_every, hysteresis
         self.target = None if target is None else torch.as_tensor(target)
-        self._planner = as_planner(model)
+        if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
+            raise TRCError(f"iterations must be an integer >= 0, got {iterations!r}")
+        self._planner = as_planner(model, iterations, halt)
         self.reset()
 
     def reset(self) -> None:
@@ -208,7 +226,8 @@ class Controller:
 
 
 def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None = None,
-                problem=None, hysteresis: float = HYSTERESIS) -> ClosedLoopResult:
+                problem=None, hysteresis: float = HYSTERESIS, iterations: int | None = None,
+                halt: bool | str = False) -> ClosedLoopResult:
     """Run ``model`` as a receding-horizon controller from every start (module docstring).
 
     Args:
@@ -223,11 +242,17 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
             the problem (or its name) whose planner runs.
         hysteresis: how far beyond its canonical interval an angle is shown before it is
             wrapped (module docstring); 0 wraps at every plan.
+        iterations: refinement iterations of every plan (default: the model's ``K``; more is
+            allowed, as in ``model.plan``).  A model only, not a planner callable.
+        halt: stop each plan's refinement per start, as ``model.plan(halt=...)`` does: True uses
+            the model's halting rule, a string names one, None does what ``model.plan`` does by
+            default.  Default False: every iteration, also for a halting model (whose ``plan``
+            halts by default).
 
     Returns:
         A :class:`ClosedLoopResult` over the problem's horizon ``T``.
     """
-    controller = Controller(model, replan_every, target, problem, hysteresis)
+    controller = Controller(model, replan_every, target, problem, hysteresis, iterations, halt)
     problem = controller.problem
     x = torch.as_tensor(x0).to(torch.float64)
     if x.dim() != 2 or x.shape[1] != problem.n_x:

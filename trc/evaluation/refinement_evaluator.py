@@ -216,12 +216,14 @@ class RefinementEvaluator:
             out["expert_costs"] = expert_cost
         return out
 
-    def closed_loop(self, data, replan_every: int = 1, batch_size: int = 1024):
+    def closed_loop(self, data, replan_every: int = 1, batch_size: int = 1024, iterations: int | None = None,
+                    halt: bool | str | None = False):
         """Run the model as a receding-horizon controller from the data's starts.
 
-        See :func:`trc.evaluation.closed_loop.closed_loop`; ``data`` is a dataset dict or a
-        loader as for :meth:`evaluate`.  The plant is the evaluator's simulator (its
-        ``dynamics_fn`` one step at a time, and its ``cost_params``).
+        See :func:`trc.evaluation.closed_loop.closed_loop` (``iterations``, ``halt``: each plan's
+        refinement, as there); ``data`` is a dataset dict or a loader as for :meth:`evaluate`.
+        The plant is the evaluator's simulator (its ``dynamics_fn`` one step at a time, and its
+        ``cost_params``).
 
         Returns:
             One :class:`~trc.evaluation.closed_loop.ClosedLoopResult` over all ``N`` starts.
@@ -234,7 +236,8 @@ class RefinementEvaluator:
                 x0 = torch.as_tensor(batch["initial_states"]).to(self.device, torch.float64)
                 target = batch.get("target_states")
                 parts.append(closed_loop(self.model, x0, replan_every, problem=self.simulator,
-                                         target=None if target is None else torch.as_tensor(target).to(x0)))
+                                         target=None if target is None else torch.as_tensor(target).to(x0),
+                                         iterations=iterations, halt=halt))
         if not parts:
             raise TRCError("the test data is empty")
         cat = {k: torch.cat([getattr(r, k) for r in parts]) for k in ("X", "U", "cost", "final_error", "success")}
