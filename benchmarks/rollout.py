@@ -8,6 +8,17 @@ the CPU time of the work measured (``--clock wall`` for wall time).
 
     python benchmarks/rollout.py                      # batch 64 and 1000, float32, 1 thread
     python benchmarks/rollout.py --batch 64 --repeats 5 --dtype float64 --clock wall
+
+Measured (the defaults, median CPU time of 21 runs, a 2-core machine with a training on the other core):
+
+=====  ==================  ========  =======  =======
+batch  pass                plain ms  fast ms  speedup
+=====  ==================  ========  =======  =======
+64     forward+backward    46.60     5.42     8.60x
+64     forward, no_grad    13.66     3.71     3.68x
+1000   forward+backward    61.66     14.66    4.21x
+1000   forward, no_grad    15.47     4.18     3.70x
+=====  ==================  ========  =======  =======
 """
 
 from __future__ import annotations

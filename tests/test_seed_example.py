@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import trc
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 SIZES = "n_train, n_val, n_test = 1000, 100, 100"
 
@@ -48,3 +50,21 @@ def test_the_seed_example_runs_as_written_and_trains(tmp_path, monkeypatch, caps
     assert 0.0 <= conv["pct_samples_improving"] <= 100.0 and len(conv["improvement_rate_per_iter"]) == K
     out = env["trained_model"](env["x0"][:5], return_all_iterations=True)
     assert out["all_controls"] is out.all_controls and out["all_controls"].shape == (5, K + 1, 100, 1)
+
+
+def test_the_readmes_python_block_runs_as_written(tmp_path, monkeypatch):
+    """The README's "And from Python:" block, on a small model saved where the block loads it from."""
+    from trc.models.checkpoint import save_checkpoint
+    from trc.models.tiny_recursive_control import TinyRecursiveControl
+
+    block = re.findall(r"```python\n(.*?)```", README.read_text().split("And from Python:", 1)[1], flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    (tmp_path / "outputs" / "vanderpol_ps").mkdir(parents=True)
+    save_checkpoint(TinyRecursiveControl.from_preset("small", trc.get_problem("vanderpol")),
+                    tmp_path / "outputs" / "vanderpol_ps" / "best_model.pt")
+    env: dict = {}
+    exec(compile(block, str(README), "exec"), env)  # noqa: S102 - the README's own example
+    T = env["model"].problem.horizon
+    assert env["U"].shape == (1, T, 1) and env["u"].shape == (1,)
+    assert env["result"].X.shape == (1, T + 1, 2) and env["info"]["iterations"].shape == (1,)
