@@ -106,7 +106,7 @@ class ClosedLoopResult:
                 "cost_over_optimum": ratio(optimal_costs), "cost_over_expert": ratio(expert_costs)}
 
 
-def as_planner(model, iterations: int | None = None, halt: bool | str = False) -> Planner:
+def as_planner(model, iterations: int | None = None, halt: bool | str | None = False) -> Planner:
     """``(x [B, n_x], target [B, n_x]) -> U [B, T, n_u]`` from a model (its own dtype and
     device, ``no_grad``, eval mode) or any such callable, returned in ``x``'s dtype.
 
@@ -170,7 +170,7 @@ class Controller:
     """
 
     def __init__(self, model, replan_every: int = 1, target=None, problem=None, hysteresis: float = HYSTERESIS,
-                 iterations: int | None = None, halt: bool | str = False):
+                 iterations: int | None = None, halt: bool | str | None = False):
         if hasattr(model, "planners"):   # a multi-problem model: the planner of the problem named
             if problem is None:
                 raise TRCError(f"this model plans for several problems ({', '.join(model.problem_names)}); "
@@ -227,7 +227,7 @@ class Controller:
 
 def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None = None,
                 problem=None, hysteresis: float = HYSTERESIS, iterations: int | None = None,
-                halt: bool | str = False) -> ClosedLoopResult:
+                halt: bool | str | None = False) -> ClosedLoopResult:
     """Run ``model`` as a receding-horizon controller from every start (module docstring).
 
     Args:
