@@ -2,7 +2,7 @@
 
 On CPU a batched rollout is dominated by the fixed cost of each torch
 operation (a few microseconds), not by arithmetic: a Van der Pol rollout of
-``T = 100`` steps runs about 5000 small operations forward and as many again
+``T = 100`` steps runs about 5400 small operations forward and half as many again
 backward through autograd.  :func:`rk4_rollout` computes the same trajectory
 and the same gradients with far fewer operations.
 

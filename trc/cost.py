@@ -19,9 +19,9 @@ QUAD_UNROLL = 4
 def quad(e: Tensor, M: Tensor) -> Tensor:
     """``e' M e`` over the last axis: ``e [..., n]``, ``M [n, n]`` -> ``[...]``.
 
-    For ``n <= QUAD_UNROLL`` it is the sum of ``(M_ij + M_ji) e_i e_j`` over ``i <= j``
+    For ``n <= QUAD_UNROLL`` on the CPU it is the sum of ``(M_ij + M_ji) e_i e_j`` over ``i <= j``
     (``M_ii e_i^2`` on the diagonal), leaving out the pairs whose weight is zero unless ``M``
-    needs a gradient; else an einsum.  Both agree to float rounding.
+    needs a gradient; else (larger ``n``, or another device) an einsum.  Both agree to float rounding.
     """
     n = e.shape[-1]
     if n > QUAD_UNROLL or M.device.type != "cpu":

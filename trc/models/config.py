@@ -43,10 +43,10 @@ class TRCConfig:
     num_layers: int = 1                   # residual MLP blocks in the shared core
     num_outer_cycles: int = 3             # K: refinement iterations, each with simulator feedback
     use_two_level: bool = False           # z_H/z_L (TRM) instead of a single latent
-    H_cycles: int = 1                     # cycles per iteration (the last one keeps the gradient)
+    H_cycles: int = 1                     # cycles per iteration (truncated: only the last keeps the gradient)
     L_cycles: int = 3                     # core updates of the low (or single) latent per cycle
     use_gradient_truncation: bool = False  # early cycles without grad, carry detached
-    feedback_points: int = 10             # samples of the error trajectory fed back (0: final error only)
+    feedback_points: int = 10             # samples of the error trajectory fed back (0: final error and cost only)
     use_halting: bool = False             # a halting head: plan() stops each start on its own (trc.models.halting)
     halt_rule: str = "halt"               # how a halting model decides (a key of trc.models.halting.HALT_RULES)
     problem_conditioning: str = "hidden"  # multi-problem models (trc.models.multi_problem): "embedding", a learned
@@ -99,7 +99,7 @@ class TRCConfig:
 # Van der Pol (T = 100) parameter counts: small 0.09 M, medium 0.35 M, large 1.5 M, two_level_small
 # 0.09 M, two_level_medium 0.28 M, two_level_large 1.2 M.  The core runs K * H_cycles * (L_cycles + 1)
 # times per plan, so its width sets the speed: two_level_medium plans 1000 states, simulator feedback
-# included, in under 100 ms on one CPU thread (benchmarks/inference.py).
+# included, in 56.1 ms on one CPU thread of an idle machine (benchmarks/speed.py; the README's speed table).
 PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(latent_dim=64, hidden_dim=128, num_layers=1, H_cycles=1, L_cycles=3),
     "medium": dict(latent_dim=128, hidden_dim=256, num_layers=2, H_cycles=1, L_cycles=3),

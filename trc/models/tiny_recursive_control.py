@@ -429,7 +429,8 @@ class TinyRecursiveControl(nn.Module):
             all_iterations: return every iterate ``[B, K+1, T, n_u]`` instead of the last
                 (runs every iteration).
             iterations: refinement iterations instead of ``K`` (the most a halting run uses).
-                Past the trained ``K`` a refinement is kept only where it lowers the cost.
+                Past the trained ``K`` a refinement is kept only where it lowers the cost, in a run
+                without halting; a halting run keeps each start's last refinement.
             halt: stop each start on its own: True uses the model's ``config.halt_rule``, a
                 string names a rule of :data:`trc.models.halting.HALT_RULES`, False runs every
                 iteration.  Default: True for a model with a halting head, else False.

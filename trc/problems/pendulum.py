@@ -117,8 +117,9 @@ class Pendulum(ControlProblem):
 
         Energy pumping, ``u = b omega + gain (E* - E) omega`` clipped, with
         ``E = I omega^2 / 2 + m g l (cos theta - 1)`` (``E* = 0``: upright at rest; then
-        ``dE/dt = omega (u - b omega)``, so energy rises while ``E < E*``), and a push of
-        ``+u_max`` from rest; within ``catch`` radians of the top, the LQR gain of the
+        ``dE/dt = omega (u - b omega)``, so energy rises while ``E < E*``); at rest ``omega`` is
+        taken as ``1e-3``, so the pumping starts from a small positive push (``gain |E| 1e-3``)
+        and grows it; within ``catch`` radians of the top, the LQR gain of the
         upright (its first finite-horizon gain) takes over and balances.
         """
         from trc.data.experts import lqr_gains
@@ -140,7 +141,8 @@ class Pendulum(ControlProblem):
         return self.swing_up_controls(x0, target)[None]
 
     def cost_derivatives(self, X, U, target):
-        """Closed form of the base class's autograd derivatives (ten times faster for the DDP).
+        """Closed form of the base class's autograd derivatives (2-7 times faster for the DDP: 7x at
+        batch 16, 2.4x at batch 1000 in float64).
 
         With ``e = (c, omega - omega*)``, ``c = 2 sin(d/2)``, ``d = theta - theta*`` and
         ``S = Q + Q'``: ``l_x = J' S e`` with ``J = diag(cos(d/2), 1)``, and
