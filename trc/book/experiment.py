@@ -76,7 +76,8 @@ class Experiment:
         epochs, batch_size, lr, val_fraction: as in ``trc train``.
         use_value_predictor, value_weight: train a value head with the model.
         recipe: self-play and curriculum settings (keys of :data:`trc.training.recipe.RECIPE` but
-            ``epochs`` and ``loss_variant``, e.g. ``{"self_play": True, "curriculum_box": 0.3}``); unset
+            ``epochs``, ``loss_variant`` and ``process_weight``, fields of their own, and ``val_closed_loop``, given
+            in ``options``; e.g. ``{"self_play": True, "curriculum_box": 0.3}``); unset
             ones take the recipe's problem-free values, in which self-play is off.
         options: further keyword arguments of :func:`trc.training.supervised_trainer.train_with_process_supervision`
             (e.g. ``TrainConfig`` fields such as ``patience`` or ``weight_decay``).
@@ -242,7 +243,8 @@ class Experiment:
         """Train the model as ``trc train`` would (no cache lookup).
 
         Returns:
-            The trained model (best epoch) with ``checkpoint_metadata``: the settings, the
+            The trained model (its best epoch; with the recipe's ``closed_loop_steps``, the last epoch
+            tuned in closed loop, at its best validated step) with ``checkpoint_metadata``: the settings, the
             ``history`` and ``train_seconds``.
         """
         from trc.data.datasets import make_loader
@@ -304,7 +306,7 @@ class Experiment:
         from trc.data.experts import one_thread
 
         start = time.perf_counter()
-        with one_thread():  # small operations: threads cost more than they save (10x on a busy 2-core CPU)
+        with one_thread():  # small operations: threads cost more than they save (2.2x the time on a busy 2-core CPU: README)
             test, optimal = self.test_data(cache_dir), self.optimal_data(cache_dir)
             path = None if cache_dir is None else self.model_path(cache_dir)
             model = None if path is None else self.load_cached(cache_dir)
@@ -426,7 +428,7 @@ class ExperimentResult:
 
     Attributes:
         experiment: the settings.
-        model: the trained model (best epoch, eval mode; ``model.value_predictor`` with a value head).
+        model: the trained model (as :meth:`Experiment.train` returns it, eval mode; ``model.value_predictor`` with a value head).
         history: the trainer's history (per-epoch ``train`` losses and ``val`` metrics).
         metrics: :class:`~trc.evaluation.metrics.RefinementMetrics` on the test states, every iterate,
             with ``optimal_costs``.

@@ -125,7 +125,7 @@ class IterationExplorer:
 
     @property
     def x0(self) -> tuple[float, ...]:
-        """The start state the sliders set, rounded to the slider step's precision (the cache key)."""
+        """The start state the sliders set, rounded to 9 decimals (the cache key)."""
         return tuple(round(float(s.value), 9) for s in self.x0_sliders)
 
     @property

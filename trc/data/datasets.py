@@ -1,4 +1,4 @@
-"""Datasets of expert demonstrations: generate, save, load (validated), batch; ``trc generate``.
+"""Datasets of expert demonstrations: generate, save, load (validated), batch (``trc generate`` is :mod:`trc.data.generate`).
 
 A dataset is a dict of arrays over ``N`` samples, stored as ``.npz``:
 

@@ -99,7 +99,8 @@ def add_analyze_command(sub) -> None:
                                    "iteration by iteration, in the problem's simulator.")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
     p.add_argument("--data", required=True, help="test dataset (.npz from trc generate)")
-    p.add_argument("--problem", help="problem name or module:Name; must match the checkpoint (default: the checkpoint's)")
+    p.add_argument("--problem", help="problem name or module:Name; must match the checkpoint (default: the checkpoint's; for a "
+                        "multi-problem checkpoint, the dataset's, which must be one of its problems)")
     p.add_argument("--output", default="refinement_analysis.png",
                    help="figure path; the PNG goes here, the SVG and the metrics JSON beside it")
     p.add_argument("--baseline", help="a second checkpoint shown beside the model, e.g. behavior cloning (default: none)")

@@ -1,6 +1,6 @@
 """Refinement metrics: per-sample, per-iteration costs and what they add up to.
 
-:class:`RefinementMetrics` holds what :class:`~trc.evaluation.refinement_evaluator.refinement_evaluator.RefinementEvaluator`
+:class:`RefinementMetrics` holds what :class:`~trc.evaluation.refinement_evaluator.RefinementEvaluator`
 measured (the table of fields is in that module's docstring); :func:`analyze_convergence`
 condenses the costs into a few numbers, :func:`summarize` adds the final iterate's success,
 error and cost ratios, and :func:`format_table` prints summaries side by side.

@@ -2,7 +2,8 @@
 
 :class:`RefinementEvaluator` runs a model with all iterations returned, rolls
 *every* iterate's controls through the problem's simulator with the control
-bound enforced (``problem.evaluate`` clips), and records per sample ``i`` and
+bound enforced (``problem.clip``, then the evaluator's simulator: the problem's rollout or a
+``dynamics_fn``), and records per sample ``i`` and
 iteration ``k = 0..K`` (``k = 0`` is the initial decoder's guess):
 
 ==================  ============  =============================================

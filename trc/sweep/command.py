@@ -30,6 +30,8 @@ def _train_parser() -> argparse.ArgumentParser:
     for action in parser._actions:
         if action.dest in ("data", "output_dir"):
             action.required, action.default = False, None
+        if action.dest == "data":
+            action.help += " (default: none; required, except with --report)"
         if action.dest == "output_dir":
             action.help = "trial n trains in OUTPUT_DIR/n; the report goes here too (default sweeps/STUDY_NAME)"
         if action.dest == "epochs":   # a sweep hides --resume (it always resumes its trials)

@@ -39,7 +39,8 @@ def grid_results(storage: str, study_name: str) -> tuple[list[dict], list[dict]]
     Returns:
         ``(rows, cells)``.  A row is one trial: ``number``, ``state`` (complete, pruned, fail,
         running, waiting), ``flags`` (the swept train flags), ``cost`` (best validation cost; None
-        unless complete), ``success`` and ``retry_of`` (the trial it retries, or None).  A cell is one
+        unless complete), ``success`` and ``retry_of`` (the first trial of the chain of retries it belongs to, whose run folder
+        it resumes, or None).  A cell is one
         setting of the swept flags other than ``seed``, over the complete trials: ``flags``,
         ``seeds`` (how many), ``cost_mean``, ``cost_std``, ``success_mean``, ``success_std`` (sample std,
         as ``statistics.stdev``; 0 for one seed).
