@@ -33,10 +33,11 @@ from trc.training.closed_loop_tuning import ClosedLoopTuning, tune_closed_loop
 
 Tensor = torch.Tensor
 
-# The adapter's rank, and the tuning's learning rate, above the single-problem tuning's 1e-4: measured on seed 0 of
-# benchmarks/multi_problem.py (adapters of the same shape hooked onto the checkpoint, before they were part of trc),
-# 600 steps at 3e-4 reached 89.2 % where 1e-3 reached 91.6 %.  On the double integrator's own objective (seeds 0 and
-# 2, 40 epochs) 1e-3 reached 1.0026 / 1.0028x the optimum, 3e-3 1.0033 / 1.0020x.
+# The adapter's rank, and the tuning's learning rate, above the single-problem tuning's 1e-4: measured on seed 0's
+# checkpoint and test starts of benchmarks/multi_problem.py, in an experiment before the adapters were part of trc
+# (adapters of the same shape hooked onto the checkpoint; the benchmark records the adapters' later runs): 600 steps
+# at 3e-4 reached 89.2 % where 1e-3 reached 91.6 %.  On the double integrator's own objective (seeds 0 and 2,
+# 40 epochs) 1e-3 reached 1.0026 / 1.0028x the optimum, 3e-3 1.0033 / 1.0020x.
 ADAPTER_RANK = 8
 ADAPTER_LR = 1e-3
 

@@ -250,8 +250,9 @@ def dataset_pairs(data: str, problem: str | None) -> list[tuple[str, str | None]
 def multi_train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     """``trc train --problem a,b --data a.npz,b.npz``: one model for all the problems.
 
-    Each problem takes its recipe's self-play and curriculum settings, loss variant and closed-loop
-    tuning (flags given apply to all; only the problems judged in closed loop are tuned); the epochs are
+    Each problem takes its recipe's self-play and curriculum settings, process weight, loss variant and
+    tunings (flags given apply to all): the problems judged in closed loop are tuned there, the others
+    with ``adapter_epochs`` on their own objective, each through its own adapter; the epochs are
     ``--epochs`` (default
     :data:`MULTI_PROBLEM_EPOCHS`), the balance ``--problem_balance`` (default
     :data:`DEFAULT_BALANCE`; ``"none"`` with ``--act``).  Writes what a single-problem run writes.

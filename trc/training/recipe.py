@@ -42,7 +42,7 @@ RECIPE: dict[str, Any] = {
 # Where a problem departs from RECIPE.
 PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     # the weak teacher: self-play and the 'ratio' term, whose refinements may move far from it; 200 epochs
-    # (about 130 s of CPU) reached 79.7 / 82.2 % success on two splits of 1000 starts of our own (seeds 777 /
+    # (109-115 s of CPU, benchmarks/beyond_teacher.py) reached 79.7 / 82.2 % success on two splits of 1000 starts of our own (seeds 777 /
     # 4242; the optimum 80.5 / 82.6 %) where 60 reached 78.2 / 79.2 %, every seed of five gaining on both
     "vanderpol_constrained": {"self_play": True, "loss_variant": "ratio", "epochs": 200},
     # the failing teacher: self-play that passes good swing-ups on (to the later states along them and to the
@@ -79,11 +79,11 @@ SINGLE_PROBLEM_ONLY = ("val_closed_loop",)
 # minutes; without them and 1000 steps 93.7 / 96.9 % at 1.14 / 1.11x (seed 0 kept the same step, 575).
 #
 # The double integrator: the shared network serves it least well of the three problems judged open loop (the single
-# model's 1.0008x the optimum against 1.0065-1.0107x with seeds 0-3), and its epochs are the cheapest (T = 15).  Its
+# model's 1.0008x the optimum against 1.007-1.011x untuned), and its epochs are the cheapest (T = 15).  Its
 # adapter tuned on its own objective, measured on seeds 0 and 2 (test starts; the timings beside two other runs on
 # the 2-core machine): 40 epochs 1.0026 / 1.0028x in 13 s, 80 epochs 1.0020 / 1.0019x in 21 s, from 1.0073 /
 # 1.0107x; its refinement then settles sooner, and the halting targets ask for 1.95 / 1.58 iterations where they
-# asked for 3.06 / 3.44 (Van der Pol's 2.45 / 2.31).
+# asked for 3.06 / 3.44 (Van der Pol's 2.51 / 2.39).
 MULTI_PROBLEM_RECIPES: dict[str, dict[str, Any]] = {
     "pendulum": {"visited_starts": 0, "closed_loop_steps": 1000},
     "double_integrator": {"adapter_epochs": 80},
@@ -126,7 +126,8 @@ def recipe_flags(args) -> dict[str, Any]:
 
     An explicit ``--process_weight 0`` (behavior cloning of the teacher) turns self-play and
     closed-loop tuning off unless ``--self_play`` or ``--closed_loop_steps`` is given too;
-    ``--heads_only`` (a halting head on a kept planner) turns closed-loop tuning off.
+    ``--heads_only`` (a halting head on a kept planner) turns closed-loop tuning off; ``--process_weight 0``
+    or ``--act`` turns ``adapter_epochs`` off unless it is given.
     """
     flags = {k: getattr(args, k, None) for k in RECIPE}
     for key in ("self_play", "explore_best"):
@@ -141,7 +142,7 @@ def recipe_flags(args) -> dict[str, Any]:
 
 
 def describe(key: str) -> str:
-    """``"X (default), Y for pendulum"``: the default of ``key`` and where a problem departs from it."""
+    """``"X (Y for pendulum, ...)"``: the default of ``key``, then in parentheses the problems that depart from it."""
     text = _show(RECIPE[key])
     others = [f"{_show(r[key])} for {name}" for name, r in sorted(PROBLEM_RECIPES.items()) if key in r]
     others += [f"{_show(r[key])} for {name} in a model of several problems"

@@ -36,8 +36,8 @@ epoch (``refresh``, the trainer's ``on_epoch_start`` hook) it
    ending found from one state becomes a candidate for every start whose plan
    reaches near it, and the states a good plan passes through, which a
    replanning controller meets, get plans of their own;
-6. on the first refresh, adds ``fresh_starts`` start states drawn from the
-   problem's box beyond the demonstrations, their entry starting from the
+6. when the data is built (before the first refresh), adds ``fresh_starts`` start
+   states drawn from the problem's box beyond the demonstrations, their entry starting from the
    teacher's (LQR) plan;
 7. with ``visited_starts > 0`` and a ``visit`` function (the states a
    replanning controller meets), adds those states as starts, overwriting

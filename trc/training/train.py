@@ -56,8 +56,8 @@ PROCESS_WEIGHT_HELP = (
     "by the horizon T, so lambda pushes each iterate's cost c_k with the gradient lambda / ((K+1) T c_(k-1)) "
     "where the seed's pushes the last one with lambda_seed / (K c_0). The two agree while c_(K-1) is near c_0 "
     "when lambda = lambda_seed T (K+1) / K: for T = 100 and K = 2, the seed's 0.1 is 15 here and trc's "
-    "1 is a seed lambda of 0.0067 ('monotone' adds up to 10 times that on each refinement that "
-    "does not lower its sample's cost). The imitation terms differ too: 'seed' imitates the final plan, "
+    "1 is a seed lambda of 0.0067 ('monotone' adds up to 10 (K+1)/K times that, 15 for K = 2, on each "
+    "refinement that does not lower its sample's cost). The imitation terms differ too: 'seed' imitates the final plan, "
     "'ratio' and 'monotone' the first")
 
 
@@ -196,7 +196,7 @@ def add_recipe_arguments(p) -> None:
                    help="after the epochs, this many gradient steps on the cost the model realises in closed loop "
                         "from fresh starts of the start box (see --closed_loop_replan); the step cheapest in closed loop "
                         f"on the validation starts is kept (0: none; default {describe('closed_loop_steps')}; 0 with "
-                        "--process_weight 0). Several problems: the problems judged in closed loop (the pendulum) are "
+                        "--process_weight 0 or --heads_only). Several problems: the problems judged in closed loop (the pendulum) are "
                         "tuned, each through its own low-rank adapter, embedding row and biases, from the best epoch, "
                         "at lr 1e-3, the others' plans untouched")
     g.add_argument("--adapter_epochs", type=int, default=None,
@@ -229,7 +229,7 @@ def add_recipe_arguments(p) -> None:
                    help=f"fraction of the epochs over which the curriculum grows (default {describe('curriculum_ramp')})")
 
 
-# The settings measured in benchmarks/vanderpol.py (Van der Pol, 1000 LQR demonstrations): a small
+# The settings chosen on Van der Pol (1000 LQR demonstrations; benchmarks/vanderpol.py runs them): a small
 # model trained long beats a big one trained briefly; K = 2 keeps more samples improving at every
 # iteration than K = 3 at the same cost; behavior cloning needs the 250 epochs to pass 95 % success.
 DEFAULTS: dict[str, Any] = {"epochs": 250, "batch_size": 64, "lr": 3e-3, "process_weight": 1.0,

@@ -18,7 +18,8 @@ Resuming a finished run with more ``epochs`` extends it: the warmup + cosine
 schedule is recomputed for the new total number of steps and continues from
 the saved step (so the learning rate rises again to where the longer cosine
 is at that step), and the history goes on from the saved one.
-A non-finite loss or gradient stops training before the bad step; the
+A non-finite loss, or (with ``grad_clip`` set) a non-finite gradient norm, stops
+training before the bad step; the
 checkpoints on disk stay as they were.  With the hook ``optimizer_key(batch)``
 AdamW keeps one set of moment estimates per key (:class:`KeyedAdamW`): batches
 of different kinds (one problem each, in multi-problem training) then take
