@@ -127,6 +127,25 @@ def test_running_past_the_trained_iterations_never_raises_the_cost():
     assert torch.equal(out.controls, out.all_controls[:, -1])
 
 
+
+def test_a_halting_run_past_the_trained_iterations_never_raises_the_cost_either():
+    model = tiny("vanderpol", num_outer_cycles=2, use_halting=True).eval()   # K_max = 2; the head halts nowhere
+    x0 = starts(model, 32)
+    halting, info = model.plan(x0, iterations=6, return_info=True)
+    assert (info["iterations"] == 6).all() and torch.equal(halting, model.plan(x0, iterations=6, halt=False))
+    trained = model.problem.evaluate(x0, model.plan(x0, halt=False))["cost"]
+    assert (model.problem.evaluate(x0, halting)["cost"] <= trained * (1 + 1e-5)).all()
+    with torch.no_grad():   # a head that halts some starts early, some past K, most at the end
+        torch.manual_seed(3)
+        model.halt_head.net[-1].weight.normal_(0, 1.0)
+        model.halt_head.net[-1].bias.copy_(torch.tensor([-1.0, 0.0]))
+    U, info = model.plan(x0, iterations=6, return_info=True)
+    used = info["iterations"]
+    assert ((used > 2) & (used < 6)).any() and (used == 6).any()
+    ran = used >= 2   # a start that ran the trained K: past it, nothing made its plan dearer
+    assert (model.problem.evaluate(x0, U)["cost"][ran] <= trained[ran] * (1 + 1e-5)).all()
+
+
 # -- deep supervision ------------------------------------------------------------------
 def batch_of(problem, n=8):
     data = generate_dataset(problem, n, seed=0)

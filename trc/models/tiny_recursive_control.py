@@ -429,8 +429,8 @@ class TinyRecursiveControl(nn.Module):
             all_iterations: return every iterate ``[B, K+1, T, n_u]`` instead of the last
                 (runs every iteration).
             iterations: refinement iterations instead of ``K`` (the most a halting run uses).
-                Past the trained ``K`` a refinement is kept only where it lowers the cost, in a run
-                without halting; a halting run keeps each start's last refinement.
+                Past the trained ``K`` a refinement is kept only where it lowers the cost, with
+                halting too.
             halt: stop each start on its own: True uses the model's ``config.halt_rule``, a
                 string names a rule of :data:`trc.models.halting.HALT_RULES`, False runs every
                 iteration.  Default: True for a model with a halting head, else False.
@@ -493,7 +493,8 @@ class TinyRecursiveControl(nn.Module):
         """Refine each start until ``rule`` halts it (at the latest after ``iterations``, default ``K``).
 
         Halted starts leave the batch: every later iteration computes only the active rows,
-        and a halted start's plan is frozen.
+        and a halted start's plan is frozen.  Past the trained ``K`` a refinement is kept only
+        where it lowers the cost, as in :meth:`forward`.
 
         Returns:
             ``U [B, T, n_u]`` and the iterations each start used, ``[B]`` long (``>= 1``).
@@ -509,8 +510,12 @@ class TinyRecursiveControl(nn.Module):
         used = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
         rows = torch.arange(x0.shape[0], device=x0.device)
         value = value_head(z_init) if value_head is not None else None
+        best = None   # past the trained K, as in forward: (U, its cost, its feedback), the cheapest plan seen
         for k in range(1, K + 1):
-            carry = self.refine(carry, x0, target, z_init)
+            fb = None
+            if k > self.num_iterations:   # refine the cheapest plan seen since iteration K
+                carry, best, fb = self._keep_best(carry, best, x0, target)
+            carry = self.refine(carry, x0, target, z_init, None, fb)
             if k == K:
                 stop = torch.ones_like(rows, dtype=torch.bool)
             elif value_head is not None:
@@ -518,12 +523,17 @@ class TinyRecursiveControl(nn.Module):
                 stop = should_halt(rule, value=value, previous_value=previous)
             else:
                 stop = should_halt(rule, logits=self.halt_logits(carry))
-            U[rows[stop]] = carry.U[stop]
+            if best is None:
+                U[rows[stop]] = carry.U[stop]
+            else:   # a stopping start keeps its last refinement only where it is cheaper than its best
+                U[rows[stop]] = self._keep_best(carry.select(stop), tuple(t[stop] for t in best),
+                                                x0[stop], target[stop])[0].U
             used[rows[stop]] = k
             if bool(stop.all()):
                 break
             keep = ~stop
             rows, x0, target, z_init, carry = rows[keep], x0[keep], target[keep], z_init[keep], carry.select(keep)
+            best = None if best is None else tuple(t[keep] for t in best)
             if value is not None:
                 value = value[keep]
         return U, used
