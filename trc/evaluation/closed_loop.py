@@ -114,6 +114,8 @@ def as_planner(model, iterations: int | None = None, halt: bool | str | None = F
     as :meth:`~trc.models.tiny_recursive_control.TinyRecursiveControl.plan` does (True: the model's
     own rule; a string names one; default False: every iteration, also for a halting model).
     """
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
+        raise TRCError(f"iterations must be an integer >= 0, got {iterations!r}")
     if isinstance(model, torch.nn.Module):
         param = next(model.parameters())
         if iterations is not None or halt is not False:
@@ -187,8 +189,6 @@ class Controller:
             raise TRCError(f"hysteresis must be a number of radians in [0, pi), got {hysteresis!r}")
         self.model, self.problem, self.replan_every, self.hysteresis = model, problem, replan_every, hysteresis
         self.target = None if target is None else torch.as_tensor(target)
-        if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
-            raise TRCError(f"iterations must be an integer >= 0, got {iterations!r}")
         self._planner = as_planner(model, iterations, halt)
         self.reset()
 
