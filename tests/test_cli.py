@@ -152,6 +152,18 @@ def test_closed_pipe_ends_quietly_after_writing_the_files(data, tmp_path):
     assert (rc, err) == (1, "") and (tmp_path / "g.npz").exists()
 
 
+@pytest.mark.parametrize("argv", [["generate", "--num_samples", "0"], ["--help"]])
+def test_ctrl_c_after_the_command_prints_no_traceback(argv):
+    """An interrupt while the finished command's exit handlers run (torch's among them) is ignored: the
+    command's own status and lines, no traceback.  The handler registered here stands for a slow one."""
+    code = ("import atexit, os, signal, sys, time; from trc.cli import run; "
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2))); "
+            f"sys.argv = ['trc', *{argv!r}]; run()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    assert proc.returncode == (2 if argv[0] == "generate" else 0), proc.stderr
+
+
 def test_threads_apply_while_the_command_runs_and_are_restored(data, tmp_path, monkeypatch):
     """``--threads`` (default 1) sets torch's intra-op threads for the command only: ``main`` may run
     inside another program, whose setting it gives back.  By default a run's weights do not depend on the

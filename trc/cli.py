@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from typing import Iterator
 
@@ -168,5 +169,18 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
+def run() -> None:
+    """The ``trc`` console command: :func:`main`, then exit with its status.
+
+    Once the command is done, Ctrl-C is ignored: the interpreter's shutdown runs exit handlers
+    (torch's among them), and an interrupt inside one prints a traceback, not a sentence, for a
+    command that has already finished and written its files."""
+    try:
+        status = main()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
