@@ -243,3 +243,34 @@ def test_a_search_with_a_sampler_seed_is_reproducible(data, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and words in err, err
     assert not (tmp_path / "x.journal").exists()
+
+
+@pytest.mark.parametrize("killed_at", ["the spec", "the second cell"])
+def test_a_sweep_killed_while_creating_its_study_resumes(data, tmp_path, monkeypatch, killed_at):
+    """Ctrl-C between the study's creation and its spec, or amid its grid's cells: the same command
+    again finishes creating the study and runs every cell once."""
+    import trc.sweep.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "CREATION_WAIT_S", 0.5)  # the creator's writes take milliseconds
+    storage, argv = str(tmp_path / "sweep.journal"), sweep_argv(data, str(tmp_path / "sweep.journal"),
+                                                                 tmp_path / "runs", "--grid", "seed=0,1,2")
+    name, calls = ("set_user_attr", 1) if killed_at == "the spec" else ("enqueue_trial", 2)
+    real = getattr(optuna.Study, name)
+
+    made = []
+
+    def killed(self, *args, **kwargs):
+        made.append(name)
+        if len(made) == calls:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(optuna.Study, name, killed)
+        assert main(argv) == 130
+    left = optuna.load_study(storage=worker_module.open_storage(storage), study_name="s")
+    assert len(left.trials) == calls - 1   # none, or the first cell
+    assert main(argv) == 0
+    rows, _ = grid_results(storage, "s")
+    assert [r["state"] for r in rows] == ["complete"] * 3
+    assert sorted(r["flags"]["seed"] for r in rows) == [0, 1, 2]
+

@@ -4,7 +4,8 @@ Every machine runs the same ``trc sweep`` command; each is a worker of one share
 
 - The worker that creates the study writes down what is swept (the study's ``trc_sweep`` user
   attribute) and, for a grid, enqueues every cell once as a waiting trial.  Workers joining later
-  wait for that record and refuse to join a study swept over something else.
+  wait for both and refuse to join a study swept over something else; a creator killed in between
+  leaves a study that the next worker finishes creating (:func:`join_study`).
 - A grid worker only ever takes a *waiting* trial; taking one is a single state change in the
   storage that exactly one worker wins, so no cell is ever trained twice.  A search worker asks the
   TPE sampler for a new trial while the study has fewer than ``n_trials``.
@@ -28,6 +29,8 @@ from trc.sweep.objective import objective
 from trc.sweep.storage import Heartbeat, fail_stale_trials, open_storage, retry_now
 
 SPEC = "trc_sweep"
+ENQUEUED = "trc_sweep_enqueued"   # written once every cell of the grid is enqueued
+CREATION_WAIT_S = 60.0   # how long a joiner waits for a study's creator to finish creating it
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -38,36 +41,58 @@ def _sampler_and_pruner(grid: dict | None, prune: bool, sampler_seed: int | None
     return sampler, pruner
 
 
-def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: float = 60.0,
+def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: float | None = None,
                sampler_seed: int | None = None) -> optuna.Study:
     """Create the study ``name`` with ``spec`` (enqueuing a grid's cells) or join it if it exists; a search
     samples with this worker's TPE sampler, seeded with ``sampler_seed`` (None: unseeded).
 
+    Creating a study takes three writes: the study, its spec, its cells (:data:`ENQUEUED` marks the
+    last).  A joiner waits up to ``wait_s`` for a creator that is still writing; past that the
+    creator is taken for dead (each write takes milliseconds; ``wait_s`` None: :data:`CREATION_WAIT_S`)
+    and the joiner finishes its work: a
+    study that is empty gets the joiner's spec, and a grid whose cells stop short gets the rest.
+    A sweep killed while it created its study therefore resumes like any other.
+
     Raises:
-        TRCError: the existing study sweeps something else, or its creator never finished creating it.
+        TRCError: the existing study sweeps something else, or holds trials without a trc sweep's record.
     """
+    wait_s = CREATION_WAIT_S if wait_s is None else wait_s
     sampler, pruner = _sampler_and_pruner(spec["grid"], prune, sampler_seed)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
                                     sampler=sampler, pruner=pruner)
+        study.set_user_attr(SPEC, spec)
+        creating = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
-        deadline = time.monotonic() + wait_s
-        while SPEC not in study.user_attrs:
-            if time.monotonic() > deadline:
-                raise TRCError(f"study {name!r} exists but is not a trc sweep (or its creator died while "
-                               f"creating it); choose another --study_name") from None
-            time.sleep(0.2)
+        creating = not _wait_for(study, SPEC, wait_s)
+        if creating:
+            if _count(study, *TrialState):
+                raise TRCError(f"study {name!r} exists but is not a trc sweep; choose another --study_name") from None
+            study.set_user_attr(SPEC, spec)   # its creator died before writing the spec: adopt it
         theirs = study.user_attrs[SPEC]
         if theirs != spec:
             diff = next(k for k in spec if theirs.get(k) != spec[k])
             raise TRCError(f"study {name!r} sweeps with {diff} = {theirs.get(diff)!r}, not {spec[diff]!r}; "
                            f"run the same command on every worker, or choose another --study_name") from None
-        return study
-    for cell in grid_cells(spec["grid"] or {})[:spec["n_trials"]]:
+    cells = grid_cells(spec["grid"] or {})[:spec["n_trials"]]
+    if not creating and (_count(study, *TrialState) >= len(cells) or _wait_for(study, ENQUEUED, wait_s)):
+        return study   # (studies of earlier versions of trc wrote the spec after every cell, and no ENQUEUED)
+    # No trial runs before ENQUEUED is written, so the trials there are the first cells, in order.
+    for cell in cells[_count(study, *TrialState):]:
         study.enqueue_trial(cell)
-    study.set_user_attr(SPEC, spec)
+    study.set_user_attr(ENQUEUED, True)
     return study
+
+
+def _wait_for(study: optuna.Study, attr: str, wait_s: float) -> bool:
+    """Whether the study's user attribute ``attr`` is written within ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while attr not in study.user_attrs:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _take_waiting(study: optuna.Study) -> optuna.Trial | None:
