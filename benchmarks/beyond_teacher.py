@@ -316,7 +316,9 @@ def main() -> None:
         test, optimal_costs = test_set(problem, args.test_samples, cache)
         print(f"{name}: {args.train_samples} LQR demonstrations, {args.test_samples} test states, "
               f"{torch.get_num_threads()} thread(s)", flush=True)
-        print(f"  LQR teacher (open loop): {lqr_row(problem, test, optimal_costs)}", flush=True)
+        lqr = lqr_row(problem, test, optimal_costs)
+        print(f"  LQR teacher (open loop): success {lqr['success_rate']:.1f} %, final error "
+              f"{lqr['mean_final_error']:.3f}, cost/opt {lqr['cost_over_optimum']:.4f}", flush=True)
         for run in args.runs.split(","):
             rows = []
             for seed in seeds:

@@ -60,7 +60,7 @@ import trc
 from trc.data.experts import lqr_controls, optimal_controls
 from trc.evaluation import closed_loop
 from trc.evaluation.closed_loop import Controller
-from trc.training.train import build_model
+from trc.training.train import DEFAULTS, build_model
 
 
 def timed(fn):
@@ -157,7 +157,7 @@ def main() -> None:
           f"replan every {args.replan_every}")
 
     if args.time:
-        model = build_model(problem)
+        model = build_model(problem, iterations=DEFAULTS["iterations"])
         res, wall, cpu = timed(lambda: closed_loop(model, x0, args.replan_every, problem=problem))
         print(f"closed loop of the default model ({sum(p.numel() for p in model.parameters())} parameters, "
               f"K = {model.num_iterations}): {res.plans} plans of {args.starts} starts in {wall:.1f} s wall, "

@@ -31,7 +31,7 @@ from trc import get_problem, rk4, rollout
 from trc.data.experts import lqr_controls
 from trc.models.tiny_recursive_control import TinyRecursiveControl
 from trc.training.supervised_trainer import ProcessSupervisionObjective
-from trc.training.train import build_model
+from trc.training.train import DEFAULTS, build_model
 
 
 def minimum_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -91,7 +91,7 @@ def main() -> None:
     rows.append(("PS training step, two-level medium, K = 3, batch 32", training_step(medium, problem, 32),
                  "<= 30 ms"))
     torch.manual_seed(0)
-    small = build_model(problem, "small")
+    small = build_model(problem, DEFAULTS["model_size"], iterations=DEFAULTS["iterations"])
     rows.append(("PS training step, the book's (small, K = 2, batch 64)", training_step(small, problem, 64), ""))
 
     print(f"vanderpol, float32, 1 thread; minimum of {args.repeats} runs (wall time is inflated by other "
