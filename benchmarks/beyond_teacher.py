@@ -25,7 +25,7 @@ the wall time of the closed loop; ``--seeds N`` adds mean +- std.
     python benchmarks/beyond_teacher.py                                  # all problems, 1 seed
     python benchmarks/beyond_teacher.py --problems vanderpol_constrained --runs default,bc
     python benchmarks/beyond_teacher.py --seeds 5                         # the full table
-    python benchmarks/beyond_teacher.py --epochs 2 --test_samples 50      # smoke test
+    python benchmarks/beyond_teacher.py --epochs 2 --closed_loop_steps 2 --test_samples 50      # smoke test
 
 Targets (5 seeds, each training <= 10 min on a 2-core CPU): pendulum closed loop
 >= 95 % success and cost <= 1.05x the open-loop optimum; vanderpol_constrained
@@ -300,6 +300,8 @@ def main() -> None:
     ap.add_argument("--train_samples", type=int, default=1000)
     ap.add_argument("--test_samples", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick checks)")
+    ap.add_argument("--closed_loop_steps", type=int, default=None,
+                    help="override the recipe's closed-loop tuning steps where a run does not set them (quick checks)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default="data/benchmark_cache")
     ap.add_argument("--output", default=None, help="write every result as JSON here")
@@ -323,7 +325,10 @@ def main() -> None:
             rows = []
             for seed in seeds:
                 with tempfile.TemporaryDirectory() as tmp:
-                    row = train(data_path, name, RUNS[run], seed, args.epochs, Path(tmp))
+                    flags = RUNS[run]
+                    if args.closed_loop_steps is not None and "--closed_loop_steps" not in flags:
+                        flags = [*flags, "--closed_loop_steps", str(args.closed_loop_steps)]
+                    row = train(data_path, name, flags, seed, args.epochs, Path(tmp))
                     row.update(evaluate(load_checkpoint(Path(tmp) / "best_model.pt"), problem, test, optimal_costs))
                 rows.append(row)
                 results.append({"problem": name, "run": run, "seed": seed, **row})

@@ -19,7 +19,7 @@ every model and problem the open-loop success and cost over the optimum, the clo
 training wall times.
 
     python benchmarks/multi_problem.py --runs runs/multi                       # trains what is missing
-    python benchmarks/multi_problem.py --epochs 2 --act_epochs 1 --test_samples 50 --runs /tmp/m   # smoke test
+    python benchmarks/multi_problem.py --epochs 2 --act_epochs 1 --closed_loop_steps 2 --test_samples 50 --runs /tmp/m   # smoke test
 
 Targets (multi-problem model, held-out starts vs the optimum): double_integrator >= 99 % and
 <= 1.01x; vanderpol >= 99.5 % and <= 1.01x; vanderpol_constrained >= 75 % and <= 1.03x;
@@ -229,6 +229,8 @@ def main() -> None:
     ap.add_argument("--test_samples", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: trc train's)")
     ap.add_argument("--act_epochs", type=int, default=20, help="epochs of the halting fine-tuning")
+    ap.add_argument("--closed_loop_steps", type=int, default=None,
+                    help="override the recipes' closed-loop tuning steps (quick checks)")
     ap.add_argument("--no_single", action="store_true", help="skip the single-problem models")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -251,7 +253,8 @@ def main() -> None:
           f"{torch.get_num_threads()} thread(s)", flush=True)
     results = {}
 
-    multi_path, wall, cpu = trained(runs / "multi", data, args.problems, [], args.epochs, args.seed)
+    tuning = [] if args.closed_loop_steps is None else ["--closed_loop_steps", str(args.closed_loop_steps)]
+    multi_path, wall, cpu = trained(runs / "multi", data, args.problems, tuning, args.epochs, args.seed)
     multi = load_checkpoint(multi_path)
     print(f"multi: {multi.get_parameter_count()['total']} parameters, trained in {wall:.0f} s "
           f"({wall / 60:.1f} min; CPU {cpu:.0f} s)", flush=True)
@@ -275,7 +278,7 @@ def main() -> None:
               f"mean iterations {r['iterations']:.2f} (its targets ask for {r['target_iterations']:.2f})", flush=True)
 
     for p in [] if args.no_single else problems:
-        path, wall, _ = trained(runs / f"single_{p.name}", str(paths[names.index(p.name)]), p.name, [], args.epochs,
+        path, wall, _ = trained(runs / f"single_{p.name}", str(paths[names.index(p.name)]), p.name, tuning, args.epochs,
                              args.seed)
         single = load_checkpoint(path)
         r = row(single, p, *tests[p.name])
