@@ -90,13 +90,14 @@ def by_phase(problem, X, U, X_ref, U_ref, parts: int = 5) -> str:
 
 class OptimumReplanner:
     """The optimum as a planner: ``optimal_controls`` from every state it is given, with its last
-    plan shifted by one step (the last control repeated) as one more initial guess."""
+    plan shifted by the ``replan_every`` steps since (the last control repeated) as one more initial guess."""
 
-    def __init__(self, problem):
-        self.problem, self.last = problem, None
+    def __init__(self, problem, replan_every: int = 1):
+        self.problem, self.shift, self.last = problem, replan_every, None
 
     def __call__(self, x, target):
-        guess = None if self.last is None else torch.cat([self.last[:, 1:], self.last[:, -1:]], 1)
+        k = self.shift
+        guess = None if self.last is None else torch.cat([self.last[:, k:], self.last[:, -1:].expand(-1, k, -1)], 1)
         self.last = optimal_controls(self.problem, x, target, guesses=guess)
         return self.last
 
@@ -193,7 +194,7 @@ def main() -> None:
                   f"{wall:.0f} s wall, {cpu:.0f} s CPU; by stretch of the episode:")
             print(by_phase(problem, X, U, opt["X"], U_opt))
     if args.oracle:
-        res, wall, cpu = timed(lambda: closed_loop(OptimumReplanner(problem), x0, args.replan_every,
+        res, wall, cpu = timed(lambda: closed_loop(OptimumReplanner(problem, args.replan_every), x0, args.replan_every,
                                                    problem=problem))
         print(row("optimum, closed loop", res.success, res.cost, opt["cost"]))
         ratio = res.cost / opt["cost"]
