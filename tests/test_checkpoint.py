@@ -78,6 +78,15 @@ def test_trainer_state_round_trip(tmp_path):
     fresh = torch.optim.AdamW(tiny().parameters(), lr=1e-3)
     fresh.load_state_dict(back["optimizer"])
     assert back["epoch"] == 4 and back["history"] == {"loss": [1.0, 0.5]}
+    original, reloaded = optimizer.state_dict(), fresh.state_dict()
+    stepped = [i for i, p in enumerate(model.parameters()) if p.grad is not None]
+    assert stepped and sorted(original["state"]) == stepped              # the step left moments to compare
+    assert sorted(reloaded["state"]) == stepped
+    assert any(original["state"][i]["exp_avg"].abs().max() > 0 for i in stepped)
+    for i in stepped:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(reloaded["state"][i][key], original["state"][i][key]), (i, key)
+    assert reloaded["param_groups"] == original["param_groups"]
     assert load_checkpoint(path).checkpoint_metadata == {"seed": 1}
 
 

@@ -50,18 +50,25 @@ def test_help_renders_and_explains_lambda(capsys):
 
 
 def test_lambda_conversion_in_help_matches_the_loss_gradients():
-    """The help's claim: on the last iterate's cost, lambda T (K+1)/K ('ratio') pushes as the seed's lambda."""
+    """The help's claim: on the last iterate's cost, lambda T (K+1)/K ('ratio') pushes as the seed's lambda,
+    and the help's worked numbers (the seed's 0.1 is 15 here, trc's 1 a seed lambda of 0.0067) are that formula."""
     from trc.training.process_supervision import ratio_process_term, seed_process_term
+    from trc.training.train import PROCESS_WEIGHT_HELP
 
-    T, K, B = 100, 2, 3
+    example = re.search(r"for T = (\d+) and K = (\d+), the seed's ([\d.]+) is ([\d.]+) here and trc's ([\d.]+) is "
+                        r"a seed lambda of ([\d.]+)", PROCESS_WEIGHT_HELP)
+    assert example, PROCESS_WEIGHT_HELP
+    T, K = int(example[1]), int(example[2])
+    lam_seed, lam_here, lam_trc, lam_trc_seed = map(float, example.groups()[2:])
+    assert lam_seed * T * (K + 1) / K == pytest.approx(lam_here)
+    assert lam_trc / (T * (K + 1) / K) == pytest.approx(lam_trc_seed, abs=5e-5)  # as printed, to 4 decimals
+    B = 3
     costs = torch.full((B, K + 1), 5.0, dtype=torch.float64, requires_grad=True)
-    lam_seed = 0.1
     (lam_seed * seed_process_term(costs)).backward()
     seed_grad = costs.grad[:, -1].clone()
     costs.grad = None
-    (lam_seed * T * (K + 1) / K * ratio_process_term(costs, T)).backward()
+    (lam_here * ratio_process_term(costs, T)).backward()
     torch.testing.assert_close(costs.grad[:, -1], seed_grad, rtol=1e-6, atol=0)
-    assert lam_seed * T * (K + 1) / K == pytest.approx(15)
 
 
 @pytest.fixture(scope="module")

@@ -61,16 +61,33 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only folders")
-def test_read_only_folder_is_refused(tmp_path, capsys):
+def test_read_only_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    import trc.data.generate
+
     folder = tmp_path / "ro"
     folder.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        # root writes to a folder without write permission, so the folder also refuses as a
+        # read-only file system does (for root too)
+        if dir is not None and os.path.samefile(dir, folder):
+            raise PermissionError(30, "Read-only file system")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr("trc.io.tempfile.mkstemp", mkstemp)
+    monkeypatch.setattr(trc.data.generate, "generate_dataset", None)  # would fail if the work started
     folder.chmod(0o500)
     try:
         assert generate(tmp_path, output="ro/d.npz") == 2
-        assert "not writable" in capsys.readouterr().err
     finally:
         folder.chmod(0o700)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"cannot write {str(folder / 'd.npz')!r}: folder {str(folder)!r} is not writable" in err, err
+    assert list(folder.iterdir()) == []
 
 
 def test_non_integer_flag_is_an_argparse_error_with_status_2(tmp_path, capsys):

@@ -210,11 +210,6 @@ def test_solved_optimum_on_the_double_integrator_is_the_lqr_cost_in_data_order(p
     np.testing.assert_allclose(solve_optimal_costs(problem, data, batch_size=4), lqr, rtol=1e-6)
 
 
-def test_a_batch_size_of_zero_is_one_sentence(problem):
-    with pytest.raises(TRCError, match="batch_size must be a positive integer, got 0"):
-        RefinementEvaluator(FixedIterates(problem)).evaluate(dataset(problem), batch_size=0)
-
-
 def test_a_model_of_another_problem_is_refused(problem):
     from trc.models.tiny_recursive_control import TinyRecursiveControl, TRCConfig
 

@@ -80,8 +80,39 @@ def test_changed_code_misses_the_cache(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("model-*.pt"))) == 2 and len(list(tmp_path.glob("*.npz"))) == 3
 
 
-def test_fingerprints_cover_the_right_modules():
-    assert cache.code_fingerprint("data") != cache.code_fingerprint("model")
+def test_fingerprints_cover_the_right_modules(tmp_path, monkeypatch):
+    # The fingerprints of a copy of trc/, edited one file at a time: code_fingerprint hashes the
+    # package its module lies in, so its __file__ is pointed into the copy (and its lru_cache bypassed).
+    import shutil
+    from pathlib import Path
+
+    source = Path(cache.__file__).resolve().parents[1]  # the trc/ this test imports
+    root = tmp_path / "trc"
+    shutil.copytree(source, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "__file__", str(root / "book" / "cache.py"))
+
+    def fingerprints():
+        return {part: cache.code_fingerprint.__wrapped__(part) for part in ("data", "model")}
+
+    original = fingerprints()
+    assert original == {part: cache.code_fingerprint(part) for part in original}  # the copy is the source
+    assert original["data"] != original["model"]
+    # (file edited, does "data" change, does "model" change)
+    for name, data_changes, model_changes in [
+        ("training/trainer.py", False, True),        # the trainer makes models, not data
+        ("training/process_supervision.py", False, True),
+        ("models/tiny_recursive_control.py", False, True),
+        ("data/experts.py", True, True),             # the experts make the data the models learn from
+        ("evaluation/plots.py", False, False),       # presentation only
+    ]:
+        path = root / name
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        edited = fingerprints()
+        path.write_text(text)
+        assert (edited["data"] != original["data"], edited["model"] != original["model"]) == (
+            data_changes, model_changes), name
+    assert fingerprints() == original
     with pytest.raises(TRCError, match="fingerprint part"):
         cache.code_fingerprint("plots")
 
@@ -122,9 +153,16 @@ def test_bad_settings_are_one_sentence(change, message):
         Experiment(**change)
 
 
-def test_run_experiments_trains_in_other_processes_and_gives_the_same_models(tmp_path):
+def no_training_here(*args, **kwargs):
+    raise AssertionError("trained in the calling process, not in a worker")
+
+
+def test_run_experiments_trains_in_other_processes_and_gives_the_same_models(tmp_path, monkeypatch):
     experiments = [Experiment(**TINY), Experiment(**TINY, process_weight=0.0), Experiment(**TINY)]
+    # this process cannot train; the spawned workers import trc afresh, without the patch
+    monkeypatch.setattr(Experiment, "train", no_training_here)
     parallel = experiment.run_experiments(experiments, tmp_path / "parallel", workers=2)
+    monkeypatch.undo()
     serial = [e.run(tmp_path / "serial") for e in experiments[:2]]
     assert not any(r.cached for r in parallel)  # trained by the workers (and loaded here)
     assert experiment.run_experiments(experiments[:1], tmp_path / "parallel")[0].cached
@@ -150,7 +188,7 @@ def test_a_worker_whose_code_differs_from_its_callers_refuses_to_train(tmp_path)
     assert e.load_cached(tmp_path) is not None
 
 
-def test_train_commands_in_other_processes_train_what_trc_train_does_here(tmp_path):
+def test_train_commands_in_other_processes_train_what_trc_train_does_here(tmp_path, monkeypatch):
     import trc
 
     data = tmp_path / "di.npz"
@@ -158,8 +196,11 @@ def test_train_commands_in_other_processes_train_what_trc_train_does_here(tmp_pa
     common = ["--problem", "double_integrator", "--data", data, "--epochs", 1, "--batch_size", 16,
               "--model_size", "small"]
     runs = [[*common, "--output_dir", tmp_path / f"w{seed}", "--seed", seed] for seed in (0, 1)]
-    parallel = experiment.train_commands(runs, workers=2)
     here = experiment.train_commands([[*common, "--output_dir", tmp_path / "here", "--seed", 0]], workers=1)
+    # this process cannot run trc train; the spawned workers import trc afresh, without the patch
+    monkeypatch.setattr("trc.cli.main", no_training_here)
+    parallel = experiment.train_commands(runs, workers=2)
+    monkeypatch.undo()
     assert [len(r) for r in parallel] == [2, 2] and all(seconds > 0 for _, seconds in parallel)
     assert "wrote" in parallel[0][0] and "wrote" in here[0][0]
     a, b, c = (trc.load_checkpoint(tmp_path / d / "best_model.pt").state_dict() for d in ("w0", "w1", "here"))

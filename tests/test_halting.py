@@ -98,14 +98,22 @@ def test_halted_starts_leave_the_batch_and_their_plans_freeze(monkeypatch):
 
 
 def test_plan_with_return_info_and_halt_false():
+    """A halting model halts by default; ``halt=False`` runs all K iterations all the same."""
     model = tiny(num_outer_cycles=4, use_halting=True).eval()
+    with torch.no_grad():
+        model.halt_head.net[-1].bias.copy_(torch.tensor([10.0, -10.0]))   # halt after the first iteration
     x0 = starts(model).numpy()
     U, info = model.plan(x0, return_info=True)
     assert U.shape == (6, 15, 1) and info["iterations"].shape == (6,)
-    assert info["iterations"].dtype == np.int64 and ((info["iterations"] >= 1) & (info["iterations"] <= 4)).all()
+    assert info["iterations"].dtype == np.int64 and (info["iterations"] == 1).all()
     U_all, info_all = model.plan(x0, halt=False, return_info=True)
     assert (info_all["iterations"] == 4).all()
     np.testing.assert_allclose(U_all, model.plan(x0, halt=False))
+    with torch.no_grad():
+        full, first = (model(torch.as_tensor(x0), iterations=k).controls.numpy() for k in (4, 1))
+    np.testing.assert_allclose(U_all, full, atol=1e-6)                  # the plan after all K iterations
+    np.testing.assert_allclose(U, first, atol=1e-6)                     # the plan after the first
+    assert np.abs(U_all - U).max() > 1e-4                               # and the two differ
     one, info_one = model.plan(x0[0], return_info=True)
     assert one.shape == (15, 1) and info_one["iterations"].shape == ()
     Ut, info_t = model.plan(torch.as_tensor(x0), return_info=True)

@@ -208,11 +208,20 @@ def test_check_writable_probes_the_folder_itself(tmp_path, monkeypatch):
 # -- sizes, seeds, metadata, costs --------------------------------------------------------------------
 
 def test_a_dataset_too_large_is_refused_before_allocating(tmp_path, capsys):
-    rc, err = cli(capsys, "generate", "--num_samples", "1000000000", "--output", tmp_path / "big.npz")
-    assert rc == 2 and one_line(err, "would take 1143.7 GiB", "at most 3497530")
+    from trc.data.datasets import MAX_DATASET_BYTES
+
+    vdp = get_problem("vanderpol")
+    n_x, n_u, T = vdp.n_x, vdp.n_u, vdp.horizon
+    # float32 per sample: start and target, the trajectory (T + 1 states), the controls, the cost
+    # (Van der Pol: 4 B x (2*2 + 101*2 + 100*1 + 1) = 4 B x 307 = 1228 B)
+    sample_bytes = 4 * (2 * n_x + (T + 1) * n_x + T * n_u + 1)
+    n = 1_000_000_000
+    most = MAX_DATASET_BYTES // sample_bytes   # 4 GiB // 1228 B = 3497530
+    rc, err = cli(capsys, "generate", "--num_samples", n, "--output", tmp_path / "big.npz")
+    assert rc == 2 and one_line(err, f"would take {n * sample_bytes / 2**30:.1f} GiB", f"at most {most} ")
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(TRCError, match="GiB"):
-        generate_dataset("vanderpol", 3_500_000)
+    with pytest.raises(TRCError, match=f"{most + 1} samples of 'vanderpol' would take"):
+        generate_dataset("vanderpol", most + 1)
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**70), "1.5"])

@@ -196,8 +196,15 @@ def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
     # trc analyze judges the planner of the dataset's problem
     assert main(["analyze", "--checkpoint", str(tmp_path / "best_model.pt"), "--data", datasets["vanderpol"],
                  "--output", str(tmp_path / "analysis")]) == 0
-    report = json.loads((tmp_path / "analysis.json").read_text())
-    assert 0 <= report["model"]["summary"]["success_rate"] <= 100
+    report = json.loads((tmp_path / "analysis.json").read_text())["model"]["summary"]
+    from trc.data.datasets import load_dataset
+    from trc.evaluation.metrics import summarize
+    from trc.evaluation.refinement_evaluator import RefinementEvaluator
+
+    shared = load_checkpoint(tmp_path / "best_model.pt")
+    judged = summarize(RefinementEvaluator(shared, problem="vanderpol").evaluate(load_dataset(datasets["vanderpol"])))
+    for key in ("mean_cost_per_iteration", "success_rate_per_iteration", "success_rate"):
+        assert report[key] == pytest.approx(judged[key], rel=1e-6), key
 
 
 def test_cli_heads_only_trains_the_halting_head_of_a_fixed_multi_problem_planner(datasets, tmp_path):
@@ -416,8 +423,10 @@ def test_cli_tunes_the_pendulum_of_a_shared_model_through_its_own_adapter(datase
     first = history["closed_loop_tuning"]["pendulum"][0]
     assert main(argv[:-1] + ["3", "--resume", "--epochs", "2"]) == 0
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert history["best_epoch"] == 0 and len(history["epochs"]) == 2
-    assert history["closed_loop_tuning"]["pendulum"][0] == first
+    best = min(history["epochs"], key=lambda e: e["val"][history["monitor"]])["epoch"]  # the earliest of equals
+    assert history["best_epoch"] == best and len(history["epochs"]) == 2
+    # the tuning starts from the untuned best epoch: where it is still epoch 0, its first validation is the first run's
+    assert (history["closed_loop_tuning"]["pendulum"][0] == first) == (best == 0)
     # a halting head on the tuned planner keeps its adapter
     assert main(argv[:-2] + ["--closed_loop_steps", "0", "--output_dir", str(tmp_path / "act"), "--act",
                              "--max_iterations", "2", "--init_from", str(tmp_path / "run" / "best_model.pt"),
@@ -472,8 +481,13 @@ def test_cli_tunes_the_double_integrator_of_a_shared_model_on_its_own_objective(
             "--epochs", "1", "--batch_size", "8", "--self_play", "off", "--quiet", "--closed_loop_critic", "0",
             "--closed_loop_steps", "1"]
     assert main([*argv, "--output_dir", str(tmp_path / "run"), "--adapter_epochs", "2"]) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    log = history["adapter_tuning"]["double_integrator"]
+    assert [r["epoch"] for r in log] == [0, 1, 2]
+    kept = min(log, key=lambda r: r["cost_over_expert"])   # the cheapest validation, the earliest of equals
     assert "double_integrator: its own adapter, embedding row and biases tuned 2 epochs on its objective; kept " \
-           "epoch 1" in capsys.readouterr().out
+           f"epoch {kept['epoch']}: success {100 * kept['success']:.1f}%, cost / expert " \
+           f"{kept['cost_over_expert']:.4f} (before {log[0]['cost_over_expert']:.4f})" in capsys.readouterr().out
     assert main([*argv, "--output_dir", str(tmp_path / "plain"), "--adapter_epochs", "0"]) == 0
     tuned, plain = (load_checkpoint(tmp_path / d / "best_model.pt") for d in ("run", "plain"))
     assert tuned.problem_adapter.enabled.tolist() == [True, True] and plain.problem_adapter.enabled.tolist() == [False, True]
@@ -482,9 +496,8 @@ def test_cli_tunes_the_double_integrator_of_a_shared_model_on_its_own_objective(
     assert not torch.equal(tuned.plan(x0["double_integrator"], problem="double_integrator"),
                            plain.plan(x0["double_integrator"], problem="double_integrator"))
     record = tuned.checkpoint_metadata["adapter_tuning"]["double_integrator"]
-    assert (record["epochs"], record["lr"], record["kept_epoch"]) == (2, 1e-3, 1)
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [r["epoch"] for r in history["adapter_tuning"]["double_integrator"]] == [0, 1, 2]
+    assert (record["epochs"], record["lr"], record["kept_epoch"]) == (2, 1e-3, kept["epoch"])
+    assert record["cost_over_expert"] == kept["cost_over_expert"]
     # --resume of the finished run takes the tuned rows from adapter_tuning.pt (after the pendulum's saved
     # tuning has put back its own weights): the same model, not one tuned twice
     assert main([*argv, "--output_dir", str(tmp_path / "run"), "--adapter_epochs", "2", "--resume"]) == 0

@@ -9,8 +9,8 @@ from trc import get_problem
 from trc.data.datasets import generate_dataset, make_loader
 from trc.errors import TRCError
 from trc.training.curriculum import Curriculum, difficulty
-from trc.training.selfplay import (PlanArchive, SelfPlayConfig, SelfPlayData, join, nearest, smooth_noise, stitched,
-                                    tails)
+from trc.training.selfplay import (PlanArchive, SelfPlayConfig, SelfPlayData, join, nearest, plans_of, smooth_noise,
+                                    stitched, tails)
 from trc.training.train import build_model
 
 HORIZON = 20
@@ -81,17 +81,52 @@ def test_selfplay_data_batches_and_fresh_starts(problem, data):
         SelfPlayConfig(explore=-1)
 
 
-def test_short_self_play_run_lowers_the_cost(problem, data):
+def _self_play_run(problem, data, train):
+    """Four refreshes of the same archive, with the model trained in between or left untrained.
+
+    Returns the loader and, per refresh, ``(archive cost before, archive cost after, cost of the
+    model's cheapest iterate)`` per start, the model's costs taken right after the refresh.
+    """
     from trc.training.supervised_trainer import train_with_process_supervision
 
     torch.manual_seed(0)
     model = build_model(problem)
     loader = SelfPlayData(problem, data, 16, SelfPlayConfig(fresh_starts=16, explore=4), seed=0, epochs=4)
-    start = loader.archive.cost.clone()
-    train_with_process_supervision(model, loader, make_loader(data, 48, shuffle=False), epochs=4, lr=3e-3,
-                                   variant="ratio", progress=False)
-    assert len(loader.log) == 4 and loader.archive.improved > 0
+    seen, before = [], [loader.archive.cost.clone()]
+
+    def look(epoch):  # runs right after the refresh: the model is the one that was refreshed with
+        a = loader.archive
+        plans = plans_of(model, a.x0, a.target)
+        idx = torch.arange(len(a))
+        model_cost = torch.stack([a.simulate(problem.clip(plans[:, k]), idx) for k in range(plans.shape[1])]).amin(0)
+        seen.append((before[-1], a.cost.clone(), model_cost))
+        before.append(a.cost.clone())
+
+    if train:
+        train_with_process_supervision(model, loader, make_loader(data, 48, shuffle=False), epochs=4, lr=3e-3,
+                                       variant="ratio", progress=False, hooks={"on_epoch_start": look})
+    else:
+        for epoch in range(4):
+            loader.refresh(model, epoch)
+            look(epoch)
+    return loader, seen
+
+
+def test_short_self_play_run_lowers_the_cost(problem, data):
+    """The model's own plans reach the archive, and learning finds clearly more cheaper plans than noise."""
+    loader, seen = _self_play_run(problem, data, train=True)
+    idle, _ = _self_play_run(problem, data, train=False)
+    start = seen[0][0]
+    assert len(loader.log) == 4
     assert (loader.archive.cost <= start).all() and loader.archive.cost.mean() < start.mean()
+    beaten = 0
+    for before, after, model_cost in seen:
+        assert (after <= model_cost).all()           # every iterate of the model was offered
+        beaten += int((model_cost < before).sum())
+    assert beaten > 0                                # and the model's own plans did beat the archive
+    # exploration alone also finds a few cheaper plans: the learning model must find clearly more
+    assert loader.archive.improved >= idle.archive.improved + 10
+    assert start.mean() - loader.archive.cost.mean() > 10 * (start.mean() - idle.archive.cost.mean())
 
 
 def test_selfplay_state_round_trips(problem, data):

@@ -143,8 +143,11 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 @pytest.mark.parametrize("kw", [{"epochs": 0}, {"lr": -1.0}, {"lr": math.nan}, {"mode": "up"},
                                 {"grad_clip": 0.0}, {"warmup": 1.0}, {"patience": 0}])
 def test_bad_config_is_one_sentence(kw):
-    with pytest.raises(TRCError):
+    """The error names the offending field, on one line."""
+    (field,) = kw
+    with pytest.raises(TRCError, match=rf"\b{field}\b") as error:
         TrainConfig(**kw)
+    assert "\n" not in str(error.value)
 
 
 def test_unknown_monitor_is_reported():
