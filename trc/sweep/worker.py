@@ -47,11 +47,11 @@ def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: fl
     samples with this worker's TPE sampler, seeded with ``sampler_seed`` (None: unseeded).
 
     Creating a study takes three writes: the study, its spec, its cells (:data:`ENQUEUED` marks the
-    last).  A joiner waits up to ``wait_s`` for a creator that is still writing; past that the
-    creator is taken for dead (each write takes milliseconds; ``wait_s`` None: :data:`CREATION_WAIT_S`)
-    and the joiner finishes its work: a
-    study that is empty gets the joiner's spec, and a grid whose cells stop short gets the rest.
-    A sweep killed while it created its study therefore resumes like any other.
+    last).  A joiner waits up to ``wait_s`` (None: :data:`CREATION_WAIT_S`) for a creator that is
+    still writing; past that the creator is taken for dead (each write takes milliseconds) and the
+    joiner finishes its work: a study that is empty gets the joiner's spec, and a grid whose cells
+    stop short gets the rest.  A sweep killed while it created its study therefore resumes like any
+    other.
 
     Raises:
         TRCError: the existing study sweeps something else, or holds trials without a trc sweep's record.
