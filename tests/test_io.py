@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from trc.io import atomic_write
+from trc.io import atomic_write, write_guard
 
 
 def test_atomic_write_replaces_whole_file_with_plain_mode(tmp_path):
@@ -27,3 +27,20 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
         atomic_write(path, fail)
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_a_write_guard_refuses_writes_inside_its_block_only(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+    calls = []
+
+    def refuse():
+        calls.append(1)
+        raise RuntimeError("not ours any more")
+
+    with write_guard(refuse):
+        with pytest.raises(RuntimeError, match="not ours"):
+            atomic_write(path, lambda tmp: open(tmp, "w").write("new"))
+    assert calls == [1] and path.read_text() == "old" and os.listdir(tmp_path) == ["f.txt"]
+    atomic_write(path, lambda tmp: open(tmp, "w").write("new"))   # outside the block: written
+    assert path.read_text() == "new" and calls == [1]

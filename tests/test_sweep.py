@@ -102,6 +102,37 @@ def test_a_dead_workers_trial_is_retried_and_resumes(data, tmp_path, monkeypatch
     assert (out / "report.png").stat().st_size > 0 and json.loads((out / "report.json").read_text())["cells"]
 
 
+def digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_a_stopped_worker_taken_for_dead_writes_nothing_when_it_wakes(data, tmp_path, monkeypatch):
+    """A worker stopped (not killed) after its first epoch is taken for dead and its trial retried in
+    the same folder; woken after the retry has finished, it leaves the folder as the retry left it."""
+    storage, out = str(tmp_path / "sweep.journal"), tmp_path / "runs"
+    argv = sweep_argv(data, storage, out, "--grid", "seed=0,1", "--epochs", "2")
+    sleeper = worker(argv, sleep=3)  # sleeps after epoch 0 of its first trial
+    deadline = time.monotonic() + 60
+    while not (out / "0" / "last_model.pt").exists():
+        assert sleeper.poll() is None and time.monotonic() < deadline, sleeper.communicate()[0]
+        time.sleep(0.05)
+    sleeper.send_signal(signal.SIGSTOP)
+    try:
+        monkeypatch.delenv(SLEEP_ENV, raising=False)
+        assert main(argv) == 0  # a new worker: takes the silent trial for dead, retries it, finishes the grid
+        left = digests(out / "0")
+        assert [r["epoch"] for r in json.loads((out / "0" / "history.json").read_text())["epochs"]] == [0, 1]
+    finally:
+        sleeper.send_signal(signal.SIGCONT)
+    log = sleeper.communicate(timeout=120)[0]
+    assert sleeper.returncode == 0 and "trial 0 was taken for dead and is retried" in log, log
+    assert digests(out / "0") == left
+    rows, _ = grid_results(storage, "s")
+    assert sorted((r["state"], r["flags"]["seed"]) for r in rows) == [("complete", 0), ("complete", 1), ("fail", 0)]
+
+
 @pytest.fixture
 def postgres_url():
     """A throwaway PostgreSQL server on a free port, as the ``postgres`` user when run as root."""

@@ -7,14 +7,31 @@ sentence, not a finished computation.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from trc.errors import TRCError
+
+
+_GUARD: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("trc_write_guard", default=None)
+
+
+@contextlib.contextmanager
+def write_guard(check: Callable[[], None]) -> Iterator[None]:
+    """Inside the block every :func:`atomic_write` calls ``check()`` just before it moves its file into
+    place, and ``check`` refuses the write by raising.  ``trc sweep`` uses it so that a worker whose
+    trial was taken for dead (stopped, not killed) cannot write into the run folder its retry resumes."""
+    token = _GUARD.set(check)
+    try:
+        yield
+    finally:
+        _GUARD.reset(token)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -23,7 +40,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     The temporary file lives in the target's folder (so the final rename is
     atomic) and keeps the target's suffix (so ``np.savez`` and friends do not
     append another).  Parent folders are created.  On any failure the
-    temporary file is removed and ``path`` is untouched.
+    temporary file is removed and ``path`` is untouched; so it is when a
+    :func:`write_guard` refuses the write.
     """
     path = Path(path)
     try:
@@ -37,6 +55,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
     try:
         write(tmp)
+        if (check := _GUARD.get()) is not None:
+            check()
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -2,8 +2,10 @@
 
 The run trains with the sweep's flags and the trial's own (a grid cell or a TPE sample) in
 ``output_dir/<trial number>``; a retried trial (its worker died) reuses the folder of the trial it
-retries and resumes from the last checkpoint.  After every epoch the validation cost goes to Optuna
-(``trial.report``), whose pruner may stop the run.  The objective is the best epoch's validation
+retries and resumes from the last checkpoint.  A worker taken for dead that was only stopped
+(``SIGSTOP``, a suspended machine) writes nothing more there once it wakes: every write of its
+run first checks that its trial is still running (:func:`trc.io.write_guard`).  After every epoch
+the validation cost goes to Optuna (``trial.report``), whose pruner may stop the run.  The objective is the best epoch's validation
 cost, the same held-out split and measurement ``trc train`` picks its best checkpoint by; its
 success rate, final error and the epochs run are user attributes beside it.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import optuna
 
+from trc.io import write_guard
 from trc.sweep.grid import suggest
 from trc.training.process_supervision import DEFAULT_VARIANT
 
@@ -70,7 +73,13 @@ def objective(trial: optuna.Trial, base: argparse.Namespace, grid: dict[str, lis
         if trial.should_prune():
             raise optuna.TrialPruned(f"validation cost {cost:.4g} at epoch {record['epoch']}")
 
-    train_command(train_args(base, flags, folder), hooks={"on_epoch_end": on_epoch_end})
+    def still_ours() -> None:   # a worker taken for dead and woken again leaves the folder to the retry
+        if trial.study._storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.RUNNING:
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"trial {trial.number} was taken for dead; its retry owns {str(folder)!r}")
+
+    with write_guard(still_ours):
+        train_command(train_args(base, flags, folder), hooks={"on_epoch_end": on_epoch_end})
     history = json.loads((folder / "history.json").read_text())
     if history["best_epoch"] is None:
         raise RuntimeError(history["stop_reason"] or "no epoch was validated")
