@@ -73,14 +73,20 @@ def test_two_workers_share_a_journal_file(data, tmp_path):
     two_workers_complete_the_grid(data, str(tmp_path / "sweep.journal"), tmp_path / "runs")
 
 
+def worker_past_its_first_epoch(argv, out, sleep):
+    """A worker that has written epoch 0 of trial 0 and sleeps ``sleep`` s after it."""
+    proc = worker(argv, sleep=sleep)
+    deadline = time.monotonic() + 60
+    while not (out / "0" / "last_model.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    return proc
+
+
 def test_a_dead_workers_trial_is_retried_and_resumes(data, tmp_path, monkeypatch, capsys):
     storage, out = str(tmp_path / "sweep.journal"), tmp_path / "runs"
     argv = sweep_argv(data, storage, out, "--grid", "seed=0,1", "--epochs", "2")
-    doomed = worker(argv, sleep=300)  # sleeps after epoch 0 of its first trial
-    deadline = time.monotonic() + 60
-    while not (out / "0" / "last_model.pt").exists():
-        assert doomed.poll() is None and time.monotonic() < deadline, doomed.communicate()[0]
-        time.sleep(0.1)
+    doomed = worker_past_its_first_epoch(argv, out, sleep=300)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     monkeypatch.delenv(SLEEP_ENV, raising=False)
@@ -113,11 +119,7 @@ def test_a_stopped_worker_taken_for_dead_writes_nothing_when_it_wakes(data, tmp_
     the same folder; woken after the retry has finished, it leaves the folder as the retry left it."""
     storage, out = str(tmp_path / "sweep.journal"), tmp_path / "runs"
     argv = sweep_argv(data, storage, out, "--grid", "seed=0,1", "--epochs", "2")
-    sleeper = worker(argv, sleep=3)  # sleeps after epoch 0 of its first trial
-    deadline = time.monotonic() + 60
-    while not (out / "0" / "last_model.pt").exists():
-        assert sleeper.poll() is None and time.monotonic() < deadline, sleeper.communicate()[0]
-        time.sleep(0.05)
+    sleeper = worker_past_its_first_epoch(argv, out, sleep=3)
     sleeper.send_signal(signal.SIGSTOP)
     try:
         monkeypatch.delenv(SLEEP_ENV, raising=False)
