@@ -5,9 +5,10 @@ The run trains with the sweep's flags and the trial's own (a grid cell or a TPE 
 retries and resumes from the last checkpoint.  A worker taken for dead that was only stopped
 (``SIGSTOP``, a suspended machine) writes nothing more there once it wakes: every write of its
 run first checks that its trial is still running (:func:`trc.io.write_guard`).  After every epoch
-the validation cost goes to Optuna (``trial.report``), whose pruner may stop the run.  The objective is the best epoch's validation
-cost, the same held-out split and measurement ``trc train`` picks its best checkpoint by; its
-success rate, final error and the epochs run are user attributes beside it.
+the validation cost goes to Optuna (``trial.report``), whose pruner may stop the run.  The
+objective is the best epoch's validation cost, the same held-out split and measurement ``trc
+train`` picks its best checkpoint by; its success rate, final error and the epochs run are user
+attributes beside it.
 """
 
 from __future__ import annotations

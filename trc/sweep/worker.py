@@ -41,22 +41,20 @@ def _sampler_and_pruner(grid: dict | None, prune: bool, sampler_seed: int | None
     return sampler, pruner
 
 
-def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: float | None = None,
-               sampler_seed: int | None = None) -> optuna.Study:
+def join_study(storage, name: str, spec: dict[str, Any], prune: bool, sampler_seed: int | None = None
+               ) -> optuna.Study:
     """Create the study ``name`` with ``spec`` (enqueuing a grid's cells) or join it if it exists; a search
     samples with this worker's TPE sampler, seeded with ``sampler_seed`` (None: unseeded).
 
     Creating a study takes three writes: the study, its spec, its cells (:data:`ENQUEUED` marks the
-    last).  A joiner waits up to ``wait_s`` (None: :data:`CREATION_WAIT_S`) for a creator that is
-    still writing; past that the creator is taken for dead (each write takes milliseconds) and the
-    joiner finishes its work: a study that is empty gets the joiner's spec, and a grid whose cells
-    stop short gets the rest.  A sweep killed while it created its study therefore resumes like any
-    other.
+    last).  A joiner waits up to :data:`CREATION_WAIT_S` for a creator that is still writing; past
+    that the creator is taken for dead (each write takes milliseconds) and the joiner finishes its
+    work: a study that is empty gets the joiner's spec, and a grid whose cells stop short gets the
+    rest.  A sweep killed while it created its study therefore resumes like any other.
 
     Raises:
         TRCError: the existing study sweeps something else, or holds trials without a trc sweep's record.
     """
-    wait_s = CREATION_WAIT_S if wait_s is None else wait_s
     sampler, pruner = _sampler_and_pruner(spec["grid"], prune, sampler_seed)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
@@ -65,7 +63,7 @@ def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: fl
         creating = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
-        creating = not _wait_for(study, SPEC, wait_s)
+        creating = not _wait_for(study, SPEC)
         if creating:
             if _count(study, *TrialState):
                 raise TRCError(f"study {name!r} exists but is not a trc sweep; choose another --study_name") from None
@@ -76,7 +74,7 @@ def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: fl
             raise TRCError(f"study {name!r} sweeps with {diff} = {theirs.get(diff)!r}, not {spec[diff]!r}; "
                            f"run the same command on every worker, or choose another --study_name") from None
     cells = grid_cells(spec["grid"] or {})[:spec["n_trials"]]
-    if not creating and (_count(study, *TrialState) >= len(cells) or _wait_for(study, ENQUEUED, wait_s)):
+    if not creating and (_count(study, *TrialState) >= len(cells) or _wait_for(study, ENQUEUED)):
         return study   # (studies of earlier versions of trc wrote the spec after every cell, and no ENQUEUED)
     # No trial runs before ENQUEUED is written, so the trials there are the first cells, in order.
     for cell in cells[_count(study, *TrialState):]:
@@ -85,9 +83,9 @@ def join_study(storage, name: str, spec: dict[str, Any], prune: bool, wait_s: fl
     return study
 
 
-def _wait_for(study: optuna.Study, attr: str, wait_s: float) -> bool:
-    """Whether the study's user attribute ``attr`` is written within ``wait_s`` seconds."""
-    deadline = time.monotonic() + wait_s
+def _wait_for(study: optuna.Study, attr: str) -> bool:
+    """Whether the study's user attribute ``attr`` is written within :data:`CREATION_WAIT_S` seconds."""
+    deadline = time.monotonic() + CREATION_WAIT_S
     while attr not in study.user_attrs:
         if time.monotonic() > deadline:
             return False
