@@ -59,9 +59,9 @@ from trc.training.recipe import recipe  # noqa: E402
 PROBLEM = "pendulum"
 
 
-def tuned_states(run: Path, data: dict, steps: int | None) -> tuple[dict, dict]:
-    """Every validated state of the recipe's tuning of ``run/last_model.pt`` (step 0: untuned) and the
-    validation cost of each."""
+def tuned_states(run: Path, data: dict, steps: int | None) -> tuple[torch.nn.Module, dict, dict]:
+    """The model of ``run/last_model.pt``, every validated state of the recipe's tuning of it (step 0:
+    untuned) and the validation cost of each."""
     model = load_checkpoint(run / "last_model.pt")
     settings = model.checkpoint_metadata["settings"]
     _, val = split_dataset(data, settings["val_fraction"], settings["seed"])
@@ -69,10 +69,10 @@ def tuned_states(run: Path, data: dict, steps: int | None) -> tuple[dict, dict]:
     config = ClosedLoopTuning(steps=steps or own["closed_loop_steps"], replan_every=own["closed_loop_replan"],
                               truncate=own["closed_loop_truncate"], critic=own["closed_loop_critic"])
     states = {0: copy.deepcopy(model.state_dict())}
-    _, log = tune_closed_loop(model, torch.as_tensor(val["initial_states"], dtype=torch.float64), config,
+    model, log = tune_closed_loop(model, torch.as_tensor(val["initial_states"], dtype=torch.float64), config,
                               seed=settings["seed"], val_target=torch.as_tensor(val["target_states"], dtype=torch.float64),
                               save=lambda s: states.__setitem__(s["step"], copy.deepcopy(s["weights"])))
-    return states, {r["step"]: r["cost"] for r in log if "cost" in r}
+    return model, states, {r["step"]: r["cost"] for r in log if "cost" in r}
 
 
 def main() -> None:
@@ -99,8 +99,8 @@ def main() -> None:
         run = Path(args.runs) / f"s{seed}"
         if not (run / "last_model.pt").exists():
             train(data_path, PROBLEM, ["--closed_loop_steps", "0", "--val_closed_loop", "0"], seed, args.epochs, run)
-        states, val = tuned_states(run, data, args.steps)
-        model, rows = load_checkpoint(run / "last_model.pt"), []
+        model, states, val = tuned_states(run, data, args.steps)
+        rows = []
         for step in sorted(states):
             model.load_state_dict(states[step])
             model.eval()
