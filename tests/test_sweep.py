@@ -307,3 +307,33 @@ def test_a_sweep_killed_while_creating_its_study_resumes(data, tmp_path, monkeyp
     assert [r["state"] for r in rows] == ["complete"] * 3
     assert sorted(r["flags"]["seed"] for r in rows) == [0, 1, 2]
 
+
+
+def test_a_cell_enqueued_twice_by_racing_joiners_runs_once(data, tmp_path, monkeypatch, capsys):
+    """Two workers that take over a dead creator's study at the same moment may both enqueue its
+    cells; each cell still trains once, and its copy is reported as a duplicate, unrun."""
+    import trc.sweep.worker as worker_module
+
+    storage, out = str(tmp_path / "sweep.journal"), tmp_path / "runs"
+    argv = sweep_argv(data, storage, out, "--grid", "seed=0,1,2")
+    real = optuna.Study.enqueue_trial
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:   # the creator dies after its spec, before its first cell
+        m.setattr(optuna.Study, "enqueue_trial", killed)
+        assert main(argv) == 130
+    study = optuna.load_study(storage=worker_module.open_storage(storage), study_name="s")
+    cells = grid_cells({"seed": [0, 1, 2]})
+    for cell in cells + cells[::-1]:   # what two joiners enqueuing at once leave
+        real(study, cell)
+    study.set_user_attr(worker_module.ENQUEUED, True)
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    rows, cells_done = grid_results(storage, "s")
+    assert [r["state"] for r in rows] == ["complete"] * 3 + ["duplicate"] * 3
+    assert [r["flags"]["seed"] for r in rows] == [0, 1, 2, 2, 1, 0]
+    assert [study.trials[n].user_attrs[worker_module.DUPLICATE] for n in (3, 4, 5)] == [2, 1, 0]
+    assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2"]
+    assert printed.count("closed unrun") == 3 and cells_done[0]["seeds"] == 3

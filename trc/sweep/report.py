@@ -38,7 +38,7 @@ def grid_results(storage: str, study_name: str) -> tuple[list[dict], list[dict]]
 
     Returns:
         ``(rows, cells)``.  A row is one trial: ``number``, ``state`` (complete, pruned, fail,
-        running, waiting), ``flags`` (the swept train flags), ``cost`` (best validation cost; None
+        running, waiting, or duplicate: a copy of a grid cell closed unrun, :mod:`trc.sweep.worker`), ``flags`` (the swept train flags), ``cost`` (best validation cost; None
         unless complete), ``success`` and ``retry_of`` (the first trial of the chain of retries it belongs to, whose run folder
         it resumes, or None).  A cell is one
         setting of the swept flags other than ``seed``, over the complete trials: ``flags``,
@@ -48,6 +48,8 @@ def grid_results(storage: str, study_name: str) -> tuple[list[dict], list[dict]]
     Raises:
         TRCError: no such study, or a study without trials.
     """
+    from trc.sweep.worker import DUPLICATE
+
     study = _load(storage, study_name)
     trials = study.get_trials(deepcopy=False)
     if not trials:
@@ -55,7 +57,8 @@ def grid_results(storage: str, study_name: str) -> tuple[list[dict], list[dict]]
     rows = []
     for t in trials:
         done = t.state.name == "COMPLETE"
-        rows.append({"number": t.number, "state": t.state.name.lower(),
+        state = "duplicate" if DUPLICATE in t.user_attrs else t.state.name.lower()
+        rows.append({"number": t.number, "state": state,
                      "flags": t.user_attrs.get("flags") or t.system_attrs.get("fixed_params") or dict(t.params),
                      "cost": t.value if done else None,
                      "success": t.user_attrs.get("success") if done else None,
@@ -86,12 +89,12 @@ def _short(v: Any) -> str:
 
 def format_report(rows: list[dict], cells: list[dict]) -> str:
     """The trials, one row each, then the cells as mean +- std over seeds."""
-    lines = [f"{'trial':>5}  {'state':8}  {'val cost':>10}  {'success':>8}  flags"]
+    lines = [f"{'trial':>5}  {'state':9}  {'val cost':>10}  {'success':>8}  flags"]
     for r in rows:
         cost = "" if r["cost"] is None else f"{r['cost']:.4g}"
         success = "" if r["success"] is None else f"{100 * r['success']:.1f}%"
         retry = "" if r["retry_of"] is None else f"  (retry of {r['retry_of']})"
-        lines.append(f"{r['number']:>5}  {r['state']:8}  {cost:>10}  {success:>8}  {_flags_text(r['flags'])}{retry}")
+        lines.append(f"{r['number']:>5}  {r['state']:9}  {cost:>10}  {success:>8}  {_flags_text(r['flags'])}{retry}")
     if cells:
         lines += ["", f"{'seeds':>5}  {'val cost (mean +- std)':>24}  {'success (mean +- std)':>22}  flags"]
         for c in sorted(cells, key=lambda c: json.dumps(c["flags"], sort_keys=True)):

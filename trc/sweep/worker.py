@@ -7,8 +7,11 @@ Every machine runs the same ``trc sweep`` command; each is a worker of one share
   wait for both and refuse to join a study swept over something else; a creator killed in between
   leaves a study that the next worker finishes creating (:func:`join_study`).
 - A grid worker only ever takes a *waiting* trial; taking one is a single state change in the
-  storage that exactly one worker wins, so no cell is ever trained twice.  A search worker asks the
-  TPE sampler for a new trial while the study has fewer than ``n_trials``.
+  storage that exactly one worker wins, so no cell is ever trained twice.  Two workers that finish a
+  dead creator's work at the same moment may both enqueue the missing cells; the later copy of a
+  cell is then closed unrun when claimed (failed, with :data:`DUPLICATE` naming the trial it
+  copies).  A search worker asks the TPE sampler for a new trial while the study has fewer than
+  ``n_trials``.
 - Before each trial, trials whose worker stopped beating are failed and re-enqueued
   (:mod:`trc.sweep.storage`); their retry resumes the dead worker's run folder.  A worker stops when
   nothing is waiting and nothing is running elsewhere, so a dead worker's trial is never lost.
@@ -31,6 +34,7 @@ from trc.sweep.storage import Heartbeat, fail_stale_trials, open_storage, retry_
 SPEC = "trc_sweep"
 ENQUEUED = "trc_sweep_enqueued"   # written once every cell of the grid is enqueued
 CREATION_WAIT_S = 60.0   # how long a joiner waits for a study's creator to finish creating it
+DUPLICATE = "trc_duplicate_of"   # a grid trial closed unrun: the number of the earlier trial of its cell
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -94,11 +98,32 @@ def _wait_for(study: optuna.Study, attr: str) -> bool:
 
 
 def _take_waiting(study: optuna.Study) -> optuna.Trial | None:
-    """Claim a waiting trial (exactly one worker wins each), or None when none is left."""
+    """Claim a waiting trial (exactly one worker wins each), or None when none is left.
+
+    A claimed copy of a grid cell that an earlier trial already holds (waiting, running or finished,
+    not failed) is closed as a :data:`DUPLICATE` instead of returned.
+    """
     storage = study._storage
     for frozen in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
         if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-            return optuna.Trial(study, frozen._trial_id)
+            original = _earlier_copy(study, frozen)
+            if original is None:
+                return optuna.Trial(study, frozen._trial_id)
+            storage.set_trial_user_attr(frozen._trial_id, DUPLICATE, original)
+            storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
+            print(f"trc sweep: trial {frozen.number} copies trial {original}'s cell; closed unrun", flush=True)
+    return None
+
+
+def _earlier_copy(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
+    """The number of an earlier trial of ``trial``'s grid cell that still counts, or None."""
+    cell = trial.system_attrs.get("fixed_params")
+    if cell is None:
+        return None
+    for other in study._storage.get_all_trials(study._study_id, deepcopy=False):
+        if (other.number < trial.number and other.state != TrialState.FAIL and DUPLICATE not in other.user_attrs
+                and other.system_attrs.get("fixed_params") == cell):
+            return other.number
     return None
 
 
