@@ -180,6 +180,7 @@ from vanderpol import cached, test_set  # noqa: E402
 from trc import get_problem  # noqa: E402
 from trc.data.datasets import generate_dataset  # noqa: E402
 from trc.evaluation.refinement_evaluator import RefinementEvaluator  # noqa: E402
+from trc.io import atomic_write  # noqa: E402
 from trc.models.checkpoint import load_checkpoint  # noqa: E402
 from trc.models.halting import DEFAULT_TOLERANCE, first_halt, stop_targets  # noqa: E402
 
@@ -197,6 +198,13 @@ def trained(out: Path, data: str, problems: str, flags: list[str], epochs: int |
         return best, float("nan"), float("nan")
     times = train(data, problems, flags, seed, epochs, out)
     return best, times["train_wall_s"], times["train_cpu_s"]
+
+
+def took(wall: float, cpu: float | None = None) -> str:
+    """How long a run trained, or that it was reused from ``--runs`` (its times unknown here)."""
+    if np.isnan(wall):
+        return "reused from --runs"
+    return f"trained in {wall:.0f} s" + ("" if cpu is None else f" ({wall / 60:.1f} min; CPU {cpu:.0f} s)")
 
 
 def row(planner, problem, test: dict, optimum: np.ndarray) -> dict:
@@ -256,8 +264,7 @@ def main() -> None:
     tuning = [] if args.closed_loop_steps is None else ["--closed_loop_steps", str(args.closed_loop_steps)]
     multi_path, wall, cpu = trained(runs / "multi", data, args.problems, tuning, args.epochs, args.seed)
     multi = load_checkpoint(multi_path)
-    print(f"multi: {multi.get_parameter_count()['total']} parameters, trained in {wall:.0f} s "
-          f"({wall / 60:.1f} min; CPU {cpu:.0f} s)", flush=True)
+    print(f"multi: {multi.get_parameter_count()['total']} parameters, {took(wall, cpu)}", flush=True)
     results["multi"] = {"train_wall_s": wall, "train_cpu_s": cpu, "parameters": multi.get_parameter_count()["total"]}
     for p in problems:
         r = row(multi.planner(p.name), p, *tests[p.name])
@@ -268,7 +275,7 @@ def main() -> None:
     act_path, wall, _ = trained(runs / "multi_act", data, args.problems,
                              ["--act", "--heads_only", "--init_from", str(multi_path)], args.act_epochs, args.seed)
     act = load_checkpoint(act_path)
-    print(f"multi_act (halting, K_max {act.num_iterations}, fine-tuned {args.act_epochs} epochs in {wall:.0f} s), "
+    print(f"multi_act (halting, K_max {act.num_iterations}, fine-tuned {args.act_epochs} epochs, {took(wall)}), "
           f"open loop with halting:", flush=True)
     results["multi_act"] = {"train_wall_s": wall}
     for p in problems:
@@ -284,10 +291,11 @@ def main() -> None:
         r = row(single, p, *tests[p.name])
         r.update(train_wall_s=wall, parameters=single.get_parameter_count()["total"])
         results[f"single_{p.name}"] = r
-        print(f"single {p.name:15s} ({r['parameters']} parameters, {wall:.0f} s) {r['loop']:6s} loop: success "
+        print(f"single {p.name:15s} ({r['parameters']} parameters, {took(wall)}) {r['loop']:6s} loop: success "
               f"{r['success']:6.2f} %, cost/opt {r['cost_over_optimum']:.4f}", flush=True)
     if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=1))
+        text = json.dumps(results, indent=1)
+        atomic_write(args.output, lambda tmp: Path(tmp).write_text(text))
 
 
 if __name__ == "__main__":
