@@ -14,6 +14,12 @@ pendulum the optimal expert must reach >= 97 % success and a mean cost within
 Needs ``casadi`` and ``scipy`` (``pip install casadi scipy``); neither is a
 dependency of trc.  Run: ``python benchmarks/experts.py [--num_ref 50]``.
 
+Measured (the pendulum command above, CasADi 3.8.2, one thread): the optimal expert swings up
+99.0 % of the 200 starts (LQR 10.0 %) in 4.7 s for all 200, never above LQR's cost and within the
+bound; its mean cost is 0.19 % above IPOPT's best of 7 starts per instance (18.9 ms a solve), above
+it by more than 0.1 % on 4 instances, and IPOPT is never more than 0.1 % above it.  Targets
+(>= 97 %, within 1 % of IPOPT's): met.
+
 ``--warm_start`` reports instead how much trc's plan helps IPOPT: on each problem of
 :data:`WARM_START_PROBLEMS`, IPOPT started from trc's plan, from clipped LQR and from zeros
 (iterations, wall time, whether it reaches the best optimum any start found), and trc's own time
