@@ -30,7 +30,9 @@ epochs; up to ten minutes on one CPU thread for the pendulum, cached in ``--cach
 
 Measured (``--warm_start``, 50 new start states per problem, IPOPT's default options, tolerance
 1e-8, single shooting; trc's model is ``trc train`` with no other flag, trained here: Van der Pol
-250 epochs in 99 s, constrained Van der Pol 200 epochs in 112 s, pendulum 160 epochs in 489 s).
+250 epochs in 99 s, constrained Van der Pol 200 epochs in 112 s, pendulum 100 epochs of self-play
+and 600 steps of closed-loop tuning in 502 s; re-run on a later day, the two Van der Pol rows gave
+every figure again, the models trained in 86 and 95 s).
 ``trc`` starts IPOPT from the open-loop plan, ``trc_cl`` from the controls trc applies when it
 replans at every step (``trc.evaluation.closed_loop``):
 
@@ -40,8 +42,8 @@ problem                mean IPOPT iterations: trc / trc_cl / LQR    at the best 
 =====================  ==========================================  =================================
 vanderpol              10.0 / 9.8 / 10.2 / 19.4                     100 % each, 374.7
 vanderpol_constrained  10.2 / 10.7 / 16.7 / 18.2                    100 % each, 1372.7
-pendulum               142.0 / 609.8 / 102.7 / 73.5                 12 / 90 / 14 / 8 %; 188.6, 316.4,
-                                                                    333.8 (trc's plan 283.5)
+pendulum               161.8 / 377.2 / 102.7 / 73.5                 30 / 96 / 12 / 8 %; 212.8, 316.4,
+                                                                    333.8 (trc's plan 283.3)
 =====================  ==========================================  =================================
 
 * Van der Pol: 1.8 % fewer iterations than from LQR (target >= 30 %: missed; LQR is already
@@ -55,11 +57,15 @@ pendulum               142.0 / 609.8 / 102.7 / 73.5                 12 / 90 / 14
   met); wall time 0.60x LQR's; trc's plan alone 0.82 % above the optimum (median 0.21 %).  With
   the recipe's 60 epochs before: 10.4 / 11.1 iterations, 37.6 % and 42.6 % fewer, 0.62x.
 * Pendulum: iterations say little here, since from LQR and from zeros IPOPT converges in 74-103
-  iterations to costlier local optima (it reaches the best optimum found on 14 % and 8 % of the
-  starts).  Started from trc's closed-loop controls it reaches it on 90 %, at a mean cost of
-  188.6 against 316.4 and 333.8, but in 610 iterations on average (half the starts stop at the
-  1000-iteration cap, unconverged yet still the cheapest of the four): on the swing-up trc's
-  start decides which optimum IPOPT finds, not how fast.
+  iterations to costlier local optima (it reaches the best optimum found on 12 % and 8 % of the
+  starts).  Started from trc's closed-loop controls it reaches it on 96 %, at a mean cost of
+  212.8 against 316.4 and 333.8, but in 377 iterations on average (IPOPT reports a fifth of
+  them unconverged): on the swing-up trc's start
+  decides which optimum IPOPT finds, not how fast.  trc's closed loop alone is cheaper still,
+  6.0 % below the best optimum IPOPT found from the four starts (median 25 % below; the optimal
+  expert, a multi-start DDP, is cheaper than both).  (With the 160-epoch self-play
+  model before the recipe's closed-loop tuning: 142.0 / 609.8 iterations, the best optimum from
+  trc_cl on 90 % of the starts.)
 
 With ``--ipopt warm`` (a small initial barrier parameter; Van der Pol, a 250-epoch model of the
 same kind, 1.009x) IPOPT needed 11.1 iterations from trc's plan, 8.4 from LQR's and 28.5 from
