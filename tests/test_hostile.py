@@ -166,6 +166,13 @@ def test_a_loss_that_turns_non_finite_is_an_error_not_a_silent_success(files, tm
     monkeypatch.setattr(st, "compute_process_supervision_loss", lambda *a, **k: (torch.tensor(math.nan), {}))
     rc, err = cli(capsys, "train", "--data", files / "vdp.npz", "--output_dir", tmp_path / "run", "--quiet")
     assert rc == 2 and one_line(err, "non-finite loss at epoch 0, step 0", "no checkpoint was written")
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["epochs"] == []
+    monkeypatch.undo()   # the cause fixed, the same command trains in the same folder, with or without --resume
+    shutil.copytree(tmp_path / "run", tmp_path / "run2")
+    for folder, extra in ((tmp_path / "run", []), (tmp_path / "run2", ["--resume"])):
+        rc, err = cli(capsys, "train", "--data", files / "vdp.npz", "--output_dir", folder, "--quiet", "--epochs", "1",
+                      *extra)
+        assert rc == 0 and (folder / "last_model.pt").exists(), err
 
 
 # -- unwritable outputs are refused before the work --------------------------------------------------

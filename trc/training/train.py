@@ -307,9 +307,20 @@ def _check_args(args: argparse.Namespace) -> None:
     check_device(args.device)
 
 
+def _trained_nothing(history: Path) -> bool:
+    """Whether ``history`` is the record of a run that stopped before finishing an epoch."""
+    try:
+        record = json.loads(history.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("epochs") == [] and record.get("stop_reason") is not None
+
+
 def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> None:
     """Refuse to overwrite a run without --resume, and to resume one trained otherwise."""
     found = [name for name in RUN_FILES if (out / name).exists()]
+    if found == ["history.json"] and _trained_nothing(out / "history.json"):
+        found = []   # a run stopped before its first checkpoint (a non-finite loss): its record is all there is
     if found and not resume:
         raise TRCError(f"{str(out)!r} already holds a run ({found[0]}); pass --resume to continue or extend it, "
                        f"or choose another --output_dir (nothing was overwritten)")
