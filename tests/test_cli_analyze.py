@@ -131,3 +131,17 @@ def test_the_closed_loop_plans_with_the_iterations_asked_for(files):
         assert cl["mean_cost"] == pytest.approx(direct.cost.double().mean().item(), rel=1e-9)
         costs[k] = cl["mean_cost"]
     assert costs[None] != costs[2 * model.num_iterations]
+
+
+def test_problem_named_takes_the_datasets_parameters_as_train_does(tmp_path, capsys):
+    """``--problem vanderpol`` on data made with ``--horizon 10`` means that problem, not its defaults."""
+    problem = trc.get_problem("vanderpol", horizon=10)
+    save_checkpoint(tiny_model(problem, 0), tmp_path / "short.pt")
+    save_dataset(tmp_path / "short.npz", generate_dataset(problem, 4, seed=3))
+    argv = ["analyze", "--checkpoint", str(tmp_path / "short.pt"), "--data", str(tmp_path / "short.npz"),
+            "--output", str(tmp_path / "a" / "fig.png")]
+    assert main(argv + ["--problem", "vanderpol"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--problem", "double_integrator"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not on the expected 'double_integrator'" in err

@@ -42,7 +42,7 @@ def run_analyze(args) -> int:
     args.replan_every = args.replan_every or 1
     for path in (out, out.with_suffix(".png"), out.with_suffix(".svg"), out.with_suffix(".json")):
         check_writable(path)
-    model = _one_problem(load_checkpoint(args.checkpoint, problem=args.problem), args)
+    model = _one_problem(load_checkpoint(args.checkpoint, problem=_named_problem(args)), args)
     baseline = None if args.baseline is None else _one_problem(load_checkpoint(args.baseline, problem=model.problem), args)
     data = load_dataset(args.data, problem=model.problem)
     optimal = solve_optimal_costs(model.problem, data) if args.solve_optimal else None
@@ -70,6 +70,21 @@ def run_analyze(args) -> int:
     print(format_table({m.display_name: summaries[name] for name, m in metrics.items()}))
     print(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')} and {json_path}")
     return 0
+
+
+def _named_problem(args):
+    """The problem ``--problem`` names, with the dataset's parameters where the dataset is of that problem
+    (``--horizon``/``--dt`` given to ``trc generate``), as ``trc train`` reads it; None without ``--problem``."""
+    from trc.data.datasets import dataset_problem, load_dataset
+    from trc.problems import get_problem
+
+    if args.problem is None:
+        return None
+    named = get_problem(args.problem)
+    data = load_dataset(args.data)
+    if "problem" in data["metadata"] and dataset_problem(data).name == named.name:
+        return dataset_problem(data)
+    return named
 
 
 def _one_problem(model, args):
