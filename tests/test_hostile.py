@@ -18,8 +18,9 @@ from trc.cli import main
 from trc.cost import trajectory_cost
 from trc.data.datasets import REQUIRED, generate_dataset, load_dataset, make_loader, save_dataset, split_dataset
 from trc.errors import TRCError
+from trc.evaluation.closed_loop import closed_loop
 from trc.evaluation.refinement_evaluator import RefinementEvaluator
-from trc.models.checkpoint import load_checkpoint, read_checkpoint
+from trc.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from trc.training.train import build_model
 
 HORIZON = 10
@@ -321,7 +322,28 @@ def test_a_malicious_checkpoint_names_the_refused_object(tmp_path):
         load_checkpoint(tmp_path / "plain.pt")
 
 
+def test_a_checkpoint_with_non_finite_weights_is_refused_at_load(files, tmp_path, capsys):
+    model = load_checkpoint(files / "run" / "best_model.pt")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = math.nan
+    save_checkpoint(model, tmp_path / "nan.pt")
+    with pytest.raises(TRCError, match="weight '.+' holds NaN or infinity"):
+        load_checkpoint(tmp_path / "nan.pt")
+    rc, err = cli(capsys, "analyze", "--checkpoint", tmp_path / "nan.pt", "--data", files / "vdp.npz",
+                  "--output", tmp_path / "a" / "fig.png")
+    assert rc == 2 and one_line(err, "holds NaN or infinity")
+
+
 # -- the Python API -----------------------------------------------------------------------------------
+
+def test_closed_loop_names_its_problem_and_its_divergence(model):
+    x = torch.tensor([[1.0, -0.5]])
+    assert closed_loop(model, x, problem="vanderpol").X.shape == (1, 101, 2)   # a name, as the evaluator takes
+    with pytest.raises(TRCError, match=r"closed loop diverges .* at step \d+ from start 1, x0 = \[100.0, 0.0\]"):
+        closed_loop(model, torch.tensor([[1.0, -0.5], [100.0, 0.0]]))
+    with pytest.raises(TRCError, match=r"must be a torch tensor \[B, 2\], got ndarray \(model.plan takes arrays"):
+        model(np.array([[1.0, -0.5]]))
+
 
 def test_problem_names_are_accepted_by_the_evaluator_and_the_generator(model):
     data = generate_dataset("vanderpol", 3, seed=1)

@@ -180,6 +180,10 @@ class Controller:
             model = model.planner(problem)
             problem = model.problem
         problem = problem if problem is not None else getattr(model, "problem", None)
+        if isinstance(problem, str):
+            from trc.problems import get_problem
+
+            problem = get_problem(problem)
         if problem is None:
             raise TRCError("closed_loop needs a problem: pass problem= or a model with .problem")
         T = problem.horizon
@@ -258,10 +262,17 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
     if x.dim() != 2 or x.shape[1] != problem.n_x:
         raise _shape_error(problem, x)
     X, U = [x], []
-    for _ in range(problem.horizon):
+    for t in range(problem.horizon):
         u = controller(x)
         with torch.no_grad():
             x = problem.step(x, u)
+        finite = torch.isfinite(x.to(torch.float32)).all(1)   # beyond float32's range no planner reads it
+        if not finite.all():
+            bad = int((~finite).nonzero()[0])
+            box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(problem.x0_low, problem.x0_high))
+            raise TRCError(f"the closed loop diverges (states beyond float32's range) at step {t + 1} from start "
+                           f"{bad}, x0 = {[round(v, 4) for v in X[0][bad].tolist()]}; problem {problem.name!r} "
+                           f"starts in {box}")
         X.append(x)
         U.append(u)
     X, U = torch.stack(X, 1), torch.stack(U, 1)

@@ -233,3 +233,7 @@ def _load_state(module: torch.nn.Module, state: dict, what: str) -> None:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise TRCError(f"its {what} weights do not fit its stored config, so it belongs to another "
                        f"architecture ({first})") from None
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TRCError(f"its {what} weight {name!r} holds NaN or infinity; the file is damaged or was "
+                           f"written by a diverged run")

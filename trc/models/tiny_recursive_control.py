@@ -393,8 +393,11 @@ class TinyRecursiveControl(nn.Module):
     def _inputs(self, x0: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
         """Validated ``x0 [B, n_x]`` and ``target [B, n_x]`` in the model's dtype and device."""
         n_x = self.problem.n_x
-        if not torch.is_tensor(x0) or x0.dim() != 2 or x0.shape[1] != n_x:
-            shape = tuple(x0.shape) if hasattr(x0, "shape") else type(x0).__name__
+        if not torch.is_tensor(x0):
+            raise TRCError(f"start states must be a torch tensor [B, {n_x}], got {type(x0).__name__} "
+                           f"(model.plan takes arrays and lists)")
+        if x0.dim() != 2 or x0.shape[1] != n_x:
+            shape = tuple(x0.shape)
             raise TRCError(f"start states must be a tensor of shape [B, {n_x}], got {shape}")
         if not (x0.is_floating_point() or x0.dtype in (torch.int32, torch.int64, torch.int16, torch.int8,
                                                         torch.uint8)):
