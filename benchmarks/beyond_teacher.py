@@ -251,6 +251,7 @@ from trc.evaluation.closed_loop import closed_loop  # noqa: E402
 from trc.evaluation.metrics import summarize  # noqa: E402
 from trc.evaluation.refinement_evaluator import RefinementEvaluator  # noqa: E402
 from trc.models.checkpoint import load_checkpoint  # noqa: E402
+from trc.training.recipe import recipe  # noqa: E402
 
 RUNS = {"default": [], "no_selfplay": ["--self_play", "off"],
         "no_curriculum": ["--curriculum_box", "1", "--curriculum_horizon", "1"], "no_tuning": ["--closed_loop_steps", "0"],
@@ -322,6 +323,9 @@ def main() -> None:
         print(f"  LQR teacher (open loop): success {lqr['success_rate']:.1f} %, final error "
               f"{lqr['mean_final_error']:.3f}, cost/opt {lqr['cost_over_optimum']:.4f}", flush=True)
         for run in args.runs.split(","):
+            if run == "no_critic" and not recipe(name)["closed_loop_steps"] and args.closed_loop_steps is None:
+                print(f"  {run:14s} skipped: {name}'s recipe has no closed-loop tuning, so no critic", flush=True)
+                continue
             rows = []
             for seed in seeds:
                 with tempfile.TemporaryDirectory() as tmp:

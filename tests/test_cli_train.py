@@ -98,6 +98,24 @@ def test_self_play_and_curriculum_flags_change_the_trained_weights(data, tmp_pat
     assert str(settings[name]).lower() == {"off": "false", "on": "true"}.get(value, value)
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (["--closed_loop_truncate", "5"], "--closed_loop_truncate is a setting of the closed-loop tuning, which is off"),
+    (["--closed_loop_critic", "0.5", "--closed_loop_truncate", "5"], "--closed_loop_truncate is a setting of the"),
+    (["--curriculum_ramp", "0.3"], "--curriculum_ramp paces a curriculum, and both are off"),
+    (["--act", "--iterations", "3"], "a halting model (--act) runs up to --max_iterations"),
+    (["--baseline", "--loss_variant", "seed"], "--loss_variant has no effect with --baseline"),
+])
+def test_flags_that_would_do_nothing_are_refused(data, tmp_path, capsys, flags, needle):
+    """Each was recorded in the checkpoint and changed nothing (a run identical to one without it)."""
+    capsys.readouterr()
+    assert train(data, tmp_path / "run", *flags) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    with_them = {"--closed_loop_truncate": ["--closed_loop_steps", "1"], "--curriculum_ramp": ["--curriculum_box", "0.5"]}
+    if flags[0] in with_them:   # the same flag where it acts is accepted
+        assert train(data, tmp_path / "ok", *flags, *with_them[flags[0]]) == 0
+
+
 @pytest.mark.parametrize("flags", [[], ["--self_play", "off"], ["--process_weight", "0"]])
 def test_self_play_settings_without_self_play_are_refused(data, tmp_path, capsys, flags):
     """Van der Pol's recipe has no self-play: its settings would be recorded and do nothing."""

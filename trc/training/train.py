@@ -275,6 +275,10 @@ def _check_args(args: argparse.Namespace) -> None:
         (not args.act or args.process_weight == 0 or args.loss_variant in (None, "ratio", "monotone"),
          "--act trains the 'ratio' or 'monotone' loss variant (or --process_weight 0)"),
         (not (args.act and args.baseline), "--act and --baseline do not go together"),
+        (not (args.act and args.iterations is not None),
+         "--iterations sets a fixed number of iterations; a halting model (--act) runs up to --max_iterations"),
+        (not args.baseline or args.loss_variant in (None, DEFAULT_VARIANT),
+         "--loss_variant has no effect with --baseline (behavior cloning has no process term)"),
         (not args.heads_only or args.init_from is not None, "--heads_only needs --init_from (the planner to keep)"),
         (not args.heads_only or args.act, "--heads_only trains a halting head: it needs --act"),
         (not (args.act and args.adapter_epochs), "--adapter_epochs tunes a model without halting; not with --act"),
@@ -476,6 +480,13 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
         if (getattr(args, flag) or 0) > problem.horizon:
             raise TRCError(f"--{flag} must be at most the horizon of {problem.name!r}, {problem.horizon} steps, "
                            f"got {getattr(args, flag)}")
+    unused = [k for k in ("closed_loop_replan", "closed_loop_truncate", "closed_loop_critic") if given[k] is not None]
+    if unused and not args.closed_loop_steps:
+        raise TRCError(f"--{unused[0]} is a setting of the closed-loop tuning, which is off for {problem.name!r} "
+                       f"here; pass --closed_loop_steps N to use it")
+    if given["curriculum_ramp"] is not None and args.curriculum_box >= 1 and args.curriculum_horizon >= 1:
+        raise TRCError(f"--curriculum_ramp paces a curriculum, and both are off for {problem.name!r} here; pass "
+                       f"--curriculum_box or --curriculum_horizon below 1 to use it")
     if args.closed_loop_steps and args.closed_loop_critic > 0 and not args.closed_loop_truncate:
         raise TRCError("--closed_loop_critic needs --closed_loop_truncate > 0: the critic values the state at each cut")
     settings = {k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)}
