@@ -192,7 +192,9 @@ def test_cli_trains_one_model_for_several_problems(datasets, tmp_path, capsys):
     assert len(json.loads((tmp_path / "history.json").read_text())["epochs"]) == 2
     swapped = ["train", "--data", f"{datasets['double_integrator']},{datasets['double_integrator']}", "--output_dir",
                str(tmp_path), "--epochs", "3", "--resume", "--quiet"]
-    assert main(swapped) == 2 and "other data" in capsys.readouterr().err
+    assert main(swapped) == 2 and f"other data (the arrays of {datasets['double_integrator']!r}" in capsys.readouterr().err
+    one = ["train", "--data", datasets["vanderpol"], "--output_dir", str(tmp_path), "--epochs", "3", "--resume", "--quiet"]
+    assert main(one) == 2 and "it was trained on 2 dataset(s), not 1" in capsys.readouterr().err
     # trc analyze judges the planner of the dataset's problem
     assert main(["analyze", "--checkpoint", str(tmp_path / "best_model.pt"), "--data", datasets["vanderpol"],
                  "--output", str(tmp_path / "analysis")]) == 0

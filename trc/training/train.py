@@ -275,7 +275,7 @@ def _check_args(args: argparse.Namespace) -> None:
         (not args.act or args.process_weight == 0 or args.loss_variant in (None, "ratio", "monotone"),
          "--act trains the 'ratio' or 'monotone' loss variant (or --process_weight 0)"),
         (not (args.act and args.baseline), "--act and --baseline do not go together"),
-        (not (args.act and args.iterations is not None),
+        (not args.act or args.iterations == DEFAULTS["iterations"],   # (its default: not told apart from no flag)
          "--iterations sets a fixed number of iterations; a halting model (--act) runs up to --max_iterations"),
         (not args.baseline or args.loss_variant in (None, DEFAULT_VARIANT),
          "--loss_variant has no effect with --baseline (behavior cloning has no process term)"),
@@ -348,8 +348,14 @@ def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> N
     where = f"cannot resume from {str(out / 'last_model.pt')!r}"
     changed = [k for k in RESUME_KEYS if before.get(k) != settings[k]]
     if "data_sha256" in changed:
-        raise TRCError(f"{where}: it was trained on other data (the arrays of {settings['data']!r} have "
-                       f"SHA-256 {settings['data_sha256'][:12]}..., the run's {str(before.get('data_sha256'))[:12]}...)")
+        ours, theirs = settings["data_sha256"].split(","), str(before.get("data_sha256")).split(",")
+        if len(ours) != len(theirs):
+            raise TRCError(f"{where}: it was trained on {len(theirs)} dataset(s), not {len(ours)} "
+                           f"({settings['data']!r})")
+        i = next(i for i in range(len(ours)) if ours[i] != theirs[i])
+        name = settings["data"].split(",")[i]
+        raise TRCError(f"{where}: it was trained on other data (the arrays of {name!r} have "
+                       f"SHA-256 {ours[i][:12]}..., the run's {theirs[i][:12]}...)")
     if changed:
         flag = {"gradient_truncation": "no_gradient_truncation"}.get(changed[0], changed[0])
         was, now = before.get(changed[0]), settings[changed[0]]
