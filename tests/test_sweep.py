@@ -337,3 +337,29 @@ def test_a_cell_enqueued_twice_by_racing_joiners_runs_once(data, tmp_path, monke
     assert [study.trials[n].user_attrs[worker_module.DUPLICATE] for n in (3, 4, 5)] == [2, 1, 0]
     assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2"]
     assert printed.count("closed unrun") == 3 and cells_done[0]["seeds"] == 3
+
+
+def test_a_worker_of_another_command_is_refused_naming_the_difference(data, tmp_path, capsys):
+    """A worker must run the sweep's own command: other data, another flag or grid is refused in one
+    line that names what differs (other data once joined the study and mixed its results in)."""
+    import trc.sweep.worker as worker_module
+
+    other = tmp_path / "other.npz"
+    save_dataset(other, generate_dataset(get_problem("vanderpol", horizon=10), 24, seed=1))
+    storage = str(tmp_path / "sweep.journal")
+    argv = sweep_argv(data, storage, tmp_path / "runs", "--grid", "seed=0")
+    assert main(argv) == 0
+    capsys.readouterr()
+    for changed, needle in [
+        (sweep_argv(str(other), storage, tmp_path / "runs", "--grid", "seed=0"),
+         "study 's' sweeps on other data (dataset 1 of --data has SHA-256"),
+        ([*argv, "--lr", "0.01"], "study 's' was made with --lr None, not 0.01"),
+        (sweep_argv(data, storage, tmp_path / "runs", "--grid", "seed=0,1"), "study 's' sweeps with grid ="),
+    ]:
+        assert main(changed) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and needle in err and len(err) < 400, err
+    study = optuna.load_study(storage=worker_module.open_storage(storage), study_name="s")
+    legacy = {k: v for k, v in study.user_attrs[worker_module.SPEC].items() if k != "data_sha256"}
+    study.set_user_attr(worker_module.SPEC, legacy)   # a study of a trc that did not record its data
+    assert main(argv) == 0 and len(study.trials) == 1

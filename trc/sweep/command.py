@@ -109,7 +109,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.sampler_seed is not None and not 0 <= args.sampler_seed < 2 ** 32:
         raise TRCError(f"--sampler_seed must be in [0, 2**32), got {args.sampler_seed}")
     n_trials = args.n_trials or len(grid_cells(grid))
-    _check_data(args.data, args.problem)
+    digests = _check_data(args.data, args.problem)
     check_writable(Path(output_dir) / "report.json")   # trial n trains in output_dir/n
     for cell in grid_cells(grid)[:n_trials] if grid else [{}]:  # every trial's flags checked at the door
         _check_args(train_args(args, cell, Path(output_dir)))
@@ -117,7 +117,8 @@ def sweep_command(args: argparse.Namespace) -> int:
               if a.option_strings and a.dest not in NOT_SWEPT and a.dest not in grid}
     if "model_size" in shared:  # as trained: --model_size small and no --model_size are one command
         shared["model_size"] = default_model_size(args)
-    spec = {"grid": grid or None, "n_trials": n_trials, "flags": shared, "problem": args.problem}
+    spec = {"grid": grid or None, "n_trials": n_trials, "flags": shared, "problem": args.problem,
+            "data_sha256": digests}
     prune = (args.pruner or ("none" if grid else "median")) == "median"
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     with readable_journal(args.storage):
@@ -129,11 +130,10 @@ def sweep_command(args: argparse.Namespace) -> int:
     return 1 if done["fail"] else 0   # a script running workers sees that trials failed
 
 
-def _check_data(data: str, problem: str | None) -> None:
+def _check_data(data: str, problem: str | None) -> list[str]:
     """The datasets, as ``trc train`` checks them, before a trial is made: a typo in a path ends here in one
-    line, not in a study whose every trial failed."""
-    from trc.data.datasets import load_training_data
+    line, not in a study whose every trial failed.  Returns their SHA-256 digests (what the study sweeps on)."""
+    from trc.data.datasets import dataset_digest, load_training_data
     from trc.training.multi_problem import dataset_pairs
 
-    for path, name in dataset_pairs(data, problem):
-        load_training_data(path, name)
+    return [dataset_digest(load_training_data(path, name)[0]) for path, name in dataset_pairs(data, problem)]

@@ -72,11 +72,11 @@ def join_study(storage, name: str, spec: dict[str, Any], prune: bool, sampler_se
             if _count(study, *TrialState):
                 raise TRCError(f"study {name!r} exists but is not a trc sweep; choose another --study_name") from None
             study.set_user_attr(SPEC, spec)   # its creator died before writing the spec: adopt it
-        theirs = study.user_attrs[SPEC]
+        # (studies of trc before data_sha256 did not record their data)
+        theirs = {"data_sha256": spec["data_sha256"], **study.user_attrs[SPEC]}
         if theirs != spec:
-            diff = next(k for k in spec if theirs.get(k) != spec[k])
-            raise TRCError(f"study {name!r} sweeps with {diff} = {theirs.get(diff)!r}, not {spec[diff]!r}; "
-                           f"run the same command on every worker, or choose another --study_name") from None
+            raise TRCError(f"study {name!r} {_difference(theirs, spec)}; run the same command on every worker, "
+                           f"or choose another --study_name") from None
     cells = grid_cells(spec["grid"] or {})[:spec["n_trials"]]
     if not creating and (_count(study, *TrialState) >= len(cells) or _wait_for(study, ENQUEUED)):
         return study   # (studies of earlier versions of trc wrote the spec after every cell, and no ENQUEUED)
@@ -85,6 +85,23 @@ def join_study(storage, name: str, spec: dict[str, Any], prune: bool, sampler_se
         study.enqueue_trial(cell)
     study.set_user_attr(ENQUEUED, True)
     return study
+
+
+def _difference(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
+    """What the study's spec ``theirs`` has that this worker's ``ours`` has not, in words: the first difference."""
+    key = next(k for k in ours if theirs.get(k) != ours[k])
+    if key == "data_sha256":
+        a, b = theirs.get(key) or [], ours[key]
+        if len(a) != len(b):
+            return f"sweeps on {len(a)} dataset(s), not {len(b)}"
+        i = next(i for i in range(len(b)) if a[i] != b[i])
+        return (f"sweeps on other data (dataset {i + 1} of --data has SHA-256 {b[i][:12]}..., the study's "
+                f"{str(a[i])[:12]}...)")
+    if key == "flags":
+        a, b = theirs.get(key) or {}, ours[key]
+        flag = next(f for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f))
+        return f"was made with --{flag} {a.get(flag)!r}, not {b.get(flag)!r}"
+    return f"sweeps with {key} = {theirs.get(key)!r}, not {ours[key]!r}"
 
 
 def _wait_for(study: optuna.Study, attr: str) -> bool:
