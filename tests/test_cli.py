@@ -195,7 +195,7 @@ def test_threads_apply_while_the_command_runs_and_are_restored(data, tmp_path, m
     assert all(torch.equal(one[k], default[k]) for k in one)
 
 
-@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+@pytest.mark.parametrize("value", ["-1", "two", "1.5", "1025", "2147483648"])   # (2**31 crashed torch)
 def test_bad_threads_are_refused_at_the_door(data, tmp_path, capsys, value):
     with pytest.raises(SystemExit) as exit_:
         train(data, tmp_path / "run", "--epochs", "1", "--threads", value)
@@ -210,3 +210,19 @@ def test_threads_are_not_a_sweep_flag_shared_by_its_workers():
 
     assert "threads" not in {a.dest for a in _train_parser()._actions}
     assert "threads" in {a.dest for a in _subcommands()["sweep"]._actions}
+
+
+def test_torch_out_of_memory_is_one_line(data, tmp_path, capsys, monkeypatch):
+    """torch raises RuntimeError, not MemoryError, for a tensor it cannot allocate; other errors still surface."""
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 16000000000000 bytes.\nmore")
+    monkeypatch.setattr("trc.data.datasets.split_dataset", oom)
+    capsys.readouterr()
+    assert train(data, tmp_path / "run", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trc train: error: out of memory (") and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setattr("trc.data.datasets.split_dataset", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))
+    with pytest.raises(RuntimeError, match="bug"):
+        train(data, tmp_path / "run2", "--epochs", "1")

@@ -4,6 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from trc.errors import TRCError
 from trc.evaluation.metrics import RefinementMetrics
 from trc.evaluation.plots import (latent_cycle_steps, plot_controls, plot_latent_cycles, plot_phase_portrait,
                        plot_refinement_curves)
@@ -38,6 +39,17 @@ def test_four_panels_with_expected_lines(tmp_path):
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
     assert "vanderpol" in fig._suptitle.get_text() and "λ = 1" in fig._suptitle.get_text()
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.svg").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name, needle", [(".", "is a folder"), ("fig.txt", "ends in '.txt'"),
+                                          ("lambda0.1", "ends in '.1'")])
+def test_a_figure_path_that_would_be_rewritten_is_refused(tmp_path, name, needle):
+    """A folder wrote ``<folder>.png`` beside it, and ``lambda0.1`` wrote ``lambda0.png``."""
+    with pytest.raises(TRCError, match=needle):
+        plot_refinement_curves(metrics(), tmp_path / name, num_examples=0)
+    assert list(tmp_path.iterdir()) == [] and not tmp_path.with_suffix(".png").exists()
+    plot_refinement_curves(metrics(), tmp_path / "fig", num_examples=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "fig.svg"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "fig.svg"]  # no temp files left
 
 

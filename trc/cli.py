@@ -80,6 +80,9 @@ def seed_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {text!r}") from None
 
 
+MAX_THREADS = 1024   # beyond any machine's cores; more threads than the system allows crash torch
+
+
 def threads_arg(text: str) -> int:
     """An argparse type: a number of threads, an integer >= 0 (0: torch's default)."""
     try:
@@ -88,6 +91,8 @@ def threads_arg(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: torch's default), got {text!r}")
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS}, got {text!r}")
     return value
 
 
@@ -123,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"trc {args.command}: error: {_os_message(e)}", file=sys.stderr)
             return 2
+        except RuntimeError as e:
+            if not _out_of_memory(e):
+                raise
+            print(f"trc {args.command}: error: out of memory ({str(e).splitlines()[0][:200]})", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print(f"trc {args.command}: interrupted", file=sys.stderr)
             return 130
@@ -148,6 +158,12 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    """Whether torch's error ``e`` is an allocation that failed (torch raises no MemoryError for its tensors)."""
+    text = str(e)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def _os_message(e: BaseException) -> str:

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from trc.evaluation.metrics import analyze_convergence
+from trc.errors import TRCError
 from trc.io import atomic_write
 
 MODEL_COLOR, BASELINE_COLOR = "C0", "C1"
@@ -24,8 +25,21 @@ MODEL_COLOR, BASELINE_COLOR = "C0", "C1"
 
 def save_figure(fig: Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "svg"),
                 dpi: int = 150) -> list[Path]:
-    """Write ``fig`` as ``path`` with each suffix in ``formats`` (atomically); returns the paths."""
+    """Write ``fig`` as ``path`` with each suffix in ``formats`` (atomically); returns the paths.
+
+    ``path`` ends in one of the formats' suffixes or in none: ``fig.png`` and ``fig`` both write
+    ``fig.png`` and ``fig.svg``.
+
+    Raises:
+        TRCError: ``path`` is a folder, or ends in another suffix (which would be replaced).
+    """
     base = Path(path)
+    if base.is_dir():
+        raise TRCError(f"the figure's path {str(base)!r} is a folder; give a file name such as "
+                       f"{str(base / ('figure.' + formats[0]))!r}")
+    if base.suffix and base.suffix.lower().lstrip(".") not in formats:
+        raise TRCError(f"the figure's path {str(base)!r} ends in {base.suffix!r}, which would be replaced by "
+                       f"{', '.join('.' + f for f in formats)}; end it in one of those, or in no suffix")
     written = []
     for fmt in formats:
         target = base.with_suffix(f".{fmt}")
