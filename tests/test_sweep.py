@@ -182,6 +182,12 @@ def test_report_of_an_unknown_or_empty_study_is_one_sentence(tmp_path, capsys):
     report = ["sweep", "--report", "--storage", storage, "--output_dir", str(tmp_path)]
     assert main([*report, "--study_name", "nope"]) == 2
     err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"there is no sweep journal {storage!r}" in err
+    assert not (tmp_path / "sweep.journal").exists()   # a report writes no journal
+    optuna.create_study(storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(storage)), study_name="other")
+    assert main([*report, "--study_name", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no study 'nope'" in err
     optuna.create_study(storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(storage)), study_name="empty")

@@ -26,6 +26,8 @@ def _load(storage_url: str, study_name: str):
 
     from trc.sweep.storage import open_storage
 
+    if "://" not in storage_url and not Path(storage_url).is_file():   # (opening a journal creates it)
+        raise TRCError(f"there is no sweep journal {storage_url!r}")
     storage = open_storage(storage_url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_name not in names:
