@@ -404,3 +404,17 @@ def test_demonstrations_beyond_the_bound_are_refused_by_train(files, tmp_path, c
     rc, err = cli(capsys, "train", "--data", tmp_path / "huge.npz", "--output_dir", tmp_path / "run", "--quiet")
     assert rc == 2 and one_line(err, "exceed the bound |u| <= 2")
     assert not (tmp_path / "run").exists()
+
+
+def test_numpy_integers_are_integers_and_fractions_are_not(model):
+    """numpy's integers (what arithmetic on arrays gives) were refused as "not an integer"; 2.5 and "3"
+    iterations ran 2 and 3."""
+    a, b = generate_dataset(PROBLEM, np.int64(3), seed=np.int64(1)), generate_dataset(PROBLEM, 3, seed=1)
+    assert np.array_equal(a["control_sequences"], b["control_sequences"]) and json.dumps(a["metadata"])
+    x = torch.tensor([[1.0, -0.5], [0.5, 0.5]])
+    assert torch.equal(closed_loop(model, x, replan_every=np.int64(2), iterations=np.int64(3)).U,
+                       closed_loop(model, x, replan_every=2, iterations=3).U)
+    assert np.array_equal(model.plan(x.numpy(), iterations=np.int64(3)), model.plan(x.numpy(), iterations=3))
+    for bad in (2.5, "3", True):
+        with pytest.raises(TRCError, match="iterations must be an integer"):
+            model.plan(x, iterations=bad)

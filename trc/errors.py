@@ -10,6 +10,7 @@ with the same sentence.  Choices are checked where they are looked up (``get_pro
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 
@@ -20,12 +21,12 @@ class TRCError(ValueError):
     """
 
 
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _integer(v: Any) -> bool:   # numpy's integers too (numbers.Integral), not bool
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 # rule -> (test, what a valid value is)
@@ -60,4 +61,4 @@ def check(name: str, value: Any, prefix: str = "") -> Any:
     test, what = RULES[PARAMETERS[name]]
     if not test(value):
         raise TRCError(f"{prefix}{name} must be {what}, got {value!r}")
-    return value
+    return int(value) if test is _integer or isinstance(value, numbers.Integral) else value

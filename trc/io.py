@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -118,6 +119,6 @@ MAX_SEED = 2**63 - 1
 
 def check_seed(seed: int) -> int:
     """``seed`` if it is an integer in ``[0, MAX_SEED]`` (what every generator ``trc`` seeds accepts)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         raise TRCError(f"a seed must be an integer in [0, 2**63 - 1], got {seed!r}")
-    return seed
+    return int(seed)

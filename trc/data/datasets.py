@@ -64,14 +64,14 @@ def generate_dataset(problem: ControlProblem | str, num_samples: int, expert: st
     """
     if isinstance(problem, str):
         problem = get_problem(problem)
-    check("num_samples", num_samples)
+    num_samples = check("num_samples", num_samples)
     size = dataset_bytes(problem, num_samples)
     if size > MAX_DATASET_BYTES:
         most = MAX_DATASET_BYTES // dataset_bytes(problem, 1)
         raise TRCError(f"{num_samples} samples of {problem.name!r} would take {size / 2**30:.1f} GiB, more than "
                        f"the {MAX_DATASET_BYTES / 2**30:g} GiB a dataset may hold; generate at most {most} "
                        f"at a time (with different seeds)")
-    check_seed(seed)
+    seed = check_seed(seed)
     if expert not in EXPERTS:
         raise TRCError(f"unknown expert {expert!r}; known experts: {', '.join(sorted(EXPERTS))}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
@@ -312,7 +312,7 @@ def split_dataset(data: dict[str, Any], val_fraction: float, seed: int = 0) -> t
         Two dicts of the :data:`REQUIRED` arrays, disjoint, together every sample.
     """
     check("val_fraction", val_fraction)
-    check_seed(seed)
+    seed = check_seed(seed)
     n = len(data["initial_states"])
     n_val = max(1, round(val_fraction * n))
     if n - n_val < 1:
@@ -389,7 +389,7 @@ def make_loader(data: dict[str, Any], batch_size: int = 64, shuffle: bool = True
     sequence of epochs.
     """
     check("batch_size", batch_size)
-    check_seed(seed)
+    seed = check_seed(seed)
     missing = [k for k in LOADER_KEYS if k not in data]
     if missing:
         raise TRCError(f"the dataset lacks the array '{missing[0]}' (a loader needs {', '.join(LOADER_KEYS)})")

@@ -56,6 +56,7 @@ success, and one that wraps every angle to ``(-pi, pi]`` first by 1.4-6.0.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,8 +115,10 @@ def as_planner(model, iterations: int | None = None, halt: bool | str | None = F
     as :meth:`~trc.models.tiny_recursive_control.TinyRecursiveControl.plan` does (True: the model's
     own rule; a string names one; default False: every iteration, also for a halting model).
     """
-    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral)
+                                   or iterations < 0):
         raise TRCError(f"iterations must be an integer >= 0, got {iterations!r}")
+    iterations = None if iterations is None else int(iterations)
     if isinstance(model, torch.nn.Module):
         param = next(model.parameters())
         if iterations is not None or halt is not False:
@@ -187,8 +190,9 @@ class Controller:
         if problem is None:
             raise TRCError("closed_loop needs a problem: pass problem= or a model with .problem")
         T = problem.horizon
-        if isinstance(replan_every, bool) or not isinstance(replan_every, int) or not 1 <= replan_every <= T:
+        if isinstance(replan_every, bool) or not isinstance(replan_every, numbers.Integral) or not 1 <= replan_every <= T:
             raise TRCError(f"replan_every must be an integer from 1 to the horizon {T}, got {replan_every!r}")
+        replan_every = int(replan_every)
         if not (isinstance(hysteresis, (int, float)) and not isinstance(hysteresis, bool) and 0 <= hysteresis < 3.14):
             raise TRCError(f"hysteresis must be a number of radians in [0, pi), got {hysteresis!r}")
         self.model, self.problem, self.replan_every, self.hysteresis = model, problem, replan_every, hysteresis

@@ -30,6 +30,7 @@ iteration run without gradient and the carry is detached between iterations
 
 from __future__ import annotations
 
+import numbers
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Any
@@ -188,6 +189,13 @@ def _legacy_factory(preset: str):
     return classmethod(create)
 
 
+def _count(iterations) -> int:
+    """``iterations`` as an int, if it is an integer (numpy's too); 2.5 or "3" is one TRCError."""
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral):
+        raise TRCError(f"iterations must be an integer, got {iterations!r}")
+    return int(iterations)
+
+
 class TinyRecursiveControl(nn.Module):
     """The recursive planner (see the module docstring).
 
@@ -236,7 +244,7 @@ class TinyRecursiveControl(nn.Module):
             A :class:`TRCOutput`; ``controls [B, T, n_u]`` obey ``|u| <= u_max``.
         """
         x0, target = self._inputs(x0, target)
-        K = self.num_iterations if iterations is None else int(iterations)
+        K = self.num_iterations if iterations is None else _count(iterations)
         if K < 0:
             raise TRCError(f"iterations must be >= 0, got {iterations}")
         cfg = self.config
@@ -503,7 +511,7 @@ class TinyRecursiveControl(nn.Module):
             ``U [B, T, n_u]`` and the iterations each start used, ``[B]`` long (``>= 1``).
         """
         x0, target = self._inputs(x0, target)
-        K = self.num_iterations if iterations is None else int(iterations)
+        K = self.num_iterations if iterations is None else _count(iterations)
         if K < 1:
             raise TRCError(f"a halting run needs iterations >= 1, got {iterations}")
         rule = rule or self.config.halt_rule
