@@ -513,3 +513,22 @@ def test_a_run_folder_missing_a_checkpoint(data, tmp_path, capsys):
     assert train(data, tmp_path / "run", "--epochs", "3", "--resume", "--lr", "1e-3") == 2
     assert "holds last_model.pt but no best_model.pt" in capsys.readouterr().err
     assert (tmp_path / "run" / "last_model.pt").read_bytes() == before
+
+
+def test_resume_without_epochs_keeps_the_runs_own(data, tmp_path):
+    """``--resume`` alone continues a run to the epochs it was started with (it took the default, 250,
+    extending a finished run, and refused an interrupted one unless told its --epochs)."""
+    from trc.sweep.command import _train_parser
+    from trc.training.train import train_command
+
+    argv = ["--data", data["vanderpol"], "--output_dir", str(tmp_path), "--batch_size", "8", "--quiet"]
+
+    def interrupt(record):   # Ctrl-C once the first epoch's checkpoints are written
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_command(_train_parser().parse_args([*argv, "--epochs", "3"]), hooks={"on_epoch_end": interrupt})
+    assert main(["train", *argv, "--resume"]) == 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [0, 1, 2]
+    assert main(["train", *argv, "--resume"]) == 0      # finished: nothing more to do
+    assert len(json.loads((tmp_path / "history.json").read_text())["epochs"]) == 3

@@ -84,7 +84,7 @@ def add_train_command(sub) -> None:
     p.add_argument("--output_dir", required=True, help="folder for best_model.pt, last_model.pt, history.json")
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the training data; with --resume, a larger number extends a finished run "
-                        f"(default {describe('epochs')}; several problems: {MULTI_PROBLEM_EPOCHS}, each epoch a pass over every "
+                        f"(default {describe('epochs')}; with --resume, the run's own; several problems: {MULTI_PROBLEM_EPOCHS}, each epoch a pass over every "
                         "problem's data)")
     p.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"], help="samples per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=None,
@@ -458,6 +458,10 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     from trc.models.value_predictor import create_value_predictor
 
     _check_args(args)
+    if args.epochs is None and resumed_checkpoint(args) is not None:   # --resume alone: the run's own epochs
+        from trc.models.checkpoint import read_checkpoint
+
+        args.epochs = (read_checkpoint(resumed_checkpoint(args)).get("metadata") or {}).get("settings", {}).get("epochs")
     if args.baseline:
         args.process_weight = 0.0
     args.model_size = default_model_size(args)
