@@ -418,3 +418,21 @@ def test_numpy_integers_are_integers_and_fractions_are_not(model):
     for bad in (2.5, "3", True):
         with pytest.raises(TRCError, match="iterations must be an integer"):
             model.plan(x, iterations=bad)
+
+
+def test_targets_of_another_shape_and_unreal_starts_are_one_sentence(model, files):
+    """Each was a raw torch or numpy error, or (complex starts) a warning and a run on their real parts."""
+    x = torch.tensor([[1.0, -0.5]])
+    for target in ([0.0, 0.0, 0.0], torch.zeros(3, 2)):
+        with pytest.raises(TRCError, match=r"targets must have shape \[2\] or \[B, 2\] with B = 1 start states"):
+            closed_loop(model, x, target=target)
+    data = load_dataset(files / "vdp.npz")
+    with pytest.raises(TRCError, match="with B = 5 start states, got \\[3, 2\\]"):
+        RefinementEvaluator(model).evaluate({"initial_states": data["initial_states"][:5],
+                                             "target_states": data["target_states"][:3]})
+    with pytest.raises(TRCError, match="start states must be real numbers, got dtype torch.complex64"):
+        closed_loop(model, torch.tensor([[1 + 1j, -0.5 + 2j]]))
+    with pytest.raises(TRCError, match="start states must be an array or tensor of real numbers"):
+        closed_loop(model, [["a", "b"]])
+    with pytest.raises(TRCError, match="start states must be a rectangular array"):
+        model.plan([[1.0, 2.0], [1.0]])

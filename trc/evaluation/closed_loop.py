@@ -262,7 +262,13 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
     """
     controller = Controller(model, replan_every, target, problem, hysteresis, iterations, halt)
     problem = controller.problem
-    x = torch.as_tensor(x0).to(torch.float64)
+    try:
+        x = torch.as_tensor(x0)
+    except (ValueError, TypeError, RuntimeError):
+        raise TRCError("start states must be an array or tensor of real numbers [B, n_x]") from None
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TRCError(f"start states must be real numbers, got dtype {x.dtype}")
+    x = x.to(torch.float64)
     if x.dim() != 2 or x.shape[1] != problem.n_x:
         raise _shape_error(problem, x)
     X, U = [x], []

@@ -455,7 +455,10 @@ class TinyRecursiveControl(nn.Module):
         """
         as_numpy = not torch.is_tensor(x0)
         if as_numpy:
-            x0 = np.asarray(x0)
+            try:
+                x0 = np.asarray(x0)
+            except ValueError:   # a ragged list
+                raise TRCError("start states must be a rectangular array [B, n_x] or [n_x]") from None
             if x0.dtype.kind not in "fiu":
                 raise TRCError(f"start states must be real numbers, got an array of dtype {x0.dtype}")
         x = torch.as_tensor(x0)

@@ -32,6 +32,7 @@ import torch
 from trc.adjoint import rk4_rollout
 from trc.cost import quad, sum_over_time, trajectory_cost
 from trc.dynamics import rk4
+from trc.errors import TRCError
 
 Tensor = torch.Tensor
 HYSTERESIS = 0.25  # radians an angle may be shown beyond its canonical interval (ControlProblem.wrap_state)
@@ -64,8 +65,6 @@ class ControlProblem:
 
     def __post_init__(self) -> None:
         """Validate every parameter, here and only here (``get_problem``, ``replace`` and loading all pass by)."""
-        from trc.errors import TRCError
-
         def bad(field: str, wanted: str) -> TRCError:
             return TRCError(f"problem {self.name!r}: {field} must be {wanted}, got {getattr(self, field)!r}")
 
@@ -167,6 +166,10 @@ class ControlProblem:
     def target_like(self, x0: Tensor, target: Tensor | None = None) -> Tensor:
         """Per-sample targets ``[B, n_x]``: ``target`` if given, else the default one."""
         if target is not None:
+            target = torch.as_tensor(target)
+            if target.shape not in ((self.n_x,), (1, self.n_x), (x0.shape[0], self.n_x)):
+                raise TRCError(f"targets must have shape [{self.n_x}] or [B, {self.n_x}] with B = {x0.shape[0]} "
+                               f"start states, got {list(target.shape)}")
             return target.to(dtype=x0.dtype, device=x0.device).expand(x0.shape[0], self.n_x)
         return torch.tensor(self.target, dtype=x0.dtype, device=x0.device).expand(x0.shape[0], self.n_x)
 
