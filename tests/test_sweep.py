@@ -236,6 +236,11 @@ def test_an_unwritable_output_or_a_damaged_journal_is_one_line(data, tmp_path, c
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "is not a readable Optuna journal file" in err, err
+    for bad in ("", str(tmp_path)):   # a folder (or nothing) as the journal
+        assert main(sweep_argv(data, bad, tmp_path / "runs2", "--grid", "seed=0")) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"--storage {bad!r} is a folder" in err, err
+    assert not (tmp_path / "runs2").exists()   # refused before the output folder is made
 
 
 def test_a_worker_whose_trials_failed_exits_1(data, tmp_path, monkeypatch, capsys):

@@ -91,7 +91,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         return 0
     from trc.sweep.grid import NOT_SWEPT, grid_cells, parse_grid
     from trc.sweep.objective import train_args
-    from trc.sweep.storage import readable_journal
+    from trc.sweep.storage import open_storage, readable_journal
     from trc.sweep.worker import run_worker
     from trc.training.train import _check_args, default_model_size
 
@@ -120,8 +120,9 @@ def sweep_command(args: argparse.Namespace) -> int:
     spec = {"grid": grid or None, "n_trials": n_trials, "flags": shared, "problem": args.problem,
             "data_sha256": digests}
     prune = (args.pruner or ("none" if grid else "median")) == "median"
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
     with readable_journal(args.storage):
+        open_storage(args.storage)   # a bad --storage is refused before the output folder is made
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
         done = run_worker(args, spec, args.heartbeat, prune, output_dir)
     print(f"trc sweep: this worker ran {sum(done.values())} trials ({done['complete']} complete, "
           f"{done['pruned']} pruned, {done['fail']} failed); nothing is left to run in study "

@@ -75,6 +75,8 @@ def open_storage(url: str, heartbeat: float | None = None) -> BaseStorage:
     """
     if "://" not in url:
         path = Path(url)
+        if not url or path.is_dir():
+            raise TRCError(f"--storage {url!r} is a folder; give the path of a journal file, such as sweep.journal")
         if not path.parent.is_dir():
             raise TRCError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
         return JournalStorage(JournalFileBackend(str(path)))   # read errors: readable_journal, around its use
