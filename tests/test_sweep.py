@@ -223,6 +223,11 @@ def test_bad_datasets_are_refused_before_the_study_is_touched(data, tmp_path, ca
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and words in err, err
     assert not storage.exists() and not (tmp_path / "runs").exists()
+    # a grid cell's --init_from too (it failed its trial for good, and the sweep went on)
+    assert main(sweep_argv(data, str(storage), tmp_path / "runs", "--grid", f"init_from={tmp_path / 'nope.pt'}")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope.pt' does not exist" in err, err
+    assert not storage.exists() and not (tmp_path / "runs").exists()
 
 
 def test_an_unwritable_output_or_a_damaged_journal_is_one_line(data, tmp_path, capsys):

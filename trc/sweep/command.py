@@ -93,6 +93,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from trc.sweep.objective import train_args
     from trc.sweep.storage import open_storage, readable_journal
     from trc.sweep.worker import run_worker
+    from trc.models.checkpoint import read_checkpoint
     from trc.training.train import _check_args, default_model_size
 
     if args.data is None:
@@ -112,7 +113,10 @@ def sweep_command(args: argparse.Namespace) -> int:
     digests = _check_data(args.data, args.problem)
     check_writable(Path(output_dir) / "report.json")   # trial n trains in output_dir/n
     for cell in grid_cells(grid)[:n_trials] if grid else [{}]:  # every trial's flags checked at the door
-        _check_args(train_args(args, cell, Path(output_dir)))
+        cell_args = train_args(args, cell, Path(output_dir))
+        _check_args(cell_args)
+        if cell_args.init_from is not None:   # a checkpoint a cell starts from must be one
+            read_checkpoint(cell_args.init_from)
     shared = {a.dest: getattr(args, a.dest) for a in _train_parser()._actions
               if a.option_strings and a.dest not in NOT_SWEPT and a.dest not in grid}
     if "model_size" in shared:  # as trained: --model_size small and no --model_size are one command
