@@ -436,3 +436,11 @@ def test_targets_of_another_shape_and_unreal_starts_are_one_sentence(model, file
         closed_loop(model, [["a", "b"]])
     with pytest.raises(TRCError, match="start states must be a rectangular array"):
         model.plan([[1.0, 2.0], [1.0]])
+
+
+def test_generate_names_a_diverging_dt_and_a_horizon_too_long_for_one_sample(tmp_path, capsys):
+    rc, err = cli(capsys, "generate", "--num_samples", "5", "--horizon", "20", "--dt", "10", "--output", tmp_path / "g.npz")
+    assert rc == 2 and one_line(err, "controls for 'vanderpol' (dt = 10, horizon 20) are not finite", "smaller dt")
+    rc, err = cli(capsys, "generate", "--num_samples", "1", "--horizon", "99999999999", "--output", tmp_path / "g.npz")
+    assert rc == 2 and one_line(err, "one sample of 'vanderpol' with horizon 99999999999 takes more than")
+    assert list(tmp_path.iterdir()) == []

@@ -68,6 +68,9 @@ def generate_dataset(problem: ControlProblem | str, num_samples: int, expert: st
     size = dataset_bytes(problem, num_samples)
     if size > MAX_DATASET_BYTES:
         most = MAX_DATASET_BYTES // dataset_bytes(problem, 1)
+        if most == 0:
+            raise TRCError(f"one sample of {problem.name!r} with horizon {problem.horizon} takes more than the "
+                           f"{MAX_DATASET_BYTES / 2**30:g} GiB a dataset may hold; choose a shorter horizon")
         raise TRCError(f"{num_samples} samples of {problem.name!r} would take {size / 2**30:.1f} GiB, more than "
                        f"the {MAX_DATASET_BYTES / 2**30:g} GiB a dataset may hold; generate at most {most} "
                        f"at a time (with different seeds)")
@@ -87,6 +90,9 @@ def generate_dataset(problem: ControlProblem | str, num_samples: int, expert: st
             parts.append(EXPERTS[expert](problem, x0[i:i + chunk], target[i:i + chunk]).float())
             bar.update(parts[-1].shape[0])
     U = torch.cat(parts)                                                 # (N, T, n_u) float32
+    if not torch.isfinite(U).all():
+        raise TRCError(f"the {expert} expert's controls for {problem.name!r} (dt = {problem.dt:g}, horizon "
+                       f"{problem.horizon}) are not finite: its model of the dynamics diverges; try a smaller dt")
     ev = problem.evaluate(x0, U.double(), target)
     metadata = {
         "problem": problem.to_dict(), "expert": expert, "seed": seed, "num_samples": num_samples,
