@@ -444,3 +444,10 @@ def test_generate_names_a_diverging_dt_and_a_horizon_too_long_for_one_sample(tmp
     rc, err = cli(capsys, "generate", "--num_samples", "1", "--horizon", "99999999999", "--output", tmp_path / "g.npz")
     assert rc == 2 and one_line(err, "one sample of 'vanderpol' with horizon 99999999999 takes more than")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataset_whose_name_holds_a_comma_is_named(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(files / "vdp.npz", "a,b.npz")
+    rc, err = cli(capsys, "train", "--data", "a,b.npz", "--output_dir", "run", "--epochs", "1", "--quiet")
+    assert rc == 2 and one_line(err, "--data is split at commas", "'a,b.npz' is one file")

@@ -241,6 +241,9 @@ def split_list(value: str | None, flag: str) -> list[str] | None:
 def dataset_pairs(data: str, problem: str | None) -> list[tuple[str, str | None]]:
     """``--data a.npz,b.npz --problem a,b`` as ``[(path, name or None), ...]``, one per dataset."""
     paths, names = split_list(data, "--data"), split_list(problem, "--problem")
+    if len(paths) > 1 and Path(data).is_file() and not all(Path(p).exists() for p in paths):
+        raise TRCError(f"--data is split at commas, one dataset per problem, and {data!r} is one file: "
+                       f"rename it without a comma")
     if names is not None and len(names) != len(paths):
         raise TRCError(f"--problem names {len(names)} problems but --data gives {len(paths)} datasets; "
                        f"give one dataset per problem, in the same order")
