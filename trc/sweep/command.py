@@ -89,11 +89,11 @@ def sweep_command(args: argparse.Namespace) -> int:
             text = write_report(args.storage, args.study_name, output_dir)
         print(text)
         return 0
+    from trc.models.checkpoint import read_checkpoint
     from trc.sweep.grid import NOT_SWEPT, grid_cells, parse_grid
     from trc.sweep.objective import train_args
     from trc.sweep.storage import open_storage, readable_journal
     from trc.sweep.worker import run_worker
-    from trc.models.checkpoint import read_checkpoint
     from trc.training.train import _check_args, default_model_size
 
     if args.data is None:
