@@ -21,7 +21,8 @@ class TRCError(ValueError):
     """
 
 
-def _integer(v: Any) -> bool:   # numpy's integers too (numbers.Integral), not bool
+def is_integer(v: Any) -> bool:
+    """Whether ``v`` is an integer: Python's or numpy's (``numbers.Integral``), not a bool."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
@@ -31,8 +32,8 @@ def _number(v: Any) -> bool:
 
 # rule -> (test, what a valid value is)
 RULES = {
-    "count": (lambda v: _integer(v) and v >= 1, "a positive integer"),
-    "count0": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "count": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "count0": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "positive": (lambda v: _number(v) and v > 0, "a positive number"),
     "nonnegative": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
     "fraction": (lambda v: _number(v) and 0 < v < 1, "between 0 and 1 (exclusive)"),
@@ -61,4 +62,4 @@ def check(name: str, value: Any, prefix: str = "") -> Any:
     test, what = RULES[PARAMETERS[name]]
     if not test(value):
         raise TRCError(f"{prefix}{name} must be {what}, got {value!r}")
-    return int(value) if test is _integer or isinstance(value, numbers.Integral) else value
+    return int(value) if test is is_integer or isinstance(value, numbers.Integral) else value

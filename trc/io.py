@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from trc.errors import TRCError
+from trc.errors import TRCError, is_integer
 
 
 _GUARD: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("trc_write_guard", default=None)
@@ -119,6 +118,6 @@ MAX_SEED = 2**63 - 1
 
 def check_seed(seed: int) -> int:
     """``seed`` if it is an integer in ``[0, MAX_SEED]`` (what every generator ``trc`` seeds accepts)."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+    if not is_integer(seed) or not 0 <= seed <= MAX_SEED:
         raise TRCError(f"a seed must be an integer in [0, 2**63 - 1], got {seed!r}")
     return int(seed)

@@ -263,9 +263,8 @@ def check_in_start_box(data: dict[str, Any], name: str, problem: ControlProblem)
                        f"|u| up to {U[int(beyond[0])].max():.4g})")
     if outside.size:
         i = int(outside[0])
-        box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(problem.x0_low, problem.x0_high))
         raise TRCError(f"{name} has {outside.size} start state(s) outside the start box of problem {problem.name!r}, "
-                       f"{box} (first: sample {i}, {np.array2string(x0[i], precision=4)}); train on the box "
+                       f"{problem.start_box} (first: sample {i}, {np.array2string(x0[i], precision=4)}); train on the box "
                        f"the problem defines, or widen it (x0_low, x0_high)")
 
 

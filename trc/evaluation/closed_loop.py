@@ -56,13 +56,13 @@ success, and one that wraps every angle to ``(-pi, pi]`` first by 1.4-6.0.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from trc.errors import TRCError
+from trc.errors import TRCError, is_integer
+from trc.problems import get_problem
 from trc.problems.base import HYSTERESIS
 
 Tensor = torch.Tensor
@@ -115,8 +115,7 @@ def as_planner(model, iterations: int | None = None, halt: bool | str | None = F
     as :meth:`~trc.models.tiny_recursive_control.TinyRecursiveControl.plan` does (True: the model's
     own rule; a string names one; default False: every iteration, also for a halting model).
     """
-    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral)
-                                   or iterations < 0):
+    if iterations is not None and (not is_integer(iterations) or iterations < 0):
         raise TRCError(f"iterations must be an integer >= 0, got {iterations!r}")
     iterations = None if iterations is None else int(iterations)
     if isinstance(model, torch.nn.Module):
@@ -183,14 +182,11 @@ class Controller:
             model = model.planner(problem)
             problem = model.problem
         problem = problem if problem is not None else getattr(model, "problem", None)
-        if isinstance(problem, str):
-            from trc.problems import get_problem
-
-            problem = get_problem(problem)
+        problem = get_problem(problem) if isinstance(problem, str) else problem
         if problem is None:
             raise TRCError("closed_loop needs a problem: pass problem= or a model with .problem")
         T = problem.horizon
-        if isinstance(replan_every, bool) or not isinstance(replan_every, numbers.Integral) or not 1 <= replan_every <= T:
+        if not is_integer(replan_every) or not 1 <= replan_every <= T:
             raise TRCError(f"replan_every must be an integer from 1 to the horizon {T}, got {replan_every!r}")
         replan_every = int(replan_every)
         if not (isinstance(hysteresis, (int, float)) and not isinstance(hysteresis, bool) and 0 <= hysteresis < 3.14):
@@ -279,10 +275,9 @@ def closed_loop(model, x0: Tensor, replan_every: int = 1, target: Tensor | None 
         finite = torch.isfinite(x.to(torch.float32)).all(1)   # beyond float32's range no planner reads it
         if not finite.all():
             bad = int((~finite).nonzero()[0])
-            box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(problem.x0_low, problem.x0_high))
             raise TRCError(f"the closed loop diverges (states beyond float32's range) at step {t + 1} from start "
                            f"{bad}, x0 = {[round(v, 4) for v in X[0][bad].tolist()]}; problem {problem.name!r} "
-                           f"starts in {box}")
+                           f"starts in {problem.start_box}")
         X.append(x)
         U.append(u)
     X, U = torch.stack(X, 1), torch.stack(U, 1)

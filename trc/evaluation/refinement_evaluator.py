@@ -180,13 +180,12 @@ class RefinementEvaluator:
                 i = int(bad.nonzero()[0])
                 x0 = [round(float(v), 4) for v in torch.as_tensor(batch["initial_states"])[i]]
                 p = self.problem
-                box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(p.x0_low, p.x0_high))
                 inside = all(lo <= v <= hi for v, lo, hi in zip(x0, p.x0_low, p.x0_high))
                 advice = ("from inside it: the controls drive the system away" if inside
                           else "remove such starts from the test data")
                 raise TRCError(f"the simulation of {whose} diverges (non-finite states) for {int(bad.sum())} "
                                f"test start(s), first sample {offset + i} at x0 = {x0}; problem {p.name!r} "
-                               f"starts in {box}: {advice}")
+                               f"starts in {p.start_box}: {advice}")
 
     def _evaluate_batch(self, batch: Mapping[str, Tensor], iterations: int | None,
                         dtype: torch.dtype) -> dict[str, Tensor]:

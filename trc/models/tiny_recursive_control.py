@@ -30,7 +30,6 @@ iteration run without gradient and the carry is detached between iterations
 
 from __future__ import annotations
 
-import numbers
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Any
@@ -43,7 +42,7 @@ from torch import nn
 from trc.models.config import PRESETS, TRCConfig, preset_config
 from trc.models.feedback import Observer, symlog
 from trc.models.halting import HaltingHead, should_halt
-from trc.errors import TRCError
+from trc.errors import TRCError, is_integer
 from trc.problems import ControlProblem, get_problem
 from trc.problems.base import HYSTERESIS
 
@@ -191,7 +190,7 @@ def _legacy_factory(preset: str):
 
 def _count(iterations) -> int:
     """``iterations`` as an int, if it is an integer (numpy's too); 2.5 or "3" is one TRCError."""
-    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral):
+    if not is_integer(iterations):
         raise TRCError(f"iterations must be an integer, got {iterations!r}")
     return int(iterations)
 

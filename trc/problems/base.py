@@ -299,6 +299,11 @@ class ControlProblem:
         return x0.new_zeros(0, x0.shape[0], self.horizon, self.n_u)
 
     # -- sampling and bookkeeping -------------------------------------------------
+    @property
+    def start_box(self) -> str:
+        """The start box in words, for messages: ``[-2, 2] x [-2, 2]``."""
+        return " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(self.x0_low, self.x0_high))
+
     def sample_initial_states(self, n: int, generator: torch.Generator | None = None,
                               dtype=torch.float32) -> Tensor:
         """``n`` start states drawn uniformly from the box, ``[n, n_x]``."""
