@@ -30,7 +30,7 @@ def run_analyze(args) -> int:
     written before anything is printed, so a closed pipe (``| head -1``) cannot lose them.
     """
     from trc.models.checkpoint import load_checkpoint
-    from trc.data.datasets import load_dataset
+    from trc.data.datasets import check_dataset, load_dataset
     from trc.evaluation.plots import plot_refinement_curves
 
     out = Path(args.output)
@@ -42,9 +42,11 @@ def run_analyze(args) -> int:
     args.replan_every = args.replan_every or 1
     for path in (out, out.with_suffix(".png"), out.with_suffix(".svg"), out.with_suffix(".json")):
         check_writable(path)
-    model = _one_problem(load_checkpoint(args.checkpoint, problem=_named_problem(args)), args)
-    baseline = None if args.baseline is None else _one_problem(load_checkpoint(args.baseline, problem=model.problem), args)
-    data = load_dataset(args.data, problem=model.problem)
+    data = load_dataset(args.data)   # read once; checked against the model's problem below
+    model = _one_problem(load_checkpoint(args.checkpoint, problem=_named_problem(args.problem, data)), args.problem, data)
+    baseline = None if args.baseline is None else _one_problem(load_checkpoint(args.baseline, problem=model.problem),
+                                                               args.problem, data)
+    check_dataset(data, f"dataset {str(args.data)!r}", model.problem)
     optimal = solve_optimal_costs(model.problem, data) if args.solve_optimal else None
     runs = {"model": model} if baseline is None else {"model": model, "baseline": baseline}
     metrics = {name: RefinementEvaluator(m, device=args.device, label=name).evaluate(
@@ -72,28 +74,26 @@ def run_analyze(args) -> int:
     return 0
 
 
-def _named_problem(args):
-    """The problem ``--problem`` names, with the dataset's parameters where the dataset is of that problem
+def _named_problem(name: str | None, data: dict):
+    """The problem ``--problem`` names, with the dataset's parameters where ``data`` is of that problem
     (``--horizon``/``--dt`` given to ``trc generate``), as ``trc train`` reads it; None without ``--problem``."""
-    from trc.data.datasets import dataset_problem, load_dataset
+    from trc.data.datasets import dataset_problem
     from trc.problems import get_problem
 
-    if args.problem is None:
+    if name is None:
         return None
-    named = get_problem(args.problem)
-    data = load_dataset(args.data)
-    if "problem" in data["metadata"] and dataset_problem(data).name == named.name:
-        return dataset_problem(data)
-    return named
+    named = get_problem(name)
+    made_for = dataset_problem(data) if "problem" in data["metadata"] else None
+    return made_for if made_for is not None and made_for.name == named.name else named
 
 
-def _one_problem(model, args):
+def _one_problem(model, name: str | None, data: dict):
     """A multi-problem model's planner of ``--problem`` (default: the dataset's); a single-problem model as is."""
     if not hasattr(model, "planners"):
         return model
-    from trc.data.datasets import dataset_problem, load_dataset
+    from trc.data.datasets import dataset_problem
 
-    return model.planner(args.problem or dataset_problem(load_dataset(args.data)).name)
+    return model.planner(name or dataset_problem(data).name)
 
 
 def _finite_or_none(obj: Any) -> Any:

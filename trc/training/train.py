@@ -377,6 +377,8 @@ def _check_run_folder(out: Path, settings: dict, resume: bool, epochs: int) -> N
 # flags that act only through self-play: given while it is off, they would do nothing
 SELF_PLAY_SETTINGS = ("fresh_starts", "explore", "explore_noise", "explore_best", "stitch", "neighbours",
                       "tail_starts", "visited_starts")
+# ... and through closed-loop tuning
+TUNING_SETTINGS = ("closed_loop_replan", "closed_loop_truncate", "closed_loop_critic")
 
 # model settings that change the computation but not the weights' shapes: --init_from must match them
 ARCHITECTURE_FLAGS = {"use_two_level": "--use_two_level", "H_cycles": "--H_cycles", "L_cycles": "--L_cycles"}
@@ -458,10 +460,11 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     from trc.models.value_predictor import create_value_predictor
 
     _check_args(args)
-    if args.epochs is None and resumed_checkpoint(args) is not None:   # --resume alone: the run's own epochs
+    resumed = resumed_checkpoint(args)
+    if args.epochs is None and resumed is not None:   # --resume alone: the run's own epochs
         from trc.models.checkpoint import read_checkpoint
 
-        args.epochs = (read_checkpoint(resumed_checkpoint(args)).get("metadata") or {}).get("settings", {}).get("epochs")
+        args.epochs = (read_checkpoint(resumed).get("metadata") or {}).get("settings", {}).get("epochs")
     if args.baseline:
         args.process_weight = 0.0
     args.model_size = default_model_size(args)
@@ -482,18 +485,17 @@ def train_command(args: argparse.Namespace, hooks: dict | None = None) -> int:
     given = recipe_flags(args)
     for key, value in recipe(problem.name, **given).items():
         setattr(args, key, value)
-    unused = [k for k in SELF_PLAY_SETTINGS if given[k] is not None]
-    if unused and not args.self_play:
-        raise TRCError(f"--{unused[0]} is a setting of self-play, which is off for {problem.name!r} here; "
-                       f"pass --self_play on to use it")
     for flag in ("val_closed_loop", "closed_loop_replan"):
         if (getattr(args, flag) or 0) > problem.horizon:
             raise TRCError(f"--{flag} must be at most the horizon of {problem.name!r}, {problem.horizon} steps, "
                            f"got {getattr(args, flag)}")
-    unused = [k for k in ("closed_loop_replan", "closed_loop_truncate", "closed_loop_critic") if given[k] is not None]
-    if unused and not args.closed_loop_steps:
-        raise TRCError(f"--{unused[0]} is a setting of the closed-loop tuning, which is off for {problem.name!r} "
-                       f"here; pass --closed_loop_steps N to use it")
+    for settings, on, what, how in ((SELF_PLAY_SETTINGS, args.self_play, "self-play", "--self_play on"),
+                                    (TUNING_SETTINGS, args.closed_loop_steps, "the closed-loop tuning",
+                                     "--closed_loop_steps N")):
+        unused = [k for k in settings if given[k] is not None]
+        if unused and not on:
+            raise TRCError(f"--{unused[0]} is a setting of {what}, which is off for {problem.name!r} here; "
+                           f"pass {how} to use it")
     if given["curriculum_ramp"] is not None and args.curriculum_box >= 1 and args.curriculum_horizon >= 1:
         raise TRCError(f"--curriculum_ramp paces a curriculum, and both are off for {problem.name!r} here; pass "
                        f"--curriculum_box or --curriculum_horizon below 1 to use it")
